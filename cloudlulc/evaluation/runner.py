@@ -1,0 +1,210 @@
+"""Score segmentation models on a dataset split with :class:`cloudlulc.metrics.ConfusionMatrix`.
+
+Any ``torch.utils.data.Dataset`` yielding the dataset contract works (``ZarrPatchDataset``,
+``GeoTiffLayoutDataset``, :class:`~cloudlulc.evaluation.simulated.SimulatedSplit`): a dict with
+``optical`` [12,H,W] reflectance, ``sar`` [2,H,W] dB, ``label`` [H,W] (255 ignore) and optionally
+``cloud`` [H,W] (1 cloud, 0 clear, 255 unknown). Inputs are filled before inference because the models
+require finite inputs; the filled pixels are excluded from scoring for *every* model (``nan_policy``) so
+all methods are compared on one mask.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cloudlulc.classes import NODATA
+from cloudlulc.evaluation.params import ModelSpec
+
+log = logging.getLogger(__name__)
+
+NanPolicy = Literal["any", "all", "none"]
+#: Fill values for non-finite inputs: dark reflectance and the dB floor the cube clips SAR to are both
+#: physically plausible "no signal" values, unlike 0 dB (a very bright SAR return).
+OPTICAL_FILL: float = 0.0
+SAR_FILL: float = -50.0
+
+ModelLike = nn.Module | ModelSpec | str | Path
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then Apple MPS, then CPU; anything else is passed to ``torch.device``."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(device)
+
+
+def load_model(spec: ModelLike) -> nn.Module:
+    """An ``nn.Module`` from a module, a :class:`ModelSpec`, a weights path or a ``build_model`` name."""
+    if isinstance(spec, nn.Module):
+        return spec
+    from cloudlulc.model import build_model, from_pretrained  # lazy: model code lands independently
+
+    if isinstance(spec, ModelSpec):
+        if spec.weights is not None:
+            return from_pretrained(spec.weights)
+        assert spec.model is not None  # ModelSpec's validator defaults it to the name
+        return build_model(spec.model, **spec.overrides)
+    if isinstance(spec, Path) or (isinstance(spec, str) and (spec.endswith((".safetensors", ".json")) or Path(spec).exists())):
+        return from_pretrained(Path(spec))
+    return build_model(str(spec))
+
+
+def _as_tensor(value: Any) -> torch.Tensor:
+    if isinstance(value, torch.Tensor):
+        return value
+    return torch.as_tensor(np.asarray(value))
+
+
+def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack the array fields of dataset samples (numpy or torch) into batch tensors; drop the rest."""
+    keys = ("optical", "sar", "label", "cloud")
+    out: dict[str, torch.Tensor] = {}
+    for key in keys:
+        if all(key in s and s[key] is not None for s in samples):
+            out[key] = torch.stack([_as_tensor(s[key]) for s in samples])
+    missing = [k for k in ("optical", "sar", "label") if k not in out]
+    if missing:
+        raise KeyError(f"dataset samples lack {missing}; evaluation needs optical, sar and label (see dataset contract)")
+    return out
+
+
+def prepare_batch(
+    batch: Mapping[str, torch.Tensor], nan_policy: NanPolicy = "any"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Finite float inputs, a target with unusable pixels set to 255, and per-sample cloud fractions.
+
+    Returns ``(optical, sar, target, cloud_fraction)``; ``cloud_fraction`` is ``None`` when the
+    samples carry no ``cloud`` mask, else a float tensor [B] in [0, 1] over the scored pixels.
+    """
+    optical = batch["optical"].float()
+    sar = batch["sar"].float()
+    target = batch["label"].long().clone()
+    if target.ndim == 4:  # [B,1,H,W]
+        target = target[:, 0]
+    bad_opt = ~torch.isfinite(optical)
+    bad_sar = ~torch.isfinite(sar)
+    if nan_policy == "any":
+        unusable = bad_opt.any(1) | bad_sar.any(1)
+    elif nan_policy == "all":
+        unusable = bad_opt.all(1) & bad_sar.all(1)
+    else:
+        unusable = torch.zeros_like(target, dtype=torch.bool)
+    target[unusable] = NODATA
+    target[(target < 0) | (target > NODATA)] = NODATA
+    optical = torch.where(bad_opt, torch.full_like(optical, OPTICAL_FILL), optical)
+    sar = torch.where(bad_sar, torch.full_like(sar, SAR_FILL), sar)
+
+    cloud_fraction = None
+    if "cloud" in batch:
+        cloud = batch["cloud"]
+        if cloud.ndim == 4:
+            cloud = cloud[:, 0]
+        cloud = cloud.to(torch.int64)
+        known = (cloud != NODATA) & (target != NODATA)
+        cloudy = (cloud == 1) & known
+        n_known = known.flatten(1).sum(1)
+        frac = cloudy.flatten(1).sum(1).float() / n_known.clamp(min=1).float()
+        cloud_fraction = torch.where(n_known > 0, frac, torch.zeros_like(frac))
+    return optical, sar, target, cloud_fraction
+
+
+def model_stride(model: nn.Module) -> int:
+    """The divisibility requirement for H and W (``model.stride``; 1 when the model has none)."""
+    stride = getattr(model, "stride", 1)
+    return int(stride) if stride else 1
+
+
+def logits_of(output: Any) -> torch.Tensor:
+    """Logits from a ``ModelOutput``, a dict with ``logits`` or a bare tensor."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        return output["logits"]
+    logits = getattr(output, "logits", None)
+    if logits is None:
+        raise TypeError(f"model returned {type(output).__name__}; expected ModelOutput or a logits tensor")
+    return logits
+
+
+@torch.no_grad()
+def predict(model: nn.Module, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
+    """Class indices [B,H,W]; inputs are reflect-padded to the model stride and the output cropped back."""
+    h, w = optical.shape[-2:]
+    stride = model_stride(model)
+    ph, pw = (math.ceil(h / stride) * stride - h), (math.ceil(w / stride) * stride - w)
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        optical = F.pad(optical, (0, pw, 0, ph), mode=mode)
+        sar = F.pad(sar, (0, pw, 0, ph), mode=mode)
+    logits = logits_of(model(optical, sar))
+    return logits[..., :h, :w].argmax(1)
+
+
+def _new_matrix() -> Any:
+    from cloudlulc.metrics import ConfusionMatrix  # engineer C's module: the one metric definition
+
+    return ConfusionMatrix()
+
+
+def evaluate_model(
+    model: ModelLike,
+    dataset: Dataset,
+    *,
+    batch_size: int = 4,
+    device: str | torch.device = "auto",
+    num_workers: int = 0,
+    nan_policy: NanPolicy = "any",
+) -> dict[str, Any]:
+    """``ConfusionMatrix.compute()`` of one model over a dataset split (OA, macro F1, mIoU, per class, per cloud bin)."""
+    dev = resolve_device(device)
+    net = load_model(model).to(dev).eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_samples)
+    matrix = _new_matrix()
+    n = 0
+    for batch in loader:
+        optical, sar, target, cloud_fraction = prepare_batch(batch, nan_policy)
+        pred = predict(net, optical.to(dev), sar.to(dev)).cpu()
+        matrix.update(pred, target, cloud_fraction)
+        n += int(target.shape[0])
+    if n == 0:
+        raise ValueError("the dataset split is empty: nothing to evaluate")
+    result = matrix.compute()
+    result.setdefault("n_samples", n)
+    return result
+
+
+def evaluate(
+    models: Mapping[str, ModelLike] | Sequence[ModelSpec],
+    dataset: Dataset,
+    *,
+    batch_size: int = 4,
+    device: str | torch.device = "auto",
+    num_workers: int = 0,
+    nan_policy: NanPolicy = "any",
+) -> dict[str, dict[str, Any]]:
+    """Score several models on one split; returns ``{name: metrics}`` in the given order."""
+    items = models.items() if isinstance(models, Mapping) else [(m.name, m) for m in models]
+    results: dict[str, dict[str, Any]] = {}
+    for name, spec in items:
+        log.info("evaluating %s", name)
+        results[name] = evaluate_model(
+            spec, dataset, batch_size=batch_size, device=device, num_workers=num_workers, nan_policy=nan_policy
+        )
+    return results

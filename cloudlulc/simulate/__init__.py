@@ -1,0 +1,15 @@
+"""Simulated Sentinel-2 / Sentinel-1 scenes and a Planetary-Computer-shaped STAC catalog.
+
+SIMULATED DATA, for tests, demos and CPU training without network access:
+
+- :func:`simulate_scene` renders one co-registered acquisition in memory (``SimScene``);
+- :func:`write_demo_catalog` writes COGs and STAC JSON with the collection ids, asset keys and
+  property names of the Planetary Computer (``sentinel-2-l2a``, ``sentinel-1-rtc``,
+  ``esa-worldcover``), ready for ``rustac serve`` (see :mod:`cloudlulc.stac_server`).
+
+CLI: ``python -m cloudlulc.simulate <out_dir> [--seed N]``.
+"""
+
+from cloudlulc.simulate.scene import Landscape, SimScene, make_landscape, simulate_scene
+
+__all__ = ["Landscape", "SimScene", "make_landscape", "simulate_scene"]

@@ -21,3 +21,6 @@ class ModelOutput:
     latent: torch.Tensor | None = None
     #: per-scale reliability maps for auxiliary losses (coarse to fine), optional
     reliability_pyramid: list[torch.Tensor] | None = None
+    #: reconstruction-first baseline only: cloud-free optical estimate in *normalised* units
+    #: [B, 12, H, W], trained with L1 against the normalised clear acquisition
+    reconstruction: torch.Tensor | None = None

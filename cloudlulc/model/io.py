@@ -1,0 +1,146 @@
+"""Saving and loading weights: safetensors + a JSON sidecar, never pickle.
+
+The JSON sidecar carries everything needed to rebuild and to *trust* the network: architecture and
+its full config (including the normalisation constants the model applies to physical-unit inputs),
+class table, band orders, a description of the training data, its metrics, and the sha256 of the
+safetensors file. Loading refuses weights whose band order or class table differ from
+:mod:`cloudlulc.classes`, because such a model would silently map the wrong bands to the wrong classes.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from cloudlulc import classes as C
+from cloudlulc.model.config import config_from_dict
+from cloudlulc.model.registry import model_from_config
+
+FORMAT_VERSION = 1
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+DEMO_WEIGHTS_STEM = "cloudlulc-net-tiny-sim"
+
+
+class WeightsMismatchError(ValueError):
+    """The weights were trained for another band order or class table, or the file is corrupt."""
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _stem(path: str | Path) -> Path:
+    p = Path(path)
+    return p.with_suffix("") if p.suffix in {".safetensors", ".json"} else p
+
+
+def save_pretrained(model: nn.Module, path_stem: str | Path, metadata: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write ``<stem>.safetensors`` and ``<stem>.json``; returns both paths.
+
+    ``metadata`` may hold ``training_data`` (str or dict), ``metrics`` (dict) and any other JSON-able
+    entries; they are stored verbatim next to the generated fields.
+    """
+    config = getattr(model, "config", None)
+    if config is None:
+        raise TypeError(f"{type(model).__name__} has no .config; only cloudlulc.model networks can be saved")
+    stem = _stem(path_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    st_path, json_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(st_path), metadata={"format": "pt", "architecture": config.arch, "name": config.name})
+    meta = dict(metadata or {})
+    doc = {
+        "format_version": FORMAT_VERSION,
+        "architecture": config.arch,
+        "name": config.name,
+        "config": config.model_dump(mode="json"),
+        "classes": C.class_table(),
+        "s2_bands": list(config.s2_bands),
+        "s1_bands": list(config.s1_bands),
+        "normalisation": {
+            "optical_mean": list(config.optical_mean),
+            "optical_std": list(config.optical_std),
+            "sar_mean": list(config.sar_mean),
+            "sar_std": list(config.sar_std),
+            "inputs": "optical: surface reflectance (0..1), sar: gamma0 dB; (x - mean) / std inside the model",
+        },
+        "stride": int(getattr(model, "stride", 1)),
+        "n_parameters": int(sum(p.numel() for p in model.parameters())),
+        "training_data": meta.pop("training_data", None),
+        "metrics": meta.pop("metrics", None),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "weights_file": st_path.name,
+        "sha256": sha256_file(st_path),
+        **meta,
+    }
+    json_path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    return st_path, json_path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON sidecar of a weights file (path to .safetensors, .json or the common stem)."""
+    json_path = _stem(path).with_suffix(".json")
+    if not json_path.exists():
+        raise FileNotFoundError(f"weights config {json_path} not found (expected next to the .safetensors file)")
+    return json.loads(json_path.read_text())
+
+
+def check_compatible(doc: dict[str, Any], source: str = "weights") -> None:
+    """Raise :class:`WeightsMismatchError` unless band orders and class table match :mod:`cloudlulc.classes`."""
+    if tuple(doc.get("s2_bands", ())) != C.S2_BANDS or tuple(doc["config"].get("s2_bands", ())) != C.S2_BANDS:
+        raise WeightsMismatchError(
+            f"{source}: Sentinel-2 band order {doc.get('s2_bands')} differs from this software's {list(C.S2_BANDS)}; "
+            "these weights expect other inputs and would mis-map. Retrain or convert the weights."
+        )
+    if tuple(doc.get("s1_bands", ())) != C.S1_BANDS or tuple(doc["config"].get("s1_bands", ())) != C.S1_BANDS:
+        raise WeightsMismatchError(
+            f"{source}: Sentinel-1 band order {doc.get('s1_bands')} differs from this software's {list(C.S1_BANDS)}."
+        )
+    expected = C.class_table()
+    got = doc.get("classes")
+    same = got is not None and [(c["value"], c["name"]) for c in got] == [(c["value"], c["name"]) for c in expected]
+    if not same or tuple(doc["config"].get("class_names", ())) != C.CLASS_NAMES:
+        raise WeightsMismatchError(
+            f"{source}: class table {[(c.get('value'), c.get('name')) for c in (got or [])]} differs from "
+            f"this software's {[(c['value'], c['name']) for c in expected]}; outputs would be mislabelled."
+        )
+
+
+def from_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu", verify_sha256: bool = True) -> nn.Module:
+    """Rebuild a model from ``<stem>.json`` + ``<stem>.safetensors`` (safetensors only, no unpickling).
+
+    The model is returned in eval mode.
+    """
+    stem = _stem(path)
+    doc = read_metadata(stem)
+    check_compatible(doc, source=str(stem))
+    st_path = stem.with_suffix(".safetensors")
+    if not st_path.exists():
+        raise FileNotFoundError(f"weights file {st_path} not found")
+    if verify_sha256 and doc.get("sha256") and sha256_file(st_path) != doc["sha256"]:
+        raise WeightsMismatchError(f"{st_path}: sha256 differs from the one recorded in {stem.with_suffix('.json')}")
+    model = model_from_config(config_from_dict(doc["config"]))
+    state = load_file(str(st_path), device=str(map_location))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise WeightsMismatchError(f"{st_path}: tensors missing {missing[:5]} / unexpected {unexpected[:5]} for {doc['name']}")
+    return model.eval()
+
+
+def demo_weights_path() -> Path:
+    """Path of the committed tiny CloudLULC-Net weights (trained on SIMULATED data; see docs/model.md)."""
+    path = WEIGHTS_DIR / f"{DEMO_WEIGHTS_STEM}.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"demo weights {path} are missing; run scripts/train_demo_weights.py to recreate them")
+    return path

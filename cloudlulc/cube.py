@@ -1,0 +1,476 @@
+"""Lazy Dask cubes of one paired acquisition on one grid (stackstac).
+
+Every layer of a target date (Sentinel-2 reflectance, SCL / cloud mask, Sentinel-1 dB, labels) is
+warped by GDAL straight onto the same :class:`Grid`: one EPSG, 10 m pixels, bounds on 10 m
+multiples, so the arrays share ``x``/``y`` exactly and the model can stack them. Nothing is read
+until ``.compute()``; unreadable assets fail with :class:`~cloudlulc.catalog.AssetReadError` (no
+token in the message) unless ``errors_as_nodata=True``.
+
+stackstac 0.5.1 notes (DESIGN.md "Known pitfalls"): items are passed as dicts with ``proj:epsg``
+(restored by :func:`cloudlulc.catalog.normalize_item`), ``epsg``/``resolution``/``bounds`` are always
+given, and integer outputs use ``rescale=False`` with an integer ``fill_value``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import shapely
+import stackstac
+import xarray as xr
+from affine import Affine
+from pyproj import Transformer
+from rasterio.enums import Resampling
+from stackstac.rio_reader import AutoParallelRioReader
+
+from .catalog import (
+    AssetReadError,
+    CatalogError,
+    Pair,
+    _search,
+    item_datetime,
+    normalize_item,
+    parse_aoi,
+    strip_tokens,
+    unsigned_href,
+)
+from .classes import LABEL_PRODUCTS, NODATA, S1_BANDS, S2_BANDS, SCL_CLOUD_CLASSES, SCL_NODATA, remap_labels
+
+#: Processing baselines >= 04.00 (January 2022 on) add 1000 to every L2A DN.
+BASELINE_OFFSET_FROM = (4, 0)
+S2_BOA_OFFSET = 1000.0
+S2_QUANTIFICATION = 10000.0
+SAR_DB_RANGE = (-50.0, 10.0)
+
+
+# ---------------------------------------------------------------------------------------------- grid
+@dataclass(frozen=True)
+class Grid:
+    """A north-up raster grid: ``epsg``, outer ``bounds`` (snapped outward to ``resolution``), pixel size."""
+
+    epsg: int
+    bounds: tuple[float, float, float, float]
+    resolution: float = 10.0
+
+    def __post_init__(self) -> None:
+        r = float(self.resolution)
+        if r <= 0:
+            raise ValueError(f"Grid resolution must be positive, got {self.resolution}.")
+        minx, miny, maxx, maxy = (float(v) for v in self.bounds)
+        snapped = (
+            math.floor(minx / r + 1e-9) * r,
+            math.floor(miny / r + 1e-9) * r,
+            math.ceil(maxx / r - 1e-9) * r,
+            math.ceil(maxy / r - 1e-9) * r,
+        )
+        if not (snapped[0] < snapped[2] and snapped[1] < snapped[3]):
+            raise ValueError(f"Grid bounds {self.bounds} are empty.")
+        object.__setattr__(self, "bounds", snapped)
+        object.__setattr__(self, "resolution", r)
+        object.__setattr__(self, "epsg", int(self.epsg))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(height, width) in pixels."""
+        minx, miny, maxx, maxy = self.bounds
+        return round((maxy - miny) / self.resolution), round((maxx - minx) / self.resolution)
+
+    @property
+    def transform(self) -> Affine:
+        return Affine(self.resolution, 0.0, self.bounds[0], 0.0, -self.resolution, self.bounds[3])
+
+    @property
+    def x(self) -> np.ndarray:
+        """Pixel-centre x coordinates, increasing."""
+        return self.bounds[0] + (np.arange(self.shape[1]) + 0.5) * self.resolution
+
+    @property
+    def y(self) -> np.ndarray:
+        """Pixel-centre y coordinates, decreasing (north-up)."""
+        return self.bounds[3] - (np.arange(self.shape[0]) + 0.5) * self.resolution
+
+    @property
+    def bounds_lonlat(self) -> tuple[float, float, float, float]:
+        tr = Transformer.from_crs(self.epsg, 4326, always_xy=True)
+        return tuple(tr.transform_bounds(*self.bounds, densify_pts=21))  # type: ignore[return-value]
+
+    def footprint_lonlat(self) -> shapely.Geometry:
+        return shapely.box(*self.bounds_lonlat)
+
+    def window(self, row_off: int, col_off: int, height: int, width: int) -> Grid:
+        """The sub-grid of a pixel window (clipped to this grid), for re-building a cube per batch."""
+        h, w = self.shape
+        r0, c0 = max(0, row_off), max(0, col_off)
+        r1, c1 = min(h, row_off + height), min(w, col_off + width)
+        if r0 >= r1 or c0 >= c1:
+            raise ValueError(f"Window ({row_off}, {col_off}, {height}, {width}) is outside the {h}x{w} grid.")
+        minx, maxy, r = self.bounds[0], self.bounds[3], self.resolution
+        return Grid(self.epsg, (minx + c0 * r, maxy - r1 * r, minx + c1 * r, maxy - r0 * r), r)
+
+    def windows(self, size: int) -> Iterator[tuple[tuple[int, int], Grid]]:
+        """``((row_off, col_off), sub-grid)`` tiles of at most ``size`` x ``size`` pixels covering the grid."""
+        h, w = self.shape
+        for r in range(0, h, size):
+            for c in range(0, w, size):
+                yield (r, c), self.window(r, c, size, size)
+
+
+def utm_epsg(lon: float, lat: float) -> int:
+    """EPSG code of the WGS84 UTM zone containing (lon, lat)."""
+    zone = min(60, max(1, int(math.floor((lon + 180.0) / 6.0)) + 1))
+    return (32600 if lat >= 0 else 32700) + zone
+
+
+def grid_for_aoi(aoi: Any, epsg: int | None = None, resolution: float = 10.0) -> Grid:
+    """The grid covering ``aoi``: UTM zone of its centroid unless ``epsg`` is given, bounds snapped outward."""
+    geom = aoi if isinstance(aoi, shapely.Geometry) else parse_aoi(aoi)
+    if epsg is None:
+        c = geom.centroid
+        epsg = utm_epsg(c.x, c.y)
+    tr = Transformer.from_crs(4326, epsg, always_xy=True)
+    bounds = tr.transform_bounds(*geom.bounds, densify_pts=21)
+    if not all(map(math.isfinite, bounds)):
+        raise CatalogError(f"The AOI {geom.bounds} cannot be projected to EPSG:{epsg}; pick another epsg.")
+    return Grid(int(epsg), tuple(bounds), resolution)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------------- reading
+class CheckedRioReader(AutoParallelRioReader):
+    """stackstac's reader, raising :class:`AssetReadError` with an unsigned href instead of a RuntimeError.
+
+    stackstac's own message embeds the (signed) URL; this keeps tokens out of tracebacks and logs and
+    tells the user what to do.
+    """
+
+    def read(self, window, **kwargs) -> np.ndarray:  # type: ignore[override]
+        try:
+            return super().read(window, **kwargs)
+        except AssetReadError:
+            raise
+        except Exception as e:
+            cause = e.__cause__ or e
+            raise AssetReadError(unsigned_href(self.url), f"{type(cause).__name__}: {cause}") from None
+
+
+def _errors_as_nodata(flag: bool) -> tuple[Exception, ...]:
+    # stackstac matches by type and by regex on the message: ".*" catches every open/read error.
+    return (Exception(".*"),) if flag else ()
+
+
+def _stack(
+    items: Sequence[dict],
+    assets: Sequence[str],
+    grid: Grid,
+    *,
+    dtype: np.dtype,
+    fill_value: Any,
+    resampling: Resampling,
+    chunksize: int,
+    errors_as_nodata: bool,
+) -> xr.DataArray:
+    arr = stackstac.stack(
+        [normalize_item(it) for it in items],
+        assets=list(assets),
+        epsg=grid.epsg,
+        resolution=grid.resolution,
+        bounds=grid.bounds,
+        snap_bounds=False,
+        resampling=resampling,
+        chunksize=(1, 1, chunksize, chunksize),
+        dtype=np.dtype(dtype),
+        fill_value=fill_value,
+        rescale=False,
+        sortby_date=False,
+        xy_coords="center",
+        properties=False,
+        band_coords=False,
+        errors_as_nodata=_errors_as_nodata(errors_as_nodata),
+        reader=CheckedRioReader,
+    )
+    if arr.shape[-2:] != grid.shape:
+        raise CatalogError(f"stackstac produced shape {arr.shape[-2:]}, expected the grid's {grid.shape}.")
+    # Keep only x/y, set to exactly the grid's coordinates so every layer of a date shares them bit for
+    # bit; the per-item time coordinate (duplicated within an acquisition, NaT for WorldCover) goes.
+    # stackstac drops items whose footprint misses the grid: ``id`` says which items are left.
+    arr = arr.drop_vars([c for c in arr.coords if c not in ("x", "y", "id")])
+    arr = arr.assign_coords(x=grid.x, y=grid.y)
+    arr.attrs = {}  # stackstac's spec/transform attrs describe its request, not our variables
+    arr.name = None
+    return arr
+
+
+def _mosaic(arr: xr.DataArray, nodata: Any) -> xr.DataArray:
+    """First valid value along ``time`` (items are ordered by preference before stacking)."""
+    arr = arr.drop_vars(["id", "time"], errors="ignore")
+    if arr.sizes["time"] == 1:
+        return arr.isel(time=0, drop=True)
+    return stackstac.mosaic(arr, dim="time", nodata=nodata)
+
+
+def baseline_offset(item: dict) -> float:
+    """The DN offset of an L2A item: 1000 for ``s2:processing_baseline`` >= 04.00, else 0."""
+    raw = item.get("properties", {}).get("s2:processing_baseline")
+    if raw is None:
+        raise CatalogError(
+            f"Sentinel-2 item {item.get('id')!r} has no s2:processing_baseline; cannot tell whether its DN "
+            "carry the +1000 offset (baseline >= 04.00)."
+        )
+    try:
+        major, minor = (int(p) for p in str(raw).split(".")[:2])
+    except ValueError:
+        raise CatalogError(f"Unparseable s2:processing_baseline {raw!r} on {item.get('id')!r}.") from None
+    return S2_BOA_OFFSET if (major, minor) >= BASELINE_OFFSET_FROM else 0.0
+
+
+def harmonise_s2(dn: np.ndarray | xr.DataArray, offset: float) -> Any:
+    """L2A DN -> surface reflectance: (DN - offset) / 10000, DN 0 (nodata) -> NaN, as float32."""
+    dn = dn.astype(np.float32)
+    refl = (dn - np.float32(offset)) / np.float32(S2_QUANTIFICATION)
+    return xr.where(dn > 0, refl, np.float32(np.nan)) if isinstance(dn, xr.DataArray) else np.where(
+        dn > 0, refl, np.float32(np.nan)
+    ).astype(np.float32)
+
+
+def linear_to_db(linear: np.ndarray | xr.DataArray) -> Any:
+    """Sentinel-1 RTC gamma0 linear power -> dB clipped to [-50, 10]; nodata (-32768) and <= 0 -> NaN."""
+    lo, hi = SAR_DB_RANGE
+    if isinstance(linear, xr.DataArray):
+        valid = linear.where(linear > 0)
+        return (10.0 * np.log10(valid)).clip(lo, hi).astype(np.float32)
+    lin = np.asarray(linear, dtype=np.float32)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = np.where(lin > 0, 10.0 * np.log10(np.where(lin > 0, lin, 1.0)), np.nan)
+    return np.clip(out, lo, hi).astype(np.float32)
+
+
+def cloud_from_scl(scl: np.ndarray | xr.DataArray) -> Any:
+    """SCL -> cloud mask: 1 for classes 3, 8, 9, 10 (shadow, cloud, cirrus), 0 otherwise, 255 where SCL is 0."""
+    is_cloud = np.isin(scl, SCL_CLOUD_CLASSES) if not isinstance(scl, xr.DataArray) else scl.isin(SCL_CLOUD_CLASSES)
+    out = xr.where(scl == SCL_NODATA, np.uint8(NODATA), is_cloud.astype(np.uint8))
+    return out.astype(np.uint8)
+
+
+def optical_cube(
+    items: Sequence[dict],
+    grid: Grid,
+    *,
+    chunksize: int = 1024,
+    resampling: Resampling = Resampling.bilinear,
+    errors_as_nodata: bool = False,
+) -> xr.DataArray:
+    """(band, y, x) float32 reflectance of the S2 ``items`` mosaicked in order (first valid wins)."""
+    items = [normalize_item(it) for it in items]
+    _require_assets(items, S2_BANDS, "Sentinel-2")
+    dn = _stack(
+        items,
+        S2_BANDS,
+        grid,
+        dtype=np.dtype("float32"),
+        fill_value=np.float32(np.nan),
+        resampling=resampling,
+        chunksize=chunksize,
+        errors_as_nodata=errors_as_nodata,
+    )
+    by_id = {it["id"]: baseline_offset(it) for it in items}
+    offsets = xr.DataArray(np.array([by_id[i] for i in dn["id"].values], np.float32), dims="time")
+    refl = ((dn - offsets) / np.float32(S2_QUANTIFICATION)).where(dn > 0).astype(np.float32)
+    out = _mosaic(refl, np.nan).assign_coords(band=list(S2_BANDS))
+    out.attrs.update(units="1", long_name="surface reflectance (Sentinel-2 L2A, harmonised)")
+    return out.transpose("band", "y", "x")
+
+
+def scl_cube(
+    items: Sequence[dict], grid: Grid, *, chunksize: int = 1024, errors_as_nodata: bool = False
+) -> xr.DataArray:
+    """(y, x) uint8 SCL of the S2 ``items`` (nearest resampling, 0 = nodata)."""
+    items = [normalize_item(it) for it in items]
+    _require_assets(items, ("SCL",), "Sentinel-2")
+    arr = _stack(
+        items,
+        ("SCL",),
+        grid,
+        dtype=np.dtype("uint8"),
+        fill_value=np.uint8(SCL_NODATA),
+        resampling=Resampling.nearest,
+        chunksize=chunksize,
+        errors_as_nodata=errors_as_nodata,
+    )
+    out = _mosaic(arr, SCL_NODATA).isel(band=0, drop=True)
+    out.attrs.update(long_name="Sentinel-2 L2A scene classification", nodata=SCL_NODATA)
+    return out
+
+
+def sar_cube(
+    items: Sequence[dict] | None,
+    grid: Grid,
+    *,
+    chunksize: int = 1024,
+    resampling: Resampling = Resampling.bilinear,
+    errors_as_nodata: bool = False,
+) -> xr.DataArray:
+    """(sar_band, y, x) float32 gamma0 dB (vv, vh) of one S1 pass; all NaN when ``items`` is None."""
+    if not items:
+        data = da.full((len(S1_BANDS), *grid.shape), np.nan, dtype=np.float32, chunks=(1, chunksize, chunksize))
+        out = xr.DataArray(data, dims=("sar_band", "y", "x"), coords={"x": grid.x, "y": grid.y})
+    else:
+        items = [normalize_item(it) for it in items]
+        _require_assets(items, S1_BANDS, "Sentinel-1 RTC")
+        lin = _stack(
+            items,
+            S1_BANDS,
+            grid,
+            dtype=np.dtype("float32"),
+            fill_value=np.float32(np.nan),
+            resampling=resampling,
+            chunksize=chunksize,
+            errors_as_nodata=errors_as_nodata,
+        )
+        db = linear_to_db(lin)
+        out = _mosaic(db, np.nan).rename(band="sar_band")
+    out = out.assign_coords(sar_band=list(S1_BANDS))
+    out.attrs.update(units="dB", long_name="Sentinel-1 RTC gamma0 backscatter")
+    return out.transpose("sar_band", "y", "x")
+
+
+def _require_assets(items: Sequence[dict], keys: Sequence[str], what: str) -> None:
+    for it in items:
+        missing = [k for k in keys if k not in it.get("assets", {})]
+        if missing:
+            raise CatalogError(
+                f"{what} item {it.get('id')!r} lacks assets {missing} (has {sorted(it.get('assets', {}))}); "
+                "is the catalog's collection the expected one?"
+            )
+
+
+def build_cube(
+    pair: Pair,
+    grid: Grid,
+    chunksize: int = 1024,
+    *,
+    errors_as_nodata: bool = False,
+    resampling: Resampling = Resampling.bilinear,
+) -> xr.Dataset:
+    """The lazy model-input cube of one paired acquisition on ``grid``.
+
+    Variables: ``optical`` (band, y, x) float32 reflectance in :data:`S2_BANDS` order; ``sar``
+    (sar_band, y, x) float32 dB (vv, vh; all NaN when ``pair.s1`` is None); ``scl`` (y, x) uint8 and
+    ``cloud`` (y, x) uint8 (1 cloud/shadow, 0 clear, 255 no SCL). ``resampling`` applies to
+    reflectance and backscatter; SCL always uses nearest. ``attrs["pairing"]`` is ``pair.as_dict()``
+    (unsigned hrefs only). Reading happens only on compute; to re-sign long runs, rebuild the cube
+    per batch from :func:`cloudlulc.catalog.resign_pair` and :meth:`Grid.window`.
+    """
+    kw = dict(chunksize=chunksize, errors_as_nodata=errors_as_nodata)
+    optical = optical_cube(pair.s2.items, grid, resampling=resampling, **kw)
+    scl = scl_cube(pair.s2.items, grid, **kw)
+    sar = sar_cube(pair.s1.s1_items if pair.s1 is not None else None, grid, resampling=resampling, **kw)
+    cloud = cloud_from_scl(scl)
+    cloud.attrs.update(long_name="cloud or cloud shadow from SCL (3, 8, 9, 10)", flag_values=[0, 1], nodata=NODATA)
+    ds = xr.Dataset(
+        {"optical": optical, "sar": sar, "scl": scl, "cloud": cloud},
+        coords={"x": grid.x, "y": grid.y, "time": pair.time},
+    )
+    ds = _with_crs(ds, grid)
+    ds.attrs["pairing"] = pair.as_dict()
+    ds.attrs["optical_only"] = int(pair.optical_only)
+    return ds
+
+
+def _with_crs(obj, grid: Grid):
+    import rioxarray  # noqa: F401  (registers the .rio accessor)
+
+    obj = obj.rio.write_crs(f"EPSG:{grid.epsg}")
+    return obj.rio.write_transform(grid.transform)
+
+
+# ------------------------------------------------------------------------------------------ labels
+def label_cube_from_items(
+    items: Sequence[dict],
+    grid: Grid,
+    collection: str = "esa-worldcover",
+    *,
+    chunksize: int = 1024,
+    errors_as_nodata: bool = False,
+) -> xr.DataArray:
+    """(y, x) uint8 CloudLULC classes from label-product ``items`` (newest first wins), nearest resampling."""
+    if collection not in LABEL_PRODUCTS:
+        raise CatalogError(f"Unknown label collection {collection!r}; known: {sorted(LABEL_PRODUCTS)}.")
+    if not items:
+        raise CatalogError(f"No {collection} items cover the grid {grid.bounds_lonlat} (lon/lat).")
+    asset, mapping = LABEL_PRODUCTS[collection]
+    items = sorted((normalize_item(it) for it in items), key=item_datetime, reverse=True)
+    _require_assets(items, (asset,), collection)
+    codes = _stack(
+        items,
+        (asset,),
+        grid,
+        dtype=np.dtype("uint8"),
+        fill_value=np.uint8(0),
+        resampling=Resampling.nearest,
+        chunksize=chunksize,
+        errors_as_nodata=errors_as_nodata,
+    )
+    codes = _mosaic(codes, 0).isel(band=0, drop=True)
+    labels = xr.apply_ufunc(
+        remap_labels, codes, kwargs={"mapping": mapping}, dask="parallelized", output_dtypes=[np.uint8]
+    ).astype(np.uint8)
+    labels.attrs.update(
+        long_name=f"CloudLULC classes from {collection}",
+        source_items=[it["id"] for it in items],
+        source_hrefs=[unsigned_href(it["assets"][asset]["href"]) for it in items],
+        nodata=NODATA,
+    )
+    labels.name = "labels"
+    return _with_crs(labels, grid)
+
+
+def build_label_cube(
+    client,
+    grid: Grid | Any,
+    collection: str = "esa-worldcover",
+    *,
+    chunksize: int = 1024,
+    errors_as_nodata: bool = False,
+) -> xr.DataArray:
+    """Search ``collection`` over the grid (or AOI) and return its labels in CloudLULC classes on the grid."""
+    if not isinstance(grid, Grid):
+        grid = grid_for_aoi(grid)
+    from datetime import datetime, timezone
+
+    footprint = grid.footprint_lonlat()
+    items = _search(
+        client,
+        collection=collection,
+        aoi=footprint,
+        start=datetime(1970, 1, 1, tzinfo=timezone.utc),
+        end=datetime(2100, 1, 1, tzinfo=timezone.utc),
+    )
+    if not items:
+        raise CatalogError(
+            f"No {collection} items intersect {tuple(round(v, 4) for v in footprint.bounds)} on the catalog; "
+            "pick another label collection or AOI."
+        )
+    return label_cube_from_items(items, grid, collection, chunksize=chunksize, errors_as_nodata=errors_as_nodata)
+
+
+__all__ = [
+    "Grid",
+    "grid_for_aoi",
+    "utm_epsg",
+    "build_cube",
+    "build_label_cube",
+    "label_cube_from_items",
+    "optical_cube",
+    "scl_cube",
+    "sar_cube",
+    "harmonise_s2",
+    "linear_to_db",
+    "cloud_from_scl",
+    "baseline_offset",
+    "CheckedRioReader",
+    "strip_tokens",
+]

@@ -1,0 +1,47 @@
+"""Prefect flow ``evaluate``: a thin wrapper over :func:`cloudlulc.evaluate.run_evaluation`.
+
+Parameters are the library's :class:`cloudlulc.evaluate.EvaluationParams` (models, dataset, product
+comparison, cloud sweep); the flow publishes the Markdown report as an artifact and returns the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from cloudlulc.evaluate import EvaluationParams
+from flows.params import validate
+
+
+@flow(name="evaluate", log_prints=True, validate_parameters=False)
+def evaluate_flow(params: EvaluationParams | dict[str, Any]) -> dict[str, Any]:
+    """Run the evaluation described by ``params``; returns :class:`EvaluationResult` as JSON."""
+    from cloudlulc.evaluate import run_evaluation
+
+    p = params if isinstance(params, EvaluationParams) else validate(EvaluationParams, "evaluate", params)
+    get_run_logger().info("evaluating %d model(s) into %s", len(p.models), p.out_dir)
+    result = run_evaluation(p)
+    md_path = Path(result.markdown_path)
+    if md_path.exists():
+        create_markdown_artifact(markdown=md_path.read_text(), key="evaluation-report",
+                                 description=f"{p.title}: {result.html_path}")
+    print(f"report: {result.html_path}")
+    return result.model_dump(mode="json")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m flows.evaluate", description="Evaluate through Prefect.")
+    ap.add_argument("--config", required=True, help="JSON file with cloudlulc.evaluate.EvaluationParams")
+    a = ap.parse_args(argv)
+    with open(a.config) as f:
+        params = validate(EvaluationParams, "evaluate", json.load(f))
+    print(json.dumps(evaluate_flow(params), indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

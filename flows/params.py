@@ -1,0 +1,102 @@
+"""Flow parameter models and the one place parameter errors are turned into readable messages.
+
+The library owns the parameter models (:class:`cloudlulc.config.MapParams`,
+:class:`cloudlulc.dataset.DatasetParams`, :class:`cloudlulc.evaluate.EvaluationParams`) so the CLI,
+Python callers and the flows validate identically; this module adds what only the flows need:
+the near-real-time parameters and :func:`validate`, which every flow calls first so that bad
+parameters fail *before any work starts* with a message naming each bad field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cloudlulc.config import MapParams, parse_time_window
+
+__all__ = ["InvalidParameters", "MapParams", "NrtParams", "validate"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class InvalidParameters(ValueError):
+    """Flow parameters were rejected before any work started."""
+
+
+def validate(model: type[M], flow_name: str, values: dict[str, Any]) -> M:
+    """``model.model_validate(values)``, re-raised as :class:`InvalidParameters` listing each bad field."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(parameters)"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  - {where}: {msg}")
+        raise InvalidParameters(
+            f"{flow_name}: parameters rejected before any work started:\n" + "\n".join(lines)
+        ) from None
+
+
+class NrtParams(BaseModel):
+    """Near-real-time mapping: what is new since the store's last mapped time, up to ``now``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: the mapping itself (its ``time`` is derived per run, see :meth:`map_params`)
+    aoi: Any
+    output: str
+    #: how far back the first run (empty store) looks
+    lookback_days: float = Field(30.0, gt=0, le=3650)
+    #: end of the search window; None = the current time (tests and backfills pin it)
+    now: str | None = None
+    catalog_url: str | None = None
+    s2_collection: str | None = None
+    s1_collection: str | None = None
+    max_cloud_cover: float | None = Field(None, ge=0, le=100)
+    max_s1_gap_days: float | None = Field(None, ge=0, le=60)
+    allow_optical_only: bool | None = None
+    weights: str | None = None
+    device: str | None = None
+    dask_address: str | None = None
+    chunk_size: int | None = Field(None, ge=64)
+    quicklook_dir: str | None = None
+
+    @field_validator("now")
+    @classmethod
+    def _check_now(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_time_window(v)
+        return v
+
+    def now_utc(self) -> datetime:
+        if self.now is None:
+            return datetime.now(timezone.utc)
+        return parse_time_window(self.now)[1]
+
+    def map_params(self, last_mapped: datetime | None) -> MapParams:
+        """The validated :class:`MapParams` of this run's window (see :meth:`map_values`)."""
+        return validate(MapParams, "map-aoi-nrt", self.map_values(last_mapped))
+
+    def map_values(self, last_mapped: datetime | None) -> dict[str, Any]:
+        """The :class:`MapParams` fields of this run's window.
+
+        The window starts at the *day* of the last mapped time (not the instant): tiles of one
+        acquisition carry slightly different datetimes and are grouped by day, so the whole group must
+        be seen again to recognise it as already mapped (``skip_mapped`` drops it). An empty store
+        starts ``lookback_days`` before ``now``; missed runs simply find several acquisitions.
+        """
+        end = self.now_utc()
+        if last_mapped is None:
+            start = end - timedelta(days=self.lookback_days)
+        else:
+            lm = last_mapped if last_mapped.tzinfo else last_mapped.replace(tzinfo=timezone.utc)
+            start = min(lm.replace(hour=0, minute=0, second=0, microsecond=0), end)
+        fields = self.model_dump(exclude={"lookback_days", "now"})
+        return {**fields, "time": f"{_iso(start)}/{_iso(end)}", "skip_mapped": True, "latest_only": False}
+
+
+def _iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")

@@ -5,11 +5,35 @@ SIMULATED DATA, for tests, demos and CPU training without network access:
 - :func:`simulate_scene` renders one co-registered acquisition in memory (``SimScene``);
 - :func:`write_demo_catalog` writes COGs and STAC JSON with the collection ids, asset keys and
   property names of the Planetary Computer (``sentinel-2-l2a``, ``sentinel-1-rtc``,
-  ``esa-worldcover``), ready for ``rustac serve`` (see :mod:`cloudlulc.stac_server`).
+  ``esa-worldcover``), ready for ``rustac serve`` (see :mod:`cloudlulc.stac_server`);
+  ``SimCatalog.load(dir)`` re-opens one.
 
 CLI: ``python -m cloudlulc.simulate <out_dir> [--seed N]``.
 """
 
+from cloudlulc.simulate.catalog import (
+    COLLECTION_IDS,
+    DEFAULT_S1,
+    DEFAULT_S2,
+    S1Pass,
+    S2Acquisition,
+    SimCatalog,
+    rewrite_hrefs,
+    write_demo_catalog,
+)
 from cloudlulc.simulate.scene import Landscape, SimScene, make_landscape, simulate_scene
 
-__all__ = ["Landscape", "SimScene", "make_landscape", "simulate_scene"]
+__all__ = [
+    "COLLECTION_IDS",
+    "DEFAULT_S1",
+    "DEFAULT_S2",
+    "Landscape",
+    "S1Pass",
+    "S2Acquisition",
+    "SimCatalog",
+    "SimScene",
+    "make_landscape",
+    "rewrite_hrefs",
+    "simulate_scene",
+    "write_demo_catalog",
+]

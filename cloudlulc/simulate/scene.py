@@ -340,14 +340,14 @@ def render_optical(land: Landscape, season: float, rng: np.random.Generator) -> 
     frac[idx["water"]][wt] = 1 - turb
     frac[idx["soil"]][wt] = turb
 
-    refl = np.tensordot(_EM.T, frac, axes=(1, 0))  # [12, H, W]
     gain = land.brightness * land.parcel_brightness[land.parcels] * (1 + pix_noise)
-    gain = np.where(wt, 1.0, gain).astype(np.float32)
-    refl *= gain[None]
-    # Sensor point-spread: neighbouring pixels mix a little (mixed pixels at parcel edges).
-    refl = ndimage.gaussian_filter(refl, sigma=(0, 0.6, 0.6), truncate=2.0)
+    frac *= np.where(wt, 1.0, gain).astype(np.float32)[None]
+    # Sensor point-spread: neighbouring pixels mix a little (mixed pixels at parcel edges); blurring
+    # the 6 abundances instead of the 12 bands gives the same result (mixing is linear) at half the cost.
+    frac = ndimage.gaussian_filter(frac, sigma=(0, 0.6, 0.6), truncate=2.0)
+    refl = np.tensordot(_EM.T, frac, axes=(1, 0))  # [12, H, W]
     refl += 0.003 * rng.standard_normal(refl.shape, dtype=np.float32)
-    return np.clip(refl, 0.0001, 1.0).astype(np.float32)
+    return np.clip(refl, 0.0001, 1.0, out=refl).astype(np.float32, copy=False)
 
 
 def render_sar(land: Landscape, season: float, rng: np.random.Generator) -> np.ndarray:
@@ -433,12 +433,14 @@ def make_clouds(
 
 def apply_clouds(clear: np.ndarray, clouds: CloudField, rng: np.random.Generator) -> np.ndarray:
     """Composite clouds over (shadowed) clear reflectance."""
-    dark = 1.0 - 0.7 * clouds.shadow
-    surf = clear * dark[None]
+    out = clear * (1.0 - 0.7 * clouds.shadow)[None]
     tex = np.exp(0.08 * smooth_noise(rng, clouds.opacity.shape, 3.0))
     top = CLOUD_SPECTRUM[:, None, None] * tex[None]
-    a = clouds.opacity[None]
-    return ((1.0 - a) * surf + a * top).astype(np.float32)
+    # out = (1 - a) * out + a * top, computed in place: these arrays are 12 x H x W
+    top -= out
+    top *= clouds.opacity[None]
+    out += top
+    return out.astype(np.float32, copy=False)
 
 
 def scene_classification(labels: np.ndarray, clear: np.ndarray, clouds: CloudField) -> np.ndarray:

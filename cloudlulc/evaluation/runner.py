@@ -178,15 +178,19 @@ def evaluate_model(
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_samples)
     matrix = _new_matrix()
     n = 0
+    cloud_known = True
     for batch in loader:
         optical, sar, target, cloud_fraction = prepare_batch(batch, nan_policy)
         pred = predict(net, optical.to(dev), sar.to(dev)).cpu()
+        if cloud_fraction is None:  # no mask: count everything, but the bins carry no meaning
+            cloud_known = False
+            cloud_fraction = torch.zeros(target.shape[0])
         matrix.update(pred, target, cloud_fraction)
         n += int(target.shape[0])
     if n == 0:
         raise ValueError("the dataset split is empty: nothing to evaluate")
     result = matrix.compute()
-    result.setdefault("n_samples", n)
+    result["cloud_known"] = cloud_known
     return result
 
 

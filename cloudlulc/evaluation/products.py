@@ -1,0 +1,198 @@
+"""Compare global LULC products and our mosaic against one reference map, on one grid and one mask.
+
+The products (ESA WorldCover, Impact Observatory annual LULC, any collection in
+:data:`cloudlulc.classes.LABEL_PRODUCTS`) are read from a STAC API with
+:func:`cloudlulc.cube.build_label_cube` (mapped to the CloudLULC classes with ``remap_labels``) on the
+reference's grid; our map is a time slice of a Zarr mosaic (:func:`cloudlulc.mosaic.open_mosaic`).
+Every method is scored on the pixels that are valid in the reference *and in every layer*, so a
+product cannot look better by abstaining on hard pixels.
+
+Cloud bins: when the mosaic's ``cloud`` layer is available, the grid is cut into square windows and
+each window is one sample whose cloud fraction bins the metrics (the paper bins patches the same way).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from cloudlulc.classes import NODATA, NUM_CLASSES
+from cloudlulc.evaluation.params import ProductComparisonSpec
+
+log = logging.getLogger(__name__)
+
+
+class ProductComparisonError(RuntimeError):
+    """The layers cannot be compared (no overlap, empty common mask, unknown collection)."""
+
+
+def open_reference(path: Path | str) -> xr.DataArray:
+    """A single-band reference raster of CloudLULC classes (0..5, 255 ignore) as a (y, x) DataArray."""
+    import rioxarray as rxr
+
+    da = rxr.open_rasterio(path, masked=False)
+    if "band" in da.dims:
+        if da.sizes["band"] != 1:
+            raise ProductComparisonError(f"reference {path} has {da.sizes['band']} bands; expected one band of class values")
+        da = da.isel(band=0, drop=True)
+    if da.rio.crs is None:
+        raise ProductComparisonError(f"reference {path} has no CRS; write one (rio.write_crs) so products can be aligned")
+    nodata = da.rio.nodata
+    values = da.values
+    if nodata is not None and nodata != NODATA:
+        values = np.where(values == nodata, NODATA, values)
+    values = np.where((values >= 0) & (values < NUM_CLASSES), values, NODATA).astype(np.uint8)
+    return da.copy(data=values).rio.write_nodata(NODATA)
+
+
+def align_to(layer: xr.DataArray, reference: xr.DataArray) -> xr.DataArray:
+    """``layer`` on ``reference``'s grid: as is when the coordinates match, else nearest reprojection."""
+    from rasterio.enums import Resampling
+
+    layer = layer.squeeze(drop=True)
+    same = (
+        layer.sizes.get("y") == reference.sizes["y"]
+        and layer.sizes.get("x") == reference.sizes["x"]
+        and np.allclose(layer["x"].values, reference["x"].values)
+        and np.allclose(layer["y"].values, reference["y"].values)
+    )
+    if same:
+        return layer.assign_coords(x=reference["x"], y=reference["y"])
+    if layer.rio.crs is None:
+        raise ProductComparisonError(f"layer {layer.name!r} is on another grid and has no CRS to reproject from")
+    layer = layer.rio.write_nodata(NODATA) if layer.rio.nodata is None else layer
+    return layer.rio.reproject_match(reference, resampling=Resampling.nearest)
+
+
+def windows(array: np.ndarray, size: int) -> np.ndarray:
+    """[N, size, size] non-overlapping windows covering ``array`` (edges padded with 255)."""
+    h, w = array.shape
+    ph, pw = (-h) % size, (-w) % size
+    padded = np.pad(array, ((0, ph), (0, pw)), constant_values=NODATA)
+    H, W = padded.shape
+    return padded.reshape(H // size, size, W // size, size).swapaxes(1, 2).reshape(-1, size, size)
+
+
+def compare_layers(
+    reference: np.ndarray | xr.DataArray,
+    layers: Mapping[str, np.ndarray | xr.DataArray],
+    *,
+    cloud: np.ndarray | xr.DataArray | None = None,
+    window: int = 32,
+) -> dict[str, dict[str, Any]]:
+    """Score each layer against ``reference`` on the common valid mask; all arrays share one (y, x) grid.
+
+    ``cloud`` (1 cloud, 0 clear, 255 unknown) adds per-window cloud bins. Returns ``{name: metrics}``
+    whose ``total.n_pixels`` is the common mask size for every layer.
+    """
+    from cloudlulc.metrics import ConfusionMatrix
+
+    ref = np.asarray(reference).astype(np.int64)
+    arrays = {name: np.asarray(layer).astype(np.int64) for name, layer in layers.items()}
+    for name, arr in arrays.items():
+        if arr.shape != ref.shape:
+            raise ProductComparisonError(f"layer {name!r} has shape {arr.shape}, reference {ref.shape}: align it first")
+    valid = (ref >= 0) & (ref < NUM_CLASSES)
+    for arr in arrays.values():
+        valid &= (arr >= 0) & (arr < NUM_CLASSES)
+    n_valid = int(valid.sum())
+    if n_valid == 0:
+        raise ProductComparisonError("no pixel is valid in the reference and in every product: check AOI, dates and CRS")
+    target = np.where(valid, ref, NODATA)
+
+    if cloud is not None:
+        cl = np.asarray(cloud).astype(np.int64)
+        t_win = windows(target, window)
+        c_win = windows(cl, window)
+        known = (c_win != NODATA) & (t_win != NODATA)
+        n_known = known.reshape(len(t_win), -1).sum(1)
+        frac = ((c_win == 1) & known).reshape(len(t_win), -1).sum(1) / np.maximum(n_known, 1)
+        keep = (t_win != NODATA).reshape(len(t_win), -1).any(1)
+        t_tensor = torch.from_numpy(t_win[keep])
+        frac_tensor = torch.from_numpy(frac[keep].astype(np.float32))
+    else:  # no cloud layer: one sample, bins marked unknown below
+        t_tensor = torch.from_numpy(target[None])
+        frac_tensor = torch.zeros(1)
+
+    results: dict[str, dict[str, Any]] = {}
+    for name, arr in arrays.items():
+        pred = np.where(valid, arr, 0)
+        p_tensor = torch.from_numpy(windows(pred, window)[keep]) if cloud is not None else torch.from_numpy(pred[None])
+        matrix = ConfusionMatrix()
+        matrix.update(p_tensor, t_tensor, frac_tensor)
+        metrics = matrix.compute()
+        metrics["cloud_known"] = cloud is not None
+        results[name] = metrics
+    return results
+
+
+def _mosaic_slice(store: Path, time: str | None) -> xr.Dataset:
+    from cloudlulc.mosaic import open_mosaic
+
+    ds = open_mosaic(store)
+    if "time" in ds.dims:
+        if time is None:
+            if ds.sizes["time"] != 1:
+                raise ProductComparisonError(
+                    f"mosaic {store} holds {ds.sizes['time']} times; set `mosaic_time` to one of {list(ds['time'].values)}"
+                )
+            ds = ds.isel(time=0)
+        else:
+            ds = ds.sel(time=np.datetime64(time), method="nearest")
+    return ds
+
+
+def compare_products(spec: ProductComparisonSpec, *, reference: xr.DataArray | None = None) -> dict[str, dict[str, Any]]:
+    """Fetch each product on the reference grid (plus the mosaic slice) and score them side by side.
+
+    Returns ``{method name: metrics}``; each metrics dict also carries ``source`` (collection or store).
+    """
+    from cloudlulc.catalog import open_catalog
+    from cloudlulc.classes import LABEL_PRODUCTS
+    from cloudlulc.cube import build_label_cube
+
+    ref = reference if reference is not None else open_reference(spec.reference)
+    grid = grid_of(ref)
+    unknown = [c for c in spec.collections if c not in LABEL_PRODUCTS]
+    if unknown:
+        raise ProductComparisonError(f"no class mapping for {unknown}; known label products: {sorted(LABEL_PRODUCTS)}")
+    layers: dict[str, xr.DataArray] = {}
+    sources: dict[str, str] = {}
+    if spec.collections:
+        client = open_catalog(spec.stac_url, sign=spec.sign)
+        for collection in spec.collections:
+            log.info("product comparison: reading %s", collection)
+            layers[collection] = align_to(build_label_cube(client, grid, collection), ref)
+            sources[collection] = f"STAC collection {collection}"
+    cloud = None
+    if spec.mosaic is not None:
+        ds = _mosaic_slice(spec.mosaic, spec.mosaic_time)
+        layers[spec.mosaic_name] = align_to(ds["lulc"], ref)
+        sources[spec.mosaic_name] = f"Zarr mosaic {spec.mosaic} time {str(ds['time'].values)[:19] if 'time' in ds.coords else '-'}"
+        if "cloud" in ds:
+            cloud = align_to(ds["cloud"], ref)
+    if not layers:
+        raise ProductComparisonError("nothing to compare: list `collections` and/or give a `mosaic`")
+    results = compare_layers(ref, layers, cloud=cloud, window=spec.window)
+    for name, metrics in results.items():
+        metrics["source"] = sources[name]
+    return results
+
+
+def grid_of(reference: xr.DataArray) -> Any:
+    """The :class:`cloudlulc.cube.Grid` of a reference raster (EPSG, bounds, square resolution)."""
+    from cloudlulc.cube import Grid
+
+    epsg = reference.rio.crs.to_epsg()
+    if epsg is None:
+        raise ProductComparisonError(f"reference CRS {reference.rio.crs} has no EPSG code; reproject it to UTM first")
+    rx, ry = reference.rio.resolution()
+    if not np.isclose(abs(rx), abs(ry)):
+        raise ProductComparisonError(f"reference pixels are not square ({rx}, {ry}); resample it to one resolution")
+    return Grid(epsg=epsg, bounds=tuple(reference.rio.bounds()), resolution=abs(rx))

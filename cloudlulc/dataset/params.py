@@ -49,6 +49,9 @@ class DatasetParams(BaseModel):
     clear_max_cloud: float = Field(5.0, ge=0, le=100, description="max regional cloud % of a clear reference")
     max_clear_gap_days: float | None = Field(None, ge=0, description="max |t_cloudy - t_clear|; None = any")
     max_gap_days: float = Field(12.0, ge=0, description="max S1-S2 gap in days")
+    min_s1_coverage: float = Field(
+        0.5, ge=0, le=1, description="min AOI fraction an S1 pass must cover (patches it misses drop as sar_nodata)"
+    )
     label_collection: Literal["esa-worldcover", "io-lulc-annual-v02"] = "esa-worldcover"
 
     max_nodata_fraction: float = Field(0.05, ge=0, le=1, description="max NaN fraction of optical or SAR")

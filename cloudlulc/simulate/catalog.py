@@ -6,7 +6,8 @@ Layout under ``out_dir``::
     simcatalog.json                                manifest: seed, grid, AOI, dates (SimCatalog.load)
     collections/<collection>/collection.json       collection documents
     collections/<collection>/items/<item>.json     single items (relative links)
-    item-collections/<collection>.json             one FeatureCollection per collection (rustac serve)
+    api/<collection>.collection.json               the collection without item links   } rustac serve
+    api/<collection>.items.json                    one FeatureCollection per collection } inputs
     data/<collection>/<item>/<asset>.tif           Cloud Optimized GeoTIFFs
     truth/lulc_truth.tif                           the true CloudLULC classes on the 10 m UTM grid
 
@@ -423,10 +424,14 @@ def write_demo_catalog(
                 {"rel": "root", "href": "../../../catalog.json", "type": "application/json"},
             ]
             _write_json(col_dir / "items" / f"{it['id']}.json", single)
-        ic_path = root / "item-collections" / f"{cid}.json"
+        # rustac serve inputs: a bare collection (item links would make it look for the item files)
+        # and one FeatureCollection of its items.
+        api_col = root / "api" / f"{cid}.collection.json"
+        _write_json(api_col, col)
+        ic_path = root / "api" / f"{cid}.items.json"
         _write_json(ic_path, {"type": "FeatureCollection", "features": its})
         collections.append(col)
-        col_paths.append(col_dir / "collection.json")
+        col_paths.append(api_col)
         ic_paths.append(ic_path)
 
     _write_json(

@@ -74,9 +74,13 @@ class ProductComparisonSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reference: Path
+    #: clip the reference to this AOI first (anything ``cloudlulc.catalog.parse_aoi`` accepts, lon/lat)
+    aoi: Any = None
     collections: list[str] = Field(default_factory=lambda: ["esa-worldcover", "io-lulc-annual-v02"])
     stac_url: str | None = None
     sign: bool | None = None
+    #: pick the product release valid at this date (ISO); default: the mosaic slice's time, else newest
+    date: str | None = None
     mosaic: Path | None = None
     mosaic_time: str | None = None
     mosaic_name: str = "CloudLULC mosaic"

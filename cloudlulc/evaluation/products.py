@@ -14,7 +14,8 @@ each window is one sample whose cloud fraction bins the metrics (the paper bins 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -137,10 +138,13 @@ def _mosaic_slice(store: Path, time: str | None) -> xr.Dataset:
 
     ds = open_mosaic(store)
     if "time" in ds.dims:
+        if ds.sizes["time"] == 0:
+            raise ProductComparisonError(f"mosaic {store} holds no completed time slice")
         if time is None:
             if ds.sizes["time"] != 1:
                 raise ProductComparisonError(
-                    f"mosaic {store} holds {ds.sizes['time']} times; set `mosaic_time` to one of {list(ds['time'].values)}"
+                    f"mosaic {store} holds {ds.sizes['time']} times; set `mosaic_time` to one of "
+                    f"{[str(t)[:19] for t in ds['time'].values]}"
                 )
             ds = ds.isel(time=0)
         else:
@@ -148,35 +152,105 @@ def _mosaic_slice(store: Path, time: str | None) -> xr.Dataset:
     return ds
 
 
+def _interval(item: dict[str, Any]) -> tuple[datetime, datetime]:
+    from cloudlulc.catalog import item_datetime, parse_datetime
+
+    props = item.get("properties", {})
+    start = parse_datetime(props.get("start_datetime")) or item_datetime(item)
+    end = parse_datetime(props.get("end_datetime")) or item_datetime(item)
+    return start, end
+
+
+def select_release(items: Sequence[dict[str, Any]], date: datetime | None) -> list[dict[str, Any]]:
+    """Items of the product release valid at ``date``: those whose interval holds it, else the latest
+    release ending before it, else the earliest after it; all items when ``date`` is None (newest wins)."""
+    if date is None or not items:
+        return list(items)
+    holding = [it for it in items if _interval(it)[0] <= date <= _interval(it)[1]]
+    if holding:
+        return holding
+    before = [it for it in items if _interval(it)[1] < date]
+    if before:
+        last = max(_interval(it)[1] for it in before)
+        return [it for it in before if _interval(it)[1] == last]
+    first = min(_interval(it)[0] for it in items)
+    return [it for it in items if _interval(it)[0] == first]
+
+
+def product_layer(client: Any, grid: Any, collection: str, date: datetime | None) -> xr.DataArray:
+    """One label product on ``grid`` in CloudLULC classes, from the release valid at ``date``."""
+    import shapely
+    from shapely.geometry import mapping, shape
+
+    from cloudlulc.catalog import normalize_item
+    from cloudlulc.cube import label_cube_from_items
+
+    footprint = grid.footprint_lonlat()
+    search = client.search(collections=[collection], intersects=mapping(footprint), limit=100)
+    # the filter is re-applied here: some servers (rustac serve) do not filter every parameter
+    items = [
+        normalize_item(it)
+        for it in search.items_as_dicts()
+        if it.get("collection", collection) == collection and shapely.intersects(shape(it["geometry"]), footprint)
+    ]
+    if not items:
+        raise ProductComparisonError(
+            f"no {collection} item intersects the reference footprint {tuple(round(v, 4) for v in footprint.bounds)}"
+        )
+    chosen = select_release(items, date)
+    layer = label_cube_from_items(chosen, grid, collection).compute()
+    layer.attrs["source_items"] = [it["id"] for it in chosen]
+    return layer
+
+
+def clip_reference(reference: xr.DataArray, aoi: Any) -> xr.DataArray:
+    """The reference cut to the AOI's bounding box (lon/lat), for comparing over one AOI only."""
+    from cloudlulc.catalog import parse_aoi
+
+    geom = parse_aoi(aoi)
+    try:
+        return reference.rio.clip_box(*geom.bounds, crs="EPSG:4326")
+    except Exception as exc:  # rioxarray raises NoDataInBounds / OneDimensionalRaster
+        raise ProductComparisonError(f"the AOI {geom.bounds} does not overlap the reference raster: {exc}") from exc
+
+
 def compare_products(spec: ProductComparisonSpec, *, reference: xr.DataArray | None = None) -> dict[str, dict[str, Any]]:
     """Fetch each product on the reference grid (plus the mosaic slice) and score them side by side.
 
-    Returns ``{method name: metrics}``; each metrics dict also carries ``source`` (collection or store).
+    Returns ``{method name: metrics}``; each metrics dict also carries ``source`` (collection and
+    item ids, or store and time).
     """
-    from cloudlulc.catalog import open_catalog
+    from cloudlulc.catalog import open_catalog, parse_datetime
     from cloudlulc.classes import LABEL_PRODUCTS
-    from cloudlulc.cube import build_label_cube
 
     ref = reference if reference is not None else open_reference(spec.reference)
+    if spec.aoi is not None:
+        ref = clip_reference(ref, spec.aoi)
     grid = grid_of(ref)
     unknown = [c for c in spec.collections if c not in LABEL_PRODUCTS]
     if unknown:
         raise ProductComparisonError(f"no class mapping for {unknown}; known label products: {sorted(LABEL_PRODUCTS)}")
+
     layers: dict[str, xr.DataArray] = {}
     sources: dict[str, str] = {}
+    cloud = None
+    date = parse_datetime(spec.date) if spec.date else None
+    if spec.mosaic is not None:
+        ds = _mosaic_slice(spec.mosaic, spec.mosaic_time)
+        stamp = str(ds["time"].values)[:19] if "time" in ds.coords else None
+        layers[spec.mosaic_name] = align_to(ds["lulc"].load(), ref)
+        sources[spec.mosaic_name] = f"Zarr mosaic {spec.mosaic}, time {stamp or '-'}"
+        if "cloud" in ds:
+            cloud = align_to(ds["cloud"].load(), ref)
+        if date is None and stamp is not None:
+            date = parse_datetime(stamp + "Z")
     if spec.collections:
         client = open_catalog(spec.stac_url, sign=spec.sign)
         for collection in spec.collections:
             log.info("product comparison: reading %s", collection)
-            layers[collection] = align_to(build_label_cube(client, grid, collection), ref)
-            sources[collection] = f"STAC collection {collection}"
-    cloud = None
-    if spec.mosaic is not None:
-        ds = _mosaic_slice(spec.mosaic, spec.mosaic_time)
-        layers[spec.mosaic_name] = align_to(ds["lulc"], ref)
-        sources[spec.mosaic_name] = f"Zarr mosaic {spec.mosaic} time {str(ds['time'].values)[:19] if 'time' in ds.coords else '-'}"
-        if "cloud" in ds:
-            cloud = align_to(ds["cloud"], ref)
+            layer = product_layer(client, grid, collection, date)
+            layers[collection] = align_to(layer, ref)
+            sources[collection] = f"STAC {collection}: {', '.join(layer.attrs['source_items'])}"
     if not layers:
         raise ProductComparisonError("nothing to compare: list `collections` and/or give a `mosaic`")
     results = compare_layers(ref, layers, cloud=cloud, window=spec.window)

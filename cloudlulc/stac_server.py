@@ -19,6 +19,7 @@ What the in-memory backend of rustac 0.9 does and does not do (measured here):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -34,6 +35,8 @@ from pathlib import Path
 import httpx
 
 from cloudlulc.simulate.catalog import SimCatalog
+
+_NAV_RELS = frozenset({"self", "root", "parent", "collection"})
 
 __all__ = ["StacServer", "StacServerError", "find_rustac", "serve_inputs", "serve_stac"]
 
@@ -118,6 +121,8 @@ class StacServer:
         self.port: int | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self._log = tempfile.TemporaryFile()
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.served_inputs: list[Path] = []
 
     @property
     def url(self) -> str:
@@ -125,9 +130,37 @@ class StacServer:
             raise StacServerError("the STAC server is not running")
         return f"http://{self.host}:{self.port}"
 
+    def _prepare_inputs(self) -> list[Path]:
+        """Copies of item collections without navigation links, in a private temporary directory.
+
+        rustac appends its own ``self``/``root``/``parent``/``collection`` links to every item without
+        removing the item's own, so served items would carry two of each; pystac takes the first.
+        """
+        self._tmp = tempfile.TemporaryDirectory(prefix="cloudlulc-rustac-")
+        out = []
+        for i, path in enumerate(self.inputs):
+            if _is_collection_file(path):
+                out.append(path)
+                continue
+            try:
+                doc = json.loads(path.read_text())
+            except (OSError, ValueError) as err:
+                raise StacServerError(f"cannot read {path} as JSON for `rustac serve`: {err}") from err
+            features = doc.get("features") if isinstance(doc, dict) else None
+            if doc.get("type") != "FeatureCollection" or not isinstance(features, list):
+                out.append(path)  # a single item or something rustac may know: pass through unchanged
+                continue
+            for f in features:
+                f["links"] = [ln for ln in f.get("links", []) if ln.get("rel") not in _NAV_RELS]
+            copy = Path(self._tmp.name) / f"{i:02d}-{path.name}"
+            copy.write_text(json.dumps(doc))
+            out.append(copy)
+        return out
+
     def start(self) -> str:
         """Start rustac and wait until ``/`` and ``/collections`` answer; returns the root URL."""
         exe = find_rustac()
+        self.served_inputs = self._prepare_inputs()
         if self.requested_port is not None:
             if not _port_is_free(self.host, self.requested_port):
                 raise StacServerError(
@@ -153,7 +186,7 @@ class StacServer:
     def _launch(self, exe: str, port: int) -> None:
         self._log.seek(0)
         self._log.truncate()
-        cmd = [exe, "serve", "--addr", f"{self.host}:{port}", *[str(p) for p in self.inputs]]
+        cmd = [exe, "serve", "--addr", f"{self.host}:{port}", *[str(p) for p in self.served_inputs]]
         self.process = subprocess.Popen(
             cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
@@ -205,6 +238,9 @@ class StacServer:
     def close(self) -> None:
         self.stop()
         self._log.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
 
 @contextmanager

@@ -391,6 +391,13 @@ def write_demo_catalog(
     _write_cog(truth_path, land.labels, transform=from_origin(wb[0], wb[3], RES, RES), crs=crs, nodata=255, resampling="nearest")
 
     items_by_col = {S2_COLLECTION: s2_items, S1_COLLECTION: s1_items, LABEL_COLLECTION: [wc_item]}
+    # STAC 1.0.0 requires a "collection" link on items that name a collection; like the PC's, it is
+    # absolute (the collection document written under api/, or its URL below href_base).
+    for cid, its in items_by_col.items():
+        for it in its:
+            it["links"].append(
+                {"rel": "collection", "href": href(root / "api" / f"{cid}.collection.json"), "type": "application/json"}
+            )
     collections = []
     col_paths, ic_paths = [], []
     for cid in COLLECTION_IDS:
@@ -418,7 +425,7 @@ def write_demo_catalog(
         _write_json(col_dir / "collection.json", col_file)
         for it in its:
             single = dict(it)
-            single["links"] = it["links"] + [
+            single["links"] = [ln for ln in it["links"] if ln["rel"] != "collection"] + [
                 {"rel": "collection", "href": "../collection.json", "type": "application/json"},
                 {"rel": "parent", "href": "../collection.json", "type": "application/json"},
                 {"rel": "root", "href": "../../../catalog.json", "type": "application/json"},

@@ -1,0 +1,638 @@
+"""Chunked, seam-free inference of a segmentation model over a lazy (Dask) cube.
+
+Why this shape
+--------------
+A map of a large AOI is computed chunk by chunk (memory bounded by the chunk size), yet it must be
+identical to running the model once over the whole image: no seams at chunk borders. Two choices
+make that hold by construction:
+
+* **Tiles sit on a global grid.** The model sees square tiles of ``tile`` pixels placed every
+  ``tile - overlap`` pixels from an origin fixed to the *image* (``-overlap // 2``, so the image edge
+  lies inside a tile's blending ramp rather than at its border). A chunk never invents its own tiles:
+  a chunked run and a one-shot run feed the model exactly the same tile inputs. Tiles that reach past
+  the image edge are filled by reflection of the *image* (never of the chunk), so edge tiles are equal
+  too.
+* **Blending is a weighted average of softmax probabilities** with a separable raised-cosine ramp over
+  the ``overlap`` (the ramps of two neighbours sum to one; the accumulated weight is divided out anyway).
+
+Each tile is run once. The Dask graph has two stages: a *group* task per output chunk runs the tiles
+whose origin falls inside that chunk (reading the chunk plus a one-sided halo of ``tile`` pixels) and
+returns their weighted probability sums over the tiles' footprint; a *combine* task per output chunk
+adds the footprints of the (at most four, when ``tile <= chunk``) groups that touch it, normalises,
+and emits ``uint8`` products. Only floating-point summation order differs from a one-shot run.
+
+Nodata: a pixel whose optical *and* SAR bands are all NaN is nodata (255 in every product). Missing
+optical bands with valid SAR (clouds masked upstream, optical-only gaps) are filled with the model's
+normalisation mean so that the SAR path still classifies them; the model always gets finite inputs.
+
+Devices: ``device="auto"`` picks CUDA when present (resolved where the task runs, so a CPU client can
+drive GPU workers). The model is copied to the device once per process and cached by a sha256 of its
+weights; CUDA runs use autocast (fp16), pinned host memory and non-blocking copies.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+import torch
+import xarray as xr
+
+from cloudlulc.classes import CLASS_NAMES, CLASSES, NODATA, S1_BANDS, S2_BANDS
+
+__all__ = [
+    "TileGrid",
+    "predict_cube",
+    "predict_arrays",
+    "weights_sha256",
+    "resolve_device",
+    "blend_window",
+]
+
+
+# --------------------------------------------------------------------------------------------------
+# Tile geometry
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TileGrid:
+    """Square tiles of ``tile`` pixels every ``step = tile - overlap`` pixels, anchored to the image.
+
+    Tile ``k`` along an axis covers ``[origin + k * step, origin + k * step + tile)``. The grid depends
+    only on the image size, never on chunking: that is what makes chunked inference seam-free.
+    """
+
+    tile: int
+    overlap: int
+
+    def __post_init__(self) -> None:
+        if self.tile <= 0:
+            raise ValueError(f"tile must be > 0, got {self.tile}")
+        if not 0 <= 2 * self.overlap <= self.tile:
+            raise ValueError(
+                f"overlap must be in [0, tile/2] so blending ramps of one tile do not cross, got overlap="
+                f"{self.overlap} for tile={self.tile}"
+            )
+
+    @property
+    def step(self) -> int:
+        return self.tile - self.overlap
+
+    @property
+    def origin(self) -> int:
+        return -(self.overlap // 2)
+
+    def start(self, k: int) -> int:
+        return self.origin + k * self.step
+
+    def count(self, n: int) -> int:
+        """Number of tiles needed to cover an axis of ``n`` pixels (the last one may overhang)."""
+        return max(1, math.ceil((n - self.origin - self.tile) / self.step) + 1)
+
+    def owned(self, a: int, b: int, n: int) -> range:
+        """Tiles whose first in-image pixel ``max(start, 0)`` lies in ``[a, b)``: each tile has one owner."""
+        ks = [k for k in self._candidates(a, b, n) if a <= max(self.start(k), 0) < b]
+        return range(ks[0], ks[-1] + 1) if ks else range(0)
+
+    def _candidates(self, a: int, b: int, n: int) -> range:
+        lo = max(0, (a - self.origin) // self.step - 1)
+        hi = min(self.count(n), (b - self.origin) // self.step + 2)
+        return range(lo, max(lo, hi))
+
+
+def blend_window(tile: int, overlap: int) -> np.ndarray:
+    """1-D blending weights: raised-cosine ramps over ``overlap`` pixels at both ends, 1 inside.
+
+    The rising ramp of one tile and the falling ramp of its neighbour (which overlap by exactly
+    ``overlap`` pixels) sum to one; every weight is > 0 so every covered pixel is defined.
+    """
+    w = np.ones(tile, dtype=np.float64)
+    if overlap > 0:
+        i = np.arange(overlap, dtype=np.float64)
+        ramp = 0.5 - 0.5 * np.cos(np.pi * (i + 0.5) / overlap)
+        w[:overlap] = ramp
+        w[tile - overlap :] = ramp[::-1]
+    return w.astype(np.float32)
+
+
+def _reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
+    """Source index of each (possibly out-of-image) global index under mirror reflection (numpy 'reflect')."""
+    if n == 1:
+        return np.zeros_like(idx)
+    period = 2 * (n - 1)
+    m = np.mod(idx, period)
+    return np.where(m < n, m, period - m)
+
+
+# --------------------------------------------------------------------------------------------------
+# Model handling: one device copy per process, keyed by the weights
+# --------------------------------------------------------------------------------------------------
+def weights_sha256(model: torch.nn.Module) -> str:
+    """sha256 over the model's class name and state dict (names, dtypes, shapes, bytes).
+
+    Used as the per-process cache key of device copies and recordable as provenance.
+    """
+    h = hashlib.sha256(type(model).__qualname__.encode())
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
+    if isinstance(device, str) and device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+_CACHE_LOCK = threading.Lock()
+_DEVICE_MODELS: OrderedDict[tuple[str, str], torch.nn.Module] = OrderedDict()
+_DEVICE_LOCKS: dict[str, threading.Lock] = {}
+_MAX_CACHED_MODELS = 4
+
+
+class _ModelHandle:
+    """A picklable reference to a model that resolves to a cached per-process, per-device copy.
+
+    It enters the Dask graph once (a single key), so a distributed worker receives the weights once
+    and every task on it reuses the same device copy.
+    """
+
+    def __init__(self, model: torch.nn.Module, key: str | None = None) -> None:
+        self.model = model
+        self.key = key or weights_sha256(model)
+
+    def __dask_tokenize__(self) -> tuple[str, str]:
+        return ("cloudlulc-model", self.key)
+
+    def on(self, device: torch.device) -> torch.nn.Module:
+        cache_key = (self.key, str(device))
+        with _CACHE_LOCK:
+            cached = _DEVICE_MODELS.get(cache_key)
+            if cached is not None:
+                _DEVICE_MODELS.move_to_end(cache_key)
+                return cached
+            # A private copy: never move the caller's model or flip its train/eval mode.
+            m = copy.deepcopy(self.model).to(device).eval()
+            _DEVICE_MODELS[cache_key] = m
+            while len(_DEVICE_MODELS) > _MAX_CACHED_MODELS:
+                _DEVICE_MODELS.popitem(last=False)
+            return m
+
+
+def _device_lock(device: torch.device) -> threading.Lock | None:
+    """One forward at a time per GPU in a process (threads would only contend for memory)."""
+    if device.type == "cpu":
+        return None
+    with _CACHE_LOCK:
+        return _DEVICE_LOCKS.setdefault(str(device), threading.Lock())
+
+
+def _fill_values(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band fill values for NaN inputs: the model's normalisation means (zeros after normalising)."""
+    config = getattr(model, "config", None)
+    opt = getattr(config, "optical_mean", None)
+    sar = getattr(config, "sar_mean", None)
+    opt_arr = np.asarray(opt, dtype=np.float32) if opt is not None else np.zeros(len(S2_BANDS), np.float32)
+    sar_arr = np.asarray(sar, dtype=np.float32) if sar is not None else np.zeros(len(S1_BANDS), np.float32)
+    return opt_arr, sar_arr
+
+
+def _model_stride(model: torch.nn.Module) -> int:
+    return int(getattr(model, "stride", 1) or 1)
+
+
+def _forward(
+    model: torch.nn.Module, optical: np.ndarray, sar: np.ndarray, device: torch.device
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run one batch; returns softmax probabilities [B,C,T,T] and reliability [B,T,T] (or None)."""
+    o = torch.from_numpy(optical)
+    s = torch.from_numpy(sar)
+    lock = _device_lock(device)
+    with torch.inference_mode():
+        if device.type == "cuda":
+            o = o.pin_memory().to(device, non_blocking=True)
+            s = s.pin_memory().to(device, non_blocking=True)
+            assert lock is not None
+            with lock, torch.autocast("cuda", dtype=torch.float16):
+                out = model(o, s)
+                probs = torch.softmax(out.logits.float(), dim=1).cpu().numpy()
+                rel = None if out.reliability is None else out.reliability.float()[:, 0].cpu().numpy()
+        else:
+            o, s = o.to(device), s.to(device)
+            out = model(o, s)
+            probs = torch.softmax(out.logits.float(), dim=1).cpu().numpy()
+            rel = None if out.reliability is None else out.reliability.float()[:, 0].cpu().numpy()
+    if probs.shape[-2:] != optical.shape[-2:]:
+        raise ValueError(
+            f"model returned logits of spatial size {probs.shape[-2:]} for input {optical.shape[-2:]}; the "
+            "inference contract needs logits at input resolution"
+        )
+    return probs, rel
+
+
+# --------------------------------------------------------------------------------------------------
+# The two task kinds
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _GroupPlan:
+    """Static geometry of one group task (all indices global, in pixels)."""
+
+    chunk: tuple[int, int, int, int]  # y0, y1, x0, x1 of the output chunk the group belongs to
+    tiles_y: tuple[int, ...]  # tile starts (may be < 0 or overhang the image)
+    tiles_x: tuple[int, ...]
+    window: tuple[int, int, int, int]  # gy0, gy1, gx0, gx1: padded window covering chunk and tiles
+    read: tuple[int, int, int, int]  # r0, r1, c0, c1: the in-image rows/cols to read for it
+    extent: tuple[int, int, int, int]  # in-image footprint of the group's tiles ((0,0,0,0) if none)
+
+
+def _plan_group(grid: TileGrid, chunk: tuple[int, int, int, int], shape: tuple[int, int]) -> _GroupPlan:
+    h, w = shape
+    y0, y1, x0, x1 = chunk
+    ty = tuple(grid.start(k) for k in grid.owned(y0, y1, h))
+    tx = tuple(grid.start(k) for k in grid.owned(x0, x1, w))
+    if ty and tx:
+        gy0, gy1 = min(y0, ty[0]), max(y1, ty[-1] + grid.tile)
+        gx0, gx1 = min(x0, tx[0]), max(x1, tx[-1] + grid.tile)
+        extent = (max(ty[0], 0), min(ty[-1] + grid.tile, h), max(tx[0], 0), min(tx[-1] + grid.tile, w))
+    else:
+        ty, tx = (), ()
+        gy0, gy1, gx0, gx1 = y0, y1, x0, x1
+        extent = (0, 0, 0, 0)
+    ys = _reflect_index(np.arange(gy0, gy1), h)
+    xs = _reflect_index(np.arange(gx0, gx1), w)
+    read = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
+    return _GroupPlan(chunk, ty, tx, (gy0, gy1, gx0, gx1), read, extent)
+
+
+def _run_group(
+    optical: np.ndarray,
+    sar: np.ndarray,
+    plan: _GroupPlan,
+    shape: tuple[int, int],
+    handle: _ModelHandle,
+    grid: TileGrid,
+    batch_size: int,
+    device: str,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Run the group's tiles. Returns (weighted sums over ``plan.extent`` as [C+2, h, w] = C probability
+    sums, reliability sum, weight sum; or None without tiles) and the chunk's validity mask."""
+    h, w = shape
+    gy0, gy1, gx0, gx1 = plan.window
+    r0, _, c0, _ = plan.read
+    ys = _reflect_index(np.arange(gy0, gy1), h) - r0
+    xs = _reflect_index(np.arange(gx0, gx1), w) - c0
+    opt = np.asarray(optical, dtype=np.float32)[:, ys][:, :, xs]
+    sr = np.asarray(sar, dtype=np.float32)[:, ys][:, :, xs]
+
+    y0, y1, x0, x1 = plan.chunk
+    core = (slice(None), slice(y0 - gy0, y1 - gy0), slice(x0 - gx0, x1 - gx0))
+    valid = ~(np.isnan(opt[core]).all(axis=0) & np.isnan(sr[core]).all(axis=0))
+    if not plan.tiles_y:
+        return None, valid
+
+    dev = resolve_device(device)
+    model = handle.on(dev)
+    opt_fill, sar_fill = _fill_values(model)
+    opt = np.where(np.isfinite(opt), opt, opt_fill[:, None, None]).astype(np.float32, copy=False)
+    sr = np.where(np.isfinite(sr), sr, sar_fill[:, None, None]).astype(np.float32, copy=False)
+
+    ey0, ey1, ex0, ex1 = plan.extent
+    t = grid.tile
+    win = blend_window(t, grid.overlap)
+    weight2d = np.outer(win, win)
+    acc: np.ndarray | None = None
+    has_rel = True
+    starts = [(sy, sx) for sy in plan.tiles_y for sx in plan.tiles_x]
+    for b in range(0, len(starts), batch_size):
+        batch = starts[b : b + batch_size]
+        ob = np.stack([opt[:, sy - gy0 : sy - gy0 + t, sx - gx0 : sx - gx0 + t] for sy, sx in batch])
+        sb = np.stack([sr[:, sy - gy0 : sy - gy0 + t, sx - gx0 : sx - gx0 + t] for sy, sx in batch])
+        probs, rel = _forward(model, np.ascontiguousarray(ob), np.ascontiguousarray(sb), dev)
+        if acc is None:
+            acc = np.zeros((probs.shape[1] + 2, ey1 - ey0, ex1 - ex0), dtype=np.float32)
+        has_rel = has_rel and rel is not None
+        for i, (sy, sx) in enumerate(batch):
+            # intersection of the tile with the in-image extent
+            ay0, ay1 = max(sy, ey0), min(sy + t, ey1)
+            ax0, ax1 = max(sx, ex0), min(sx + t, ex1)
+            tsl = (slice(ay0 - sy, ay1 - sy), slice(ax0 - sx, ax1 - sx))
+            asl = (slice(ay0 - ey0, ay1 - ey0), slice(ax0 - ex0, ax1 - ex0))
+            wt = weight2d[tsl]
+            acc[(slice(0, -2),) + asl] += probs[i][(slice(None),) + tsl] * wt
+            if rel is not None:
+                acc[(-2,) + asl] += rel[i][tsl] * wt
+            acc[(-1,) + asl] += wt
+    assert acc is not None
+    if not has_rel:
+        acc[-2] = np.nan  # marks "model has no reliability output" for the combine step
+    return acc, valid
+
+
+def _combine(
+    chunk: tuple[int, int, int, int],
+    group: tuple[np.ndarray | None, np.ndarray],
+    parts: list[tuple[tuple[np.ndarray | None, np.ndarray], tuple[int, int, int, int]]],
+    with_probabilities: bool = False,
+) -> np.ndarray:
+    """Sum the footprints touching ``chunk`` (fixed order), normalise, and encode uint8 products
+    [lulc, confidence, optical_reliability] (or float probabilities when asked, for one-shot use)."""
+    y0, y1, x0, x1 = chunk
+    _, valid = group
+    total: np.ndarray | None = None
+    for (acc, _), (ey0, ey1, ex0, ex1) in parts:
+        if acc is None:
+            continue
+        if total is None:
+            total = np.zeros((acc.shape[0], y1 - y0, x1 - x0), dtype=np.float32)
+        ay0, ay1, ax0, ax1 = max(y0, ey0), min(y1, ey1), max(x0, ex0), min(x1, ex1)
+        if ay0 >= ay1 or ax0 >= ax1:
+            continue
+        total[:, ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] += acc[:, ay0 - ey0 : ay1 - ey0, ax0 - ex0 : ax1 - ex0]
+    if total is None:
+        raise RuntimeError(f"no tile covers chunk {chunk}: tile grid planning is inconsistent")
+    wsum = total[-1]
+    covered = wsum > 0
+    valid = valid & covered
+    safe = np.where(covered, wsum, 1.0)
+    probs = total[:-2] / safe
+    if with_probabilities:
+        return np.where(valid, probs, np.nan).astype(np.float32)
+    lulc = np.argmax(probs, axis=0).astype(np.uint8)
+    conf = np.rint(np.max(probs, axis=0) * 100).clip(0, 100).astype(np.uint8)
+    rel_raw = total[-2]
+    if np.isnan(rel_raw).any():
+        rel = np.full(lulc.shape, NODATA, np.uint8)
+    else:
+        rel = np.rint(rel_raw / safe * 100).clip(0, 100).astype(np.uint8)
+    out = np.stack([lulc, conf, rel])
+    out[:, ~valid] = NODATA
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------
+def _chunk_bounds(chunks: tuple[int, ...]) -> list[tuple[int, int]]:
+    edges = np.concatenate([[0], np.cumsum(chunks)]).astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _effective_grid(model: torch.nn.Module, tile: int, overlap: int) -> TileGrid:
+    stride = _model_stride(model)
+    tile_eff = int(math.ceil(tile / stride) * stride)  # tiles must be multiples of the network stride
+    return TileGrid(tile_eff, overlap)
+
+
+def _as_bands(arr: xr.DataArray | None, bands: tuple[str, ...], like: xr.DataArray, name: str) -> da.Array:
+    """A (band, y, x) float32 dask array in the contract band order (all-NaN when the layer is absent)."""
+    if arr is None:
+        ny, nx = like.sizes["y"], like.sizes["x"]
+        chunks = like.chunks[-2:] if like.chunks else ((ny,), (nx,))
+        return da.full((len(bands), ny, nx), np.nan, dtype=np.float32, chunks=((len(bands),),) + tuple(chunks))
+    extra = [d for d in arr.dims if d not in ("y", "x")]
+    if len(extra) != 1 or set(arr.dims) - {"y", "x", *extra}:
+        raise ValueError(f"cube variable {name!r} must have dims (band, y, x), has {arr.dims}")
+    band_dim = extra[0]
+    if band_dim in arr.coords:
+        names = [str(b) for b in arr[band_dim].values]
+        if set(bands) - set(names):
+            raise ValueError(f"cube variable {name!r} lacks bands {sorted(set(bands) - set(names))}; needs {bands}")
+        arr = arr.sel({band_dim: list(bands)})
+    if arr.sizes[band_dim] != len(bands):
+        raise ValueError(f"cube variable {name!r} needs {len(bands)} bands {bands}, has {arr.sizes[band_dim]}")
+    arr = arr.transpose(band_dim, "y", "x")
+    data = arr.data if isinstance(arr.data, da.Array) else da.from_array(np.asarray(arr.values), chunks=-1)
+    return data.astype(np.float32)
+
+
+def _block_refs(name: str, bounds_y: list[tuple[int, int]], bounds_x: list[tuple[int, int]],
+                read: tuple[int, int, int, int]) -> tuple[list[list[tuple]], tuple[int, int]]:
+    """Keys of the input blocks covering ``read`` (rows r0:r1, cols c0:c1) and the offset of their origin."""
+    r0, r1, c0, c1 = read
+    iy = [i for i, (a, b) in enumerate(bounds_y) if a < r1 and b > r0]
+    ix = [j for j, (a, b) in enumerate(bounds_x) if a < c1 and b > c0]
+    keys = [[(name, 0, i, j) for j in ix] for i in iy]
+    return keys, (bounds_y[iy[0]][0], bounds_x[ix[0]][0])
+
+
+def _run_group_blocks(
+    optical_blocks: list[list[np.ndarray]],
+    sar_blocks: list[list[np.ndarray]],
+    origin: tuple[int, int],
+    plan: _GroupPlan,
+    *args: Any,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """Assemble the group's read window from the input blocks, then :func:`_run_group`."""
+    r0, r1, c0, c1 = plan.read
+    oy, ox = origin
+    sl = (slice(None), slice(r0 - oy, r1 - oy), slice(c0 - ox, c1 - ox))
+    optical = np.block(optical_blocks)[sl] if len(optical_blocks) * len(optical_blocks[0]) > 1 else optical_blocks[0][0][sl]
+    sar = np.block(sar_blocks)[sl] if len(sar_blocks) * len(sar_blocks[0]) > 1 else sar_blocks[0][0][sl]
+    return _run_group(optical, sar, plan, *args)
+
+
+def _combine_keys(chunk: tuple[int, int, int, int], group: Any, parts: list[Any], extents: list[Any]) -> np.ndarray:
+    return _combine(chunk, group, [(p, tuple(e)) for p, e in zip(parts, extents)])
+
+
+def _products_graph(
+    optical: da.Array, sar: da.Array, grid: TileGrid, handle: _ModelHandle, batch_size: int, device: str
+) -> da.Array:
+    """The (3, y, x) uint8 product array as an explicit two-stage graph (group tasks, combine tasks).
+
+    Built as one low-level graph rather than per-chunk ``dask.delayed`` calls, so construction stays
+    linear in the number of chunks.
+    """
+    from dask.highlevelgraph import HighLevelGraph
+
+    optical = optical.rechunk({0: -1})
+    sar = sar.rechunk({0: -1})
+    h, w = optical.shape[1:]
+    ybounds, xbounds = _chunk_bounds(optical.chunks[1]), _chunk_bounds(optical.chunks[2])
+    token = dask.base.tokenize(optical, sar, grid, handle, batch_size, device)
+    hname, gname, cname = f"cloudlulc-model-{token}", f"cloudlulc-tiles-{token}", f"cloudlulc-products-{token}"
+    dsk: dict[Any, Any] = {hname: handle}
+    plans: dict[tuple[int, int], _GroupPlan] = {}
+    for i, (y0, y1) in enumerate(ybounds):
+        for j, (x0, x1) in enumerate(xbounds):
+            plan = _plan_group(grid, (y0, y1, x0, x1), (h, w))
+            plans[i, j] = plan
+            okeys, origin = _block_refs(optical.name, ybounds, xbounds, plan.read)
+            skeys, _ = _block_refs(sar.name, ybounds, xbounds, plan.read)
+            dsk[(gname, i, j)] = (_run_group_blocks, okeys, skeys, origin, plan, (h, w), hname, grid, batch_size, device)
+
+    # which groups' footprints touch which chunks (linear: search the chunk edges per footprint)
+    ystarts = np.array([a for a, _ in ybounds])
+    xstarts = np.array([a for a, _ in xbounds])
+    touching: dict[tuple[int, int], list[tuple[int, int]]] = {k: [] for k in plans}
+    for key in sorted(plans):
+        ey0, ey1, ex0, ex1 = plans[key].extent
+        if ey1 <= ey0 or ex1 <= ex0:
+            continue
+        for i in range(int(np.searchsorted(ystarts, ey0, "right")) - 1, int(np.searchsorted(ystarts, ey1, "left"))):
+            for j in range(int(np.searchsorted(xstarts, ex0, "right")) - 1, int(np.searchsorted(xstarts, ex1, "left"))):
+                touching[i, j].append(key)
+    for (i, j), keys in touching.items():
+        y0, y1 = ybounds[i]
+        x0, x1 = xbounds[j]
+        dsk[(cname, 0, i, j)] = (
+            _combine_keys,
+            (y0, y1, x0, x1),
+            (gname, i, j),
+            [(gname, k, l) for k, l in keys],
+            [list(plans[k, l].extent) for k, l in keys],
+        )
+    graph = HighLevelGraph.from_collections(cname, dsk, dependencies=[optical, sar])
+    return da.Array(graph, cname, chunks=((3,), optical.chunks[1], optical.chunks[2]), dtype=np.uint8)
+
+
+def predict_cube(
+    cube: xr.Dataset,
+    model: torch.nn.Module,
+    *,
+    tile: int = 256,
+    overlap: int = 64,
+    batch_size: int = 4,
+    device: str | torch.device = "auto",
+    halo: int | None = None,
+) -> xr.Dataset:
+    """Lazily classify a cube chunk by chunk; the result equals a one-shot run (see module docstring).
+
+    Parameters
+    ----------
+    cube:
+        Dataset per :func:`cloudlulc.cube.build_cube`: ``optical`` (band, y, x) reflectance and ``sar``
+        (band, y, x) dB, float32 with NaN nodata; ``cloud`` (y, x) uint8 optional (passed through).
+    model:
+        ``model(optical[B,12,H,W], sar[B,2,H,W]) -> ModelOutput`` in physical units; ``model.stride``
+        (default 1) is the divisibility requirement, ``model.config.optical_mean`` / ``sar_mean`` the
+        fill values for NaN bands (zeros when absent).
+    tile, overlap:
+        Tile size (rounded up to a multiple of ``model.stride``) and blending overlap (<= tile/2).
+    batch_size:
+        Tiles per forward pass.
+    device:
+        ``"auto"`` (CUDA if available where the task runs, else CPU), ``"cpu"``, ``"cuda:0"``...
+    halo:
+        Context each chunk reads beyond its border. ``None`` = what the global tile grid needs (the
+        tile size, one-sided). A smaller value is refused: it would cut tiles and create seams.
+
+    Returns
+    -------
+    xr.Dataset with dask-backed uint8 ``lulc`` (classes, 255 nodata), ``confidence`` (0-100 top-class
+    probability), ``optical_reliability`` (0-100; 255 where the model has no reliability output) and
+    ``cloud`` (passthrough, 255 when the cube has none), on the cube's grid and (y, x) chunks.
+    """
+    if "optical" not in cube:
+        raise ValueError("cube has no 'optical' variable; build it with cloudlulc.cube.build_cube")
+    grid = _effective_grid(model, tile, overlap)
+    if halo is not None and halo < grid.tile:
+        raise ValueError(
+            f"halo={halo} is smaller than the tile ({grid.tile}); chunks would not see every tile touching "
+            "them and the mosaic would have seams. Leave halo=None."
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    optical = _as_bands(cube["optical"], S2_BANDS, cube["optical"], "optical")
+    sar = _as_bands(cube.get("sar"), S1_BANDS, cube["optical"], "sar")
+    sar = sar.rechunk((sar.chunks[0],) + optical.chunks[1:])
+    h, w = optical.shape[1:]
+    ychunks, xchunks = optical.chunks[1], optical.chunks[2]
+
+    model_handle = _ModelHandle(model)
+    products = _products_graph(optical, sar, grid, model_handle, batch_size, str(device))
+    device_arg = str(device)
+
+    coords = {k: v for k, v in cube["optical"].coords.items() if set(v.dims) <= {"y", "x"}}
+    dims = ("y", "x")
+    out = xr.Dataset(coords=coords)
+    attrs_common = {"nodata": NODATA}
+    out["lulc"] = xr.DataArray(
+        products[0],
+        dims=dims,
+        attrs={
+            **attrs_common,
+            "long_name": "land use / land cover class",
+            "flag_values": [c.value for c in CLASSES],
+            "flag_meanings": " ".join(n.replace("-", "_") for n in CLASS_NAMES),
+        },
+    )
+    out["confidence"] = xr.DataArray(
+        products[1], dims=dims, attrs={**attrs_common, "long_name": "top-class probability", "units": "percent"}
+    )
+    out["optical_reliability"] = xr.DataArray(
+        products[2],
+        dims=dims,
+        attrs={**attrs_common, "long_name": "optical reliability estimated by the model", "units": "percent"},
+    )
+    if "cloud" in cube:
+        cloud = cube["cloud"].transpose("y", "x")
+        cdata = cloud.data if isinstance(cloud.data, da.Array) else da.from_array(np.asarray(cloud.values))
+        cdata = cdata.astype(np.uint8).rechunk((ychunks, xchunks))
+    else:
+        cdata = da.full((h, w), NODATA, dtype=np.uint8, chunks=(ychunks, xchunks))
+    out["cloud"] = xr.DataArray(
+        cdata, dims=dims, attrs={**attrs_common, "long_name": "cloud or shadow from SCL", "flag_values": [0, 1]}
+    )
+    if "spatial_ref" in cube.coords:
+        out = out.assign_coords(spatial_ref=cube["spatial_ref"])
+        for v in out.data_vars:
+            out[v].attrs["grid_mapping"] = "spatial_ref"
+    out.attrs = dict(cube.attrs)
+    out.attrs["inference"] = {
+        "tile": grid.tile,
+        "overlap": grid.overlap,
+        "batch_size": batch_size,
+        "device": device_arg,
+        "model": getattr(getattr(model, "config", None), "name", type(model).__name__),
+        "weights_sha256": model_handle.key,
+    }
+    return out
+
+
+def predict_arrays(
+    optical: np.ndarray,
+    sar: np.ndarray | None,
+    model: torch.nn.Module,
+    *,
+    tile: int = 256,
+    overlap: int = 64,
+    batch_size: int = 4,
+    device: str | torch.device = "auto",
+    return_probabilities: bool = False,
+) -> dict[str, np.ndarray]:
+    """One-shot inference on in-memory arrays with the same tiling and blending as :func:`predict_cube`.
+
+    The whole image is one group: this is the reference the chunked run must reproduce, and a
+    convenience for small scenes. Returns ``lulc``, ``confidence``, ``optical_reliability`` (uint8)
+    and, when asked, ``probabilities`` (float32 [C, H, W], NaN over nodata).
+    """
+    optical = np.asarray(optical, dtype=np.float32)
+    h, w = optical.shape[1:]
+    if sar is None:
+        sar = np.full((len(S1_BANDS), h, w), np.nan, np.float32)
+    sar = np.asarray(sar, dtype=np.float32)
+    grid = _effective_grid(model, tile, overlap)
+    handle = _ModelHandle(model)
+    chunk = (0, h, 0, w)
+    plan = _plan_group(grid, chunk, (h, w))
+    r0, r1, c0, c1 = plan.read
+    group = _run_group(optical[:, r0:r1, c0:c1], sar[:, r0:r1, c0:c1], plan, (h, w), handle, grid, batch_size, str(device))
+    parts = [(group, plan.extent)]
+    products = _combine(chunk, group, parts)
+    result = {"lulc": products[0], "confidence": products[1], "optical_reliability": products[2]}
+    if return_probabilities:
+        result["probabilities"] = _combine(chunk, group, parts, with_probabilities=True)
+    return result

@@ -1,0 +1,156 @@
+"""Real (small) torch models and lazy cubes that follow the project contracts, for the inference,
+mosaic and export tests. Nothing here is a mock: the models are trainable torch modules obeying the
+``model(optical, sar) -> ModelOutput`` contract, and the cubes are dask-backed xarray Datasets with
+the schema of :func:`cloudlulc.cube.build_cube` (CRS written with rioxarray).
+"""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import dask.array as da
+import numpy as np
+import rioxarray  # noqa: F401  (registers the .rio accessor)
+import torch
+import xarray as xr
+from torch import nn
+from torch.nn import functional as F
+
+from cloudlulc.classes import NUM_CLASSES, S1_BANDS, S2_BANDS
+from cloudlulc.model.config import S1_MEAN, S1_STD, S2_MEAN, S2_STD
+from cloudlulc.model.outputs import ModelOutput
+
+
+class ContextNet(nn.Module):
+    """A small fusion CNN with spatial context (3x3 convs at two scales) and stride 4.
+
+    Its receptive field crosses tile borders, so blending and tile placement matter; it normalises
+    its physical-unit inputs with constants in ``config`` like CloudLULC-Net and refuses NaN.
+    """
+
+    stride = 4
+
+    def __init__(self, seed: int = 0, width: int = 8) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(
+            name="context-net-test", optical_mean=S2_MEAN, sar_mean=S1_MEAN, optical_std=S2_STD, sar_std=S1_STD
+        )
+        self.register_buffer("o_mean", torch.tensor(S2_MEAN).view(1, -1, 1, 1))
+        self.register_buffer("o_std", torch.tensor(S2_STD).view(1, -1, 1, 1))
+        self.register_buffer("s_mean", torch.tensor(S1_MEAN).view(1, -1, 1, 1))
+        self.register_buffer("s_std", torch.tensor(S1_STD).view(1, -1, 1, 1))
+        g = torch.Generator().manual_seed(seed)
+        self.enc = nn.Conv2d(len(S2_BANDS) + len(S1_BANDS), width, 3, padding=1)
+        self.mid = nn.Conv2d(width, width, 3, padding=1)
+        self.head = nn.Conv2d(2 * width, NUM_CLASSES, 1)
+        self.rel = nn.Conv2d(len(S2_BANDS), 1, 3, padding=1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> ModelOutput:
+        if not (torch.isfinite(optical).all() and torch.isfinite(sar).all()):
+            raise ValueError("ContextNet needs finite inputs (the inference must fill NaN)")
+        h, w = optical.shape[-2:]
+        if h % self.stride or w % self.stride:
+            raise ValueError(f"input {h}x{w} not divisible by stride {self.stride}")
+        o = (optical - self.o_mean) / self.o_std
+        s = (sar - self.s_mean) / self.s_std
+        f = torch.relu(self.enc(torch.cat([o, s], 1)))
+        coarse = F.avg_pool2d(f, self.stride)
+        coarse = torch.relu(self.mid(coarse))
+        up = F.interpolate(coarse, scale_factor=self.stride, mode="nearest")
+        logits = self.head(torch.cat([f, up], 1)) * 3
+        return ModelOutput(logits=logits, reliability=torch.sigmoid(self.rel(o)))
+
+
+class PointwiseNet(nn.Module):
+    """1x1 convolutions only: tiling cannot change its output, so blended tiles must equal one forward."""
+
+    stride = 1
+
+    def __init__(self, seed: int = 1) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.a = nn.Conv2d(len(S2_BANDS) + len(S1_BANDS), 16, 1)
+        self.b = nn.Conv2d(16, NUM_CLASSES, 1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g))
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> ModelOutput:
+        x = torch.cat([optical * 10, sar / 10], 1)
+        logits = self.b(torch.tanh(self.a(x)))
+        return ModelOutput(logits=logits, reliability=torch.sigmoid(optical.mean(1, keepdim=True) * 5))
+
+
+class FailingNet(ContextNet):
+    """ContextNet that raises after ``fail_after`` forward calls (a crash mid-run); counts its calls.
+
+    The inference copies the model per process and device, so the counter is shared through a
+    mutable object (and a lock: dask runs tasks on threads).
+    """
+
+    def __init__(self, seed: int = 0, fail_after: int | None = None, counter: dict | None = None) -> None:
+        super().__init__(seed)
+        self.fail_after = fail_after
+        self.counter = counter if counter is not None else {"calls": 0}
+        self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict) -> "FailingNet":
+        clone = FailingNet.__new__(FailingNet)
+        nn.Module.__init__(clone)
+        clone.__dict__.update({k: v for k, v in self.__dict__.items() if k not in ("_modules", "_parameters", "_buffers")})
+        clone._modules = {k: __import__("copy").deepcopy(m, memo) for k, m in self._modules.items()}
+        clone._parameters = {k: (None if p is None else nn.Parameter(p.detach().clone())) for k, p in self._parameters.items()}
+        clone._buffers = {k: (None if b is None else b.clone()) for k, b in self._buffers.items()}
+        return clone  # shares self.counter and self._lock on purpose
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> ModelOutput:
+        with self._lock:
+            self.counter["calls"] += 1
+            n = self.counter["calls"]
+        if self.fail_after is not None and n > self.fail_after:
+            raise RuntimeError(f"simulated crash at forward call {n}")
+        return super().forward(optical, sar)
+
+
+def random_scene(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Spatially smooth reflectance [12,h,w], SAR dB [2,h,w] and a cloud mask {0,1} [h,w]."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([np.sin(yy / (7 + b) + b) * np.cos(xx / (11 + 2 * b)) for b in range(len(S2_BANDS))])
+    optical = (0.15 + 0.1 * base + 0.02 * rng.standard_normal((len(S2_BANDS), h, w))).astype(np.float32)
+    sar = np.stack([-11 + 3 * np.sin(xx / 9 + yy / 13), -18 + 3 * np.cos(yy / 8)]).astype(np.float32)
+    sar += rng.standard_normal(sar.shape).astype(np.float32)
+    cloud = (np.sin(xx / 15) * np.cos(yy / 12) > 0.5).astype(np.uint8)
+    return optical, sar, cloud
+
+
+def make_cube(
+    optical: np.ndarray,
+    sar: np.ndarray,
+    cloud: np.ndarray,
+    chunks: int | tuple[int, int],
+    *,
+    epsg: int = 32633,
+    x0: float = 500000.0,
+    y0: float = 4500000.0,
+    res: float = 10.0,
+) -> xr.Dataset:
+    """A dask-backed cube with the build_cube schema on a 10 m UTM grid."""
+    h, w = optical.shape[1:]
+    cy, cx = (chunks, chunks) if isinstance(chunks, int) else chunks
+    x = x0 + res / 2 + res * np.arange(w)
+    y = y0 - res / 2 - res * np.arange(h)
+    ds = xr.Dataset(
+        {
+            "optical": (("band", "y", "x"), da.from_array(optical, chunks=(1, cy, cx))),
+            "sar": (("sar_band", "y", "x"), da.from_array(sar, chunks=(1, cy, cx))),
+            "cloud": (("y", "x"), da.from_array(cloud, chunks=(cy, cx))),
+        },
+        coords={"x": x, "y": y, "time": np.datetime64("2024-04-19T10:06:31", "ns")},
+    )
+    ds = ds.assign_coords(band=("band", list(S2_BANDS)), sar_band=("sar_band", list(S1_BANDS)))
+    return ds.rio.write_crs(epsg)

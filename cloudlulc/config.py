@@ -80,6 +80,8 @@ class Settings(BaseSettings):
     dask_kubernetes_spec: Path = Path("deploy/dask/kubernetes-cluster.yaml")
     #: keyword arguments for ``coiled.Cluster``
     dask_coiled_config: Path = Path("deploy/dask/coiled.yaml")
+    #: how long to wait for a scheduler given by address
+    dask_connect_timeout: str = "30s"
     #: Dask resources every inference task requires, e.g. {"GPU": 1} on GPU worker pools
     dask_task_resources: dict[str, float] = Field(default_factory=dict)
 

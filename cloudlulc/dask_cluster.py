@@ -42,7 +42,7 @@ def dask_client(settings: Settings | None = None, *, address: str | None = None)
     address = address or s.dask_address
     if address:
         try:
-            client = Client(address, timeout="30s")
+            client = Client(address, timeout=s.dask_connect_timeout)
         except (OSError, TimeoutError) as exc:
             raise DaskClusterError(
                 f"cannot reach the Dask scheduler at {address!r}: {exc}. Is the cluster running, and is "

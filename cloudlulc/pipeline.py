@@ -324,7 +324,7 @@ def infer_write_stage(
         result["cloud"] = cube["cloud"]
     t = pair_time(pair)
     attrs = run_attrs(params, pair, model_info)
-    write_mosaic(result, params.output, time=t, attrs=attrs)
+    write_mosaic(result, params.output, time=t, attrs=attrs, chunk_size=params.chunk_size or 1024)
     return iso_time(t)
 
 
@@ -339,10 +339,11 @@ def publish_stage(params: MapParams, times: Sequence[str], pairs: Sequence[Any])
     by_time = {iso_time(pair_time(p)): p for p in pairs}
     out = []
     for t in times:
+        # the exact stored time (ISO strings here are rounded to seconds)
         lulc = ds["lulc"].sel(time=np.datetime64(t.rstrip("Z"), "ns"), method="nearest", tolerance=TIME_TOLERANCE)
         areas = class_areas_km2(lulc)
         png = qdir / f"{stem}_{t.replace(':', '').replace('-', '')}.png"
-        quicklook_png(params.output, np.datetime64(t.rstrip("Z"), "ns"), png)
+        quicklook_png(params.output, lulc["time"].values, png)
         pair = by_time.get(t)
         info = describe_pair(pair) if pair is not None else {}
         out.append(
@@ -432,13 +433,11 @@ def optical_only_warnings(pairs: Sequence[Any]) -> list[str]:
 
 
 def run_attrs(params: MapParams, pair: Any, model_info: ModelInfo) -> dict[str, Any]:
-    """Provenance stored with each slice: items, gap, model, software, parameters, creation time."""
-    from importlib.metadata import PackageNotFoundError, version
+    """Provenance stored with each slice: items, gap, model, parameters.
 
-    try:
-        sw = version("cloudlulc")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree
-        sw = "unknown"
+    The mosaic writer adds the software version and creation time itself; nothing time-varying goes
+    in here, so an interrupted write of the same slice is recognised and resumed.
+    """
     info = describe_pair(pair)
     return {
         "pairing": info["pairing"],
@@ -448,9 +447,7 @@ def run_attrs(params: MapParams, pair: Any, model_info: ModelInfo) -> dict[str, 
         "optical_only": info["optical_only"],
         "model": model_info.name,
         "weights_sha256": model_info.sha256 or "untrained",
-        "software": f"cloudlulc {sw}",
         "parameters": params.model_dump(mode="json"),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 

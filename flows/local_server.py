@@ -89,7 +89,8 @@ def _process(cmd: list[str], env: Mapping[str, str], log_path: Path, name: str, 
 
 
 @contextlib.contextmanager
-def prefect_server(home: Path, *, port: int | None = None, ui: bool = False, timeout: float = 180.0) -> Iterator[PrefectServer]:
+def prefect_server(home: Path, *, port: int | None = None, ui: bool = False, timeout: float = 180.0,
+                   log_path: Path | None = None) -> Iterator[PrefectServer]:
     """Run ``prefect server start`` (SQLite under ``home``) until the context exits.
 
     Waits for ``/api/health``; raises :class:`LocalServerError` with the log tail if it does not come up.
@@ -98,7 +99,8 @@ def prefect_server(home: Path, *, port: int | None = None, ui: bool = False, tim
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     api = f"http://127.0.0.1:{port}/api"
-    server = PrefectServer(api_url=api, ui_url=f"http://127.0.0.1:{port}", home=home, log_path=home / "server.log")
+    server = PrefectServer(api_url=api, ui_url=f"http://127.0.0.1:{port}", home=home,
+                            log_path=Path(log_path) if log_path else home / "server.log")
     env = {
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": "",  # the server itself must not point at another API
@@ -198,3 +200,18 @@ def flow_run_message(server: PrefectServer, flow_run_id: str) -> str:
         with get_client(sync_client=True) as client:
             run = client.read_flow_run(flow_run_id)
             return (run.state.message or "") if run.state else ""
+
+
+def flow_run_artifacts(server: PrefectServer, flow_run_id: str) -> list[dict[str, object]]:
+    """Artifacts (key, type, description, data) a flow run published, oldest first."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: server.api_url}):
+        with get_client(sync_client=True) as client:
+            arts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+            )
+    return [{"key": a.key, "type": a.type, "description": a.description, "data": a.data}
+            for a in sorted(arts, key=lambda a: a.created or 0)]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from cloudlulc.config import MapParams, Settings, get_settings
 from cloudlulc.dask_cluster import dask_client
 from flows.params import validate
 
+_log = logging.getLogger(__name__)
 #: quicklooks up to this size are embedded in the markdown artifact (file:// images do not render in a browser)
 _EMBED_MAX_BYTES = 400_000
 
@@ -42,7 +44,7 @@ def retry_on_transient(task_: Any, task_run: Any, state: Any) -> bool:
     except Exception as exc:  # the task's exception
         transient = pipeline.is_transient_error(exc)
         if not transient:
-            get_run_logger().info("not retrying %s: %s is not a transient error", task_.name, type(exc).__name__)
+            _log.info("not retrying %s: %s is not a transient error", getattr(task_, "name", task_), type(exc).__name__)
         return transient
     return False
 

@@ -1,0 +1,198 @@
+"""Prefect flows run for real against a temporary Prefect API (``prefect_test_harness``).
+
+The STAC API is a real ``rustac serve`` over the SIMULATED catalog, the store a real Zarr v3 mosaic,
+the network the tiny CloudLULC-Net (demo weights when committed, else untrained): nothing is mocked.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+from prefect.states import Failed
+from prefect.testing.utilities import prefect_test_harness
+from prefect.utilities.importtools import import_object
+
+from cloudlulc.config import Settings
+from cloudlulc.mosaic import mapped_times
+from cloudlulc.simulate import DEFAULT_S1, DEFAULT_S2, write_demo_catalog
+from cloudlulc.stac_server import serve_stac
+from flows.build_dataset import build_dataset_flow, parse_sets
+from flows.demo import demo_aoi_and_time
+from flows.map_aoi import map_aoi_flow, retry_on_transient, search_task
+from flows.nrt import map_aoi_nrt_flow
+from flows.params import InvalidParameters
+from flows.serve import build_deployments
+from flows.train import train_flow
+
+SMALL_CATALOG = {"seed": 0, "tile_size": 300, "overlap": 30, "margin": 12}  # as tests/conftest.py
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prefect_api():
+    """One temporary Prefect server (SQLite) for this module's flow runs."""
+    with prefect_test_harness(server_startup_timeout=240):
+        yield
+
+
+@pytest.fixture
+def fast_env(monkeypatch):
+    """Small tiles and chunks, CPU, no retry delay: seconds per flow run on a busy 2-core machine."""
+    for k, v in {"DEVICE": "cpu", "TILE": "64", "OVERLAP": "16", "CHUNK_SIZE": "64", "RETRY_DELAY_SECONDS": "0",
+                 "DASK_THREADS_PER_WORKER": "2"}.items():
+        monkeypatch.setenv(f"CLOUDLULC_{k}", v)
+
+
+def _artifacts(flow_run_id) -> dict[str, list]:
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+    out: dict[str, list] = {}
+    for a in arts:
+        out.setdefault(a.key, []).append(a)
+    return out
+
+
+def _task_run_names(flow_run_id) -> list[str]:
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    return sorted(r.name for r in runs)
+
+
+# ------------------------------------------------------------------------------------- map-aoi
+
+
+def test_map_aoi_flow_maps_window_and_publishes(sim_catalog, stac_url, tmp_path, fast_env):
+    aoi, window = demo_aoi_and_time(sim_catalog, half_side_m=320)
+    out = tmp_path / "flow.zarr"
+    state = map_aoi_flow(aoi=aoi, time=window, output=str(out), catalog_url=stac_url, return_state=True)
+    assert state.is_completed(), state.message
+    summary = state.result()
+
+    expected = [d for d in sorted(sim_catalog.s2_dates) if window.split("/")[0] <= f"{d:%Y-%m-%d}" <= window.split("/")[1]]
+    assert [a["time"][:10] for a in summary["acquisitions"]] == [f"{d:%Y-%m-%d}" for d in expected]
+    ds = xr.open_zarr(out, decode_coords="all")
+    assert ds["lulc"].rio.crs.to_epsg() == sim_catalog.epsg and ds.sizes["time"] == len(expected)
+    for a, t in zip(summary["acquisitions"], ds["time"].values):
+        lulc = ds["lulc"].sel(time=t).values
+        assert a["mapped_km2"] == pytest.approx(int((lulc != 255).sum()) * 100 / 1e6)
+        assert a["s1_items"] and a["s1_gap_days"] <= 12
+        assert Path(a["quicklook"]).is_file()
+
+    run_id = state.state_details.flow_run_id
+    names = _task_run_names(run_id)
+    assert [n.split("-")[0] for n in names].count("infer") == len(expected)
+    assert {"search", "pair", "cube", "publish"} <= {n.rsplit("-", 1)[0] for n in names if not n.startswith("infer")}
+    arts = _artifacts(run_id)
+    md = arts["map-aoi-summary"][0].data
+    assert str(out) in md and "km²" in md and "data:image/png;base64," in md
+    for a in summary["acquisitions"]:
+        assert a["s2_items"][0] in md and a["s1_items"][0] in md
+    assert len(arts["map-aoi-quicklook"]) == len(expected)
+    assert arts["map-aoi-output"][0].data == out.resolve().as_uri()
+
+
+def test_bad_parameters_fail_before_any_task(tmp_path, stac_url):
+    out = tmp_path / "never.zarr"
+    state = map_aoi_flow(aoi="17.6,48.2,17.7", time="2022-01-31/2022-01-06", output=str(out),
+                         catalog_url=stac_url, device="gpu", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(InvalidParameters) as info:
+        state.result()
+    msg = str(info.value)
+    assert "before any work started" in msg
+    assert "aoi:" in msg and "4 numbers" in msg
+    assert "time:" in msg and "ends before it starts" in msg
+    assert "device:" in msg
+    assert _task_run_names(state.state_details.flow_run_id) == []
+    assert not out.exists()
+
+    # a wrongly typed parameter is refused by Prefect's own validation, also before the flow body
+    state = map_aoi_flow(aoi="17.6,48.2,17.7,48.3", time="2022-01-16", output=str(out), max_cloud_cover="lots",
+                         return_state=True)
+    assert state.is_failed() and "max_cloud_cover" in str(state.message)
+    assert not out.exists()
+
+
+def test_retry_only_on_transient_errors():
+    assert retry_on_transient(search_task, None, Failed(data=ConnectionRefusedError("refused")))
+    assert retry_on_transient(search_task, None, Failed(data=TimeoutError("read timed out")))
+    assert not retry_on_transient(search_task, None, Failed(data=ValueError("AOI has no area")))
+
+
+# ------------------------------------------------------------------------------------------ NRT
+
+
+def test_nrt_maps_each_acquisition_once(tmp_path, fast_env):
+    """Run twice: nothing is mapped twice; a new acquisition in the catalog: only it is mapped."""
+    two = write_demo_catalog(tmp_path / "cat2", s2_acquisitions=DEFAULT_S2[:2], s1_passes=DEFAULT_S1[:2], **SMALL_CATALOG)
+    three = write_demo_catalog(tmp_path / "cat3", s2_acquisitions=DEFAULT_S2[:3], s1_passes=DEFAULT_S1[:3], **SMALL_CATALOG)
+    aoi, _ = demo_aoi_and_time(two, half_side_m=200)
+    store = tmp_path / "nrt.zarr"
+    common = {"aoi": aoi, "output": str(store), "lookback_days": 60, "now": "2022-03-01"}
+    days = [f"{a.datetime:%Y-%m-%d}" for a in DEFAULT_S2]
+
+    with serve_stac(two) as url:
+        first = map_aoi_nrt_flow(**common, catalog_url=url)  # empty store: the lookback window, both dates
+        assert [a["time"][:10] for a in first["acquisitions"]] == days[:2]
+        second = map_aoi_nrt_flow(**common, catalog_url=url)
+        assert second["acquisitions"] == [] and [t[:10] for t in second["skipped_times"]] == days[1:2]
+        assert second["window"].startswith(days[1])  # searches from the last mapped day only
+    assert [str(t)[:10] for t in mapped_times(store)] == days[:2]
+
+    with serve_stac(three) as url:  # the catalog gained the 3rd acquisition
+        third = map_aoi_nrt_flow(**common, catalog_url=url)
+    assert [a["time"][:10] for a in third["acquisitions"]] == days[2:3]
+    assert [str(t)[:10] for t in mapped_times(store)] == days[:3]
+    ds = xr.open_zarr(store, decode_coords="all")
+    assert ds.sizes["time"] == 3 and ds["lulc"].rio.crs is not None
+    assert np.all(ds["lulc"].isel(time=2).values != 255)
+
+
+def test_nrt_empty_window_completes_with_nothing(tmp_path, stac_url, sim_catalog, fast_env):
+    aoi, _ = demo_aoi_and_time(sim_catalog, half_side_m=200)
+    out = map_aoi_nrt_flow(aoi=aoi, output=str(tmp_path / "none.zarr"), now="2021-06-01", lookback_days=10,
+                           catalog_url=stac_url)
+    assert out["acquisitions"] == [] and out["mapped_times"] == []
+    assert not (tmp_path / "none.zarr").exists()
+
+
+# ---------------------------------------------------------------------------- other flows
+
+
+def test_build_dataset_flow_rejects_bad_parameters(tmp_path):
+    state = build_dataset_flow({"aoi": "1,2,3,4", "start": "2022-02-01", "end": "2022-01-01", "out": str(tmp_path),
+                                "patch_size": 8}, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(InvalidParameters, match="build-dataset: parameters rejected before any work started"):
+        state.result()
+    assert parse_sets(["patch_size=256", "split_fractions=[0.8,0.1,0.1]", "label_collection=esa-worldcover"]) == {
+        "patch_size": 256, "split_fractions": [0.8, 0.1, 0.1], "label_collection": "esa-worldcover"}
+
+
+def test_train_flow_trains_and_saves_weights(tmp_path):
+    config = {"model": "cloudlulc-net-tiny", "epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "device": "cpu",
+              "threads": 1, "progress": False, "out_dir": str(tmp_path / "run"),
+              "train_data": {"n_patches": 4, "patch_size": 32, "seed": 1}}
+    out = train_flow(config)
+    weights = Path(out["weights_path"])
+    assert weights.is_file() and weights.with_suffix(".json").is_file()
+    assert len(out["history"]) == 1
+
+
+def test_served_deployments():
+    s = Settings(demo_aoi="17.69,48.23,17.70,48.24", demo_time="2022-01-16/2022-01-31", catalog_url="http://127.0.0.1:1/",
+                 nrt_cron="*/30 * * * *", nrt_paused=True)
+    deps = {f"{d.flow_name}/{d.name}": d for d in build_deployments(s)}
+    assert set(deps) == {"map-aoi/default", "map-aoi/demo", "map-aoi-nrt/demo", "build-dataset/default",
+                         "train/default", "evaluate/default"}
+    assert deps["map-aoi/demo"].parameters["aoi"] == s.demo_aoi
+    assert deps["map-aoi/demo"].parameters["catalog_url"] == s.catalog_url
+    nrt = deps["map-aoi-nrt/demo"]
+    assert nrt.schedules[0].schedule.cron == "*/30 * * * *" and nrt.paused
+    for d in deps.values():  # every entrypoint is importable from any working directory
+        assert import_object(d.entrypoint).name == d.flow_name
+    assert "map-aoi/demo" not in {f"{d.flow_name}/{d.name}" for d in build_deployments(Settings())}

@@ -137,6 +137,18 @@ def test_inputs_are_padded_to_the_model_stride_and_cropped_back() -> None:
     assert res["total"]["n_pixels"] == 140 and res["total"]["oa"] == 1.0
 
 
+def test_nan_inputs_are_filled_with_the_model_band_means() -> None:
+    from cloudlulc.evaluation.runner import fill_values, prepare_batch
+
+    model = build_model("unet-optical", widths=(8, 16))
+    sample = hand_dataset()[1]
+    batch = {k: torch.as_tensor(v)[None] for k, v in sample.items()}
+    optical, _, target, frac = prepare_batch(batch, "any", fill_values(model))
+    assert optical[0, 3, 3, 2] == pytest.approx(model.config.optical_mean[3])
+    assert target[0, 3, 2] == 255 and target[0, 3, 3] == 255 and int((target != 255).sum()) == 14
+    assert frac[0] == pytest.approx(8 / 14)
+
+
 def test_weights_file_and_in_memory_model_score_the_same(tmp_path) -> None:
     torch.manual_seed(0)
     model = build_model("unet-early-fusion", widths=(8, 16))
@@ -147,12 +159,22 @@ def test_weights_file_and_in_memory_model_score_the_same(tmp_path) -> None:
     assert from_file["total"]["confusion"] == from_memory["total"]["confusion"]
 
 
+def test_samples_with_unknown_cloud_count_in_total_but_in_no_bin() -> None:
+    ds = hand_dataset()
+    ds.samples[1]["cloud"][:] = 255  # patch 2's mask unknown (as in the published GeoTIFF set)
+    res = evaluate_model(EncodedPrediction(), ds, device="cpu", batch_size=2)
+    assert res["total"]["n_pixels"] == 30 and res["n_patches_unknown_cloud"] == 1
+    assert res["per_bin"]["0-10"]["n_pixels"] == 16 and res["per_bin"]["30-60"]["n_pixels"] == 0
+    assert res["cloud_known"] is True
+
+
 def test_samples_without_cloud_mask_report_no_bins(tmp_path) -> None:
     ds = hand_dataset()
     for s in ds.samples:
         del s["cloud"]
     res = evaluate_model(EncodedPrediction(), ds, device="cpu")
     assert res["cloud_known"] is False and res["total"]["n_pixels"] == 30
+    assert all(res["per_bin"][b]["n_pixels"] == 0 for b in res["bins"])
     from cloudlulc.evaluation.report import write_reports
 
     paths = write_reports(tmp_path, models={"encoded": res})

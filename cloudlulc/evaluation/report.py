@@ -254,7 +254,11 @@ def dataset_section(models: Mapping[str, Mapping[str, Any]], fig_dir: Path) -> S
         per_class_table(models, "f1", "F1 % per class"),
     ]
     if any(mv.bin_miou(m) for m in models.values()):
-        sec.tables.append(per_bin_table(models, "mIoU % per cloud-cover bin"))
+        table = per_bin_table(models, "mIoU % per cloud-cover bin")
+        unknown = max(int(m.get("n_patches_unknown_cloud") or 0) for m in models.values())
+        if unknown:
+            table.note += f"; {unknown} patch(es) without a known cloud mask count in the totals only"
+        sec.tables.append(table)
         sec.tables += [bin_detail_table(name, m) for name, m in models.items()]
         sec.figures.append(
             Figure("mIoU per cloud-cover bin", plot_bin_curves(models, fig_dir / "models_bins.png", "mIoU per cloud-cover bin"))

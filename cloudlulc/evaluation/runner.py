@@ -4,8 +4,10 @@ Any ``torch.utils.data.Dataset`` yielding the dataset contract works (``ZarrPatc
 ``GeoTiffLayoutDataset``, :class:`~cloudlulc.evaluation.simulated.SimulatedSplit`): a dict with
 ``optical`` [12,H,W] reflectance, ``sar`` [2,H,W] dB, ``label`` [H,W] (255 ignore) and optionally
 ``cloud`` [H,W] (1 cloud, 0 clear, 255 unknown). Inputs are filled before inference because the models
-require finite inputs; the filled pixels are excluded from scoring for *every* model (``nan_policy``) so
-all methods are compared on one mask.
+require finite inputs (with the model's band means, as in training and inference); the filled pixels
+are excluded from scoring for *every* model (``nan_policy``, default "any" as in training) so all
+methods are compared on one mask. Samples without a known cloud mask count in the totals but in no
+cloud bin.
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ from cloudlulc.evaluation.params import ModelSpec
 log = logging.getLogger(__name__)
 
 NanPolicy = Literal["any", "all", "none"]
-#: Fill values for non-finite inputs: dark reflectance and the dB floor the cube clips SAR to are both
-#: physically plausible "no signal" values, unlike 0 dB (a very bright SAR return).
+#: Fill values for non-finite inputs of models without normalisation constants in a ``config``: dark
+#: reflectance and the dB floor the cube clips SAR to are plausible "no signal" values, unlike 0 dB.
 OPTICAL_FILL: float = 0.0
 SAR_FILL: float = -50.0
 
@@ -85,13 +87,28 @@ def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Ten
     return out
 
 
+def fill_values(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-band fills for non-finite inputs: the model's normalisation means (zero after normalising),
+    as training (:func:`cloudlulc.train.prepare_batch`) and inference do; constants for foreign models."""
+    cfg = getattr(model, "config", None)
+    opt = getattr(cfg, "optical_mean", None)
+    sar = getattr(cfg, "sar_mean", None)
+    opt_t = torch.as_tensor(opt, dtype=torch.float32) if opt is not None else torch.tensor([OPTICAL_FILL])
+    sar_t = torch.as_tensor(sar, dtype=torch.float32) if sar is not None else torch.tensor([SAR_FILL])
+    return opt_t, sar_t
+
+
 def prepare_batch(
-    batch: Mapping[str, torch.Tensor], nan_policy: NanPolicy = "any"
+    batch: Mapping[str, torch.Tensor],
+    nan_policy: NanPolicy = "any",
+    fills: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Finite float inputs, a target with unusable pixels set to 255, and per-sample cloud fractions.
 
-    Returns ``(optical, sar, target, cloud_fraction)``; ``cloud_fraction`` is ``None`` when the
-    samples carry no ``cloud`` mask, else a float tensor [B] in [0, 1] over the scored pixels.
+    Returns ``(optical, sar, target, cloud_fraction)``. ``cloud_fraction`` [B] is the cloudy share of
+    the *scored* pixels with a known mask (``cloud`` 255 = unknown), NaN for a sample with no known
+    mask pixel, and ``None`` when the samples carry no ``cloud`` at all. ``fills`` are per-band (or
+    scalar) values for non-finite inputs (default :data:`OPTICAL_FILL`, :data:`SAR_FILL`).
     """
     optical = batch["optical"].float()
     sar = batch["sar"].float()
@@ -108,8 +125,9 @@ def prepare_batch(
         unusable = torch.zeros_like(target, dtype=torch.bool)
     target[unusable] = NODATA
     target[(target < 0) | (target > NODATA)] = NODATA
-    optical = torch.where(bad_opt, torch.full_like(optical, OPTICAL_FILL), optical)
-    sar = torch.where(bad_sar, torch.full_like(sar, SAR_FILL), sar)
+    opt_fill, sar_fill = fills if fills is not None else (torch.tensor([OPTICAL_FILL]), torch.tensor([SAR_FILL]))
+    optical = torch.where(bad_opt, opt_fill.to(optical).view(1, -1, 1, 1).expand_as(optical), optical)
+    sar = torch.where(bad_sar, sar_fill.to(sar).view(1, -1, 1, 1).expand_as(sar), sar)
 
     cloud_fraction = None
     if "cloud" in batch:
@@ -117,11 +135,11 @@ def prepare_batch(
         if cloud.ndim == 4:
             cloud = cloud[:, 0]
         cloud = cloud.to(torch.int64)
-        known = (cloud != NODATA) & (target != NODATA)
+        known = (cloud <= 1) & (target != NODATA)
         cloudy = (cloud == 1) & known
         n_known = known.flatten(1).sum(1)
         frac = cloudy.flatten(1).sum(1).float() / n_known.clamp(min=1).float()
-        cloud_fraction = torch.where(n_known > 0, frac, torch.zeros_like(frac))
+        cloud_fraction = torch.where(n_known > 0, frac, torch.full_like(frac, float("nan")))
     return optical, sar, target, cloud_fraction
 
 
@@ -176,21 +194,28 @@ def evaluate_model(
     dev = resolve_device(device)
     net = load_model(model).to(dev).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_samples)
-    matrix = _new_matrix()
-    n = 0
-    cloud_known = True
+    fills = fill_values(net)
+    # Two matrices: every sample counts in the total; only samples with a known cloud mask are binned
+    # (the published GeoTIFF set has none, and putting those in the 0-10 % bin would be a lie).
+    everything, binned = _new_matrix(), _new_matrix()
+    n = n_unknown = 0
     for batch in loader:
-        optical, sar, target, cloud_fraction = prepare_batch(batch, nan_policy)
+        optical, sar, target, cloud_fraction = prepare_batch(batch, nan_policy, fills)
         pred = predict(net, optical.to(dev), sar.to(dev)).cpu()
-        if cloud_fraction is None:  # no mask: count everything, but the bins carry no meaning
-            cloud_known = False
-            cloud_fraction = torch.zeros(target.shape[0])
-        matrix.update(pred, target, cloud_fraction)
-        n += int(target.shape[0])
+        everything.update(pred, target, 0.0)
+        b = int(target.shape[0])
+        known = torch.zeros(b, dtype=torch.bool) if cloud_fraction is None else torch.isfinite(cloud_fraction)
+        if bool(known.any()):
+            assert cloud_fraction is not None
+            binned.update(pred[known], target[known], cloud_fraction[known])
+        n += b
+        n_unknown += int((~known).sum())
     if n == 0:
         raise ValueError("the dataset split is empty: nothing to evaluate")
-    result = matrix.compute()
-    result["cloud_known"] = cloud_known
+    result = everything.compute()
+    result["per_bin"] = binned.compute()["per_bin"]
+    result["cloud_known"] = n_unknown < n
+    result["n_patches_unknown_cloud"] = n_unknown
     return result
 
 

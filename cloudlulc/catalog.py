@@ -37,6 +37,8 @@ EARTH_SEARCH_URL = "https://earth-search.aws.element84.com/v1"
 S2_COLLECTION = "sentinel-2-l2a"
 S1_COLLECTION = "sentinel-1-rtc"
 
+#: Half-width of the search that names the nearest Sentinel-1 pass when none is within the gap.
+NEAREST_S1_SEARCH_DAYS = 30.0
 #: AOIs larger than this are refused: one run maps one AOI on one grid held by one Dask graph.
 MAX_AOI_AREA_KM2 = 1e5
 
@@ -828,6 +830,7 @@ def select_s1(
     min_coverage: float = 0.95,
     wider_items: Sequence[dict] | None = None,
     collection: str = S1_COLLECTION,
+    _log_failure: bool = True,
 ) -> Pairing:
     """Choose among ``s1_items`` the pass for ``acquisition`` (the decision part of :func:`pair_s1`).
 
@@ -853,7 +856,8 @@ def select_s1(
             f"Sentinel-2 acquisition {t:%Y-%m-%d %H:%M} UTC; {detail}. Raise max_gap_days, lower min_coverage, or "
             "map optical-only (allow_optical_only=True)."
         )
-        logger.warning(msg)
+        if _log_failure:
+            logger.warning(msg)
         raise NoSentinel1Error(msg, s2_time=t, max_gap_days=max_gap_days, nearest=nearest)
     best = min(ok, key=_rank)
     pairing = Pairing(
@@ -889,7 +893,8 @@ def pair_s1(
     """The Sentinel-1 RTC pass nearest in time to ``acquisition`` within ``max_gap_days`` covering the AOI.
 
     Searches ``collection`` within +-``max_gap_days`` and decides with :func:`select_s1`. On failure a
-    window three times as wide is searched so that :class:`NoSentinel1Error` can name the nearest pass;
+    wider window (3 x ``max_gap_days``, at least 30 days) is searched so that :class:`NoSentinel1Error`
+    can name the nearest pass;
     :class:`MissingCollectionError` when the catalog has no ``collection`` (Earth Search).
     """
     geom = parse_aoi(aoi)
@@ -904,9 +909,11 @@ def pair_s1(
             "substitute); use the Planetary Computer for SAR or map optical-only (allow_optical_only=True).",
         )
     try:
-        return select_s1(acquisition, items, geom, max_gap_days, min_coverage=min_coverage, collection=collection)
+        return select_s1(
+            acquisition, items, geom, max_gap_days, min_coverage=min_coverage, collection=collection, _log_failure=False
+        )
     except NoSentinel1Error:
-        wide = timedelta(days=3 * max_gap_days)
+        wide = timedelta(days=max(3 * max_gap_days, NEAREST_S1_SEARCH_DAYS))
         try:
             wider = _search(client, collection=collection, aoi=geom, start=t - wide, end=t + wide)
         except StacApiError:

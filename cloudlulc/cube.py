@@ -209,7 +209,8 @@ def _mosaic(arr: xr.DataArray, nodata: Any) -> xr.DataArray:
     arr = arr.drop_vars(["id", "time"], errors="ignore")
     if arr.sizes["time"] == 1:
         return arr.isel(time=0, drop=True)
-    return stackstac.mosaic(arr, dim="time", nodata=nodata)
+    # stackstac puts the *last* item on top by default; reverse=True keeps our preference order.
+    return stackstac.mosaic(arr, dim="time", nodata=nodata, reverse=True)
 
 
 def baseline_offset(item: dict) -> float:

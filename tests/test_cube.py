@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
+from scipy import ndimage
 from pyproj import Transformer
 from rasterio.warp import Resampling, reproject
 
@@ -267,15 +268,25 @@ def test_search_pair_cube_through_rustac_matches_rasterio(sim, sim_aoi, stac):
         assert abs((pair.s1.s1_time - pair.s2.time).total_seconds()) / 86400 == pytest.approx(pair.s1.gap_days)
         cube = build_cube(pair, grid, chunksize=64).compute()
         items = pair.s2.items
-        for band, res in (("B04", Resampling.nearest), ("B08", Resampling.nearest), ("B11", Resampling.bilinear), ("B01", Resampling.bilinear)):
+        for band, native in (("B04", 10), ("B08", 10), ("B11", 20), ("B05", 20), ("B01", 60)):
             layers = []
             for it in items:
-                dn = reference([it], band, grid, res, np.float32, np.float32(np.nan))
-                layers.append(harmonise_s2(np.nan_to_num(dn, nan=0.0), baseline_offset(it)))
+                dn = reference([it], band, grid, Resampling.bilinear, np.uint16, 0)
+                layers.append(harmonise_s2(dn, baseline_offset(it)))
             expected = _first_valid(layers)
             got = cube["optical"].sel(band=band).values
-            assert np.array_equal(np.isnan(got), np.isnan(expected)), band
-            np.testing.assert_allclose(got, expected, rtol=0, atol=1.5e-4, equal_nan=True, err_msg=band)
+            if native == 10:  # aligned 10 m pixels: the cube holds the COG's values exactly
+                np.testing.assert_array_equal(got, expected, err_msg=band)
+                continue
+            # Up-sampled bands: GDAL's warped-VRT and reproject() treat source edges differently, so
+            # compare where the preferred tile is valid with a kernel's margin (the vast majority).
+            inner, blocked, m = np.zeros(grid.shape, bool), np.zeros(grid.shape, bool), native // 10 + 1
+            for layer in layers:
+                valid = ~np.isnan(layer)
+                inner |= ndimage.binary_erosion(valid, iterations=m, border_value=1) & ~blocked
+                blocked |= ndimage.binary_dilation(valid, iterations=m)
+            assert inner.mean() > 0.5
+            np.testing.assert_allclose(got[inner], expected[inner], rtol=0, atol=1.01e-4, err_msg=band)
         assert not np.isnan(cube["optical"].sel(band="B04").values).any(), "two tiles mosaic without holes"
         scl = reference(items, "SCL", grid, Resampling.nearest, np.uint8, 0)
         np.testing.assert_array_equal(cube["scl"].values, scl)

@@ -149,6 +149,26 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def _model_key(model: torch.nn.Module, weights_key: str | None = None) -> str:
+    """Cache key of a model: its weights plus its configuration and simple attributes.
+
+    Two models with equal weights but a different configuration (or behaviour flags) must not share
+    a cached device copy.
+    """
+    config = getattr(model, "config", None)
+    dump = getattr(config, "model_dump_json", None)
+    config_repr = dump() if callable(dump) else repr(config)
+    simple = sorted(
+        (k, repr(v))
+        for k, v in vars(model).items()
+        if not k.startswith("_") and k != "training" and isinstance(v, (int, float, str, bool, type(None), tuple))
+    )
+    h = hashlib.sha256((weights_key or weights_sha256(model)).encode())
+    h.update(config_repr.encode())
+    h.update(repr(simple).encode())
+    return h.hexdigest()
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` -> CUDA when available, else CPU; anything else is passed to :class:`torch.device`."""
     if isinstance(device, str) and device == "auto":
@@ -169,9 +189,10 @@ class _ModelHandle:
     and every task on it reuses the same device copy.
     """
 
-    def __init__(self, model: torch.nn.Module, key: str | None = None) -> None:
+    def __init__(self, model: torch.nn.Module, weights_key: str | None = None) -> None:
         self.model = model
-        self.key = key or weights_sha256(model)
+        self.weights_key = weights_key or weights_sha256(model)
+        self.key = _model_key(model, self.weights_key)
 
     def __dask_tokenize__(self) -> tuple[str, str]:
         return ("cloudlulc-model", self.key)
@@ -597,7 +618,8 @@ def predict_cube(
         "batch_size": batch_size,
         "device": device_arg,
         "model": getattr(getattr(model, "config", None), "name", type(model).__name__),
-        "weights_sha256": model_handle.key,
+        # sha256 of the state dict (the weights *file* sha256 is the caller's provenance to add)
+        "state_dict_sha256": model_handle.weights_key,
     }
     return out
 

@@ -1,0 +1,207 @@
+"""Chunked inference: seam-free blending, nodata handling, output schema, chunk-wise execution."""
+
+from __future__ import annotations
+
+import threading
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from cloudlulc.classes import NODATA, NUM_CLASSES
+from cloudlulc.inference import TileGrid, blend_window, predict_arrays, predict_cube
+from inference_helpers import ContextNet, CountingNet, CALLS, PointwiseNet, make_cube, random_scene
+
+torch.set_num_threads(1)
+
+H, W = 150, 170  # deliberately not multiples of the tile, step or chunk sizes
+
+
+@pytest.fixture(scope="module")
+def scene():
+    return random_scene(H, W, seed=3)
+
+
+@pytest.fixture(scope="module")
+def reference(scene):
+    optical, sar, _ = scene
+    return predict_arrays(optical, sar, ContextNet(), tile=32, overlap=8, batch_size=4, device="cpu",
+                          return_probabilities=True)
+
+
+def _assert_matches_reference(result: xr.Dataset, ref: dict[str, np.ndarray]) -> None:
+    """Chunked output equals one-shot output up to float summation order of the blending."""
+    probs = ref["probabilities"]
+    top2 = np.sort(probs, axis=0)[-2:]
+    decisive = (top2[1] - top2[0]) > 1e-4  # pixels whose class is not a float-rounding tie
+    lulc = result["lulc"].values
+    assert np.array_equal(lulc[decisive], ref["lulc"][decisive])
+    assert (lulc != ref["lulc"]).sum() <= (~decisive).sum()
+    for name in ("confidence", "optical_reliability"):
+        diff = np.abs(result[name].values.astype(int) - ref[name].astype(int))
+        assert diff.max() <= 1, name  # rounding of 100 * p can flip by one at x.5
+
+
+@pytest.mark.parametrize("chunks", [(H, W), (64, 64), (40, 50), (23, 37)])
+def test_chunked_equals_one_shot(scene, reference, chunks):
+    optical, sar, cloud = scene
+    cube = make_cube(optical, sar, cloud, chunks)
+    result = predict_cube(cube, ContextNet(), tile=32, overlap=8, batch_size=4, device="cpu")
+    assert result["lulc"].chunks == cube["optical"].chunks[1:]
+    _assert_matches_reference(result.compute(scheduler="threads"), reference)
+    assert len(np.unique(reference["lulc"])) >= 4  # a varied map, so seams would show
+
+
+def test_tile_rounded_to_stride_and_batch_size_do_not_change_the_map(scene):
+    optical, sar, cloud = scene
+    model = ContextNet()
+    ref = predict_arrays(optical, sar, model, tile=30, overlap=8, device="cpu", return_probabilities=True)
+    cube = make_cube(optical, sar, cloud, (48, 56))
+    result = predict_cube(cube, model, tile=30, overlap=8, batch_size=3, device="cpu")
+    assert result.attrs["inference"]["tile"] == 32  # 30 rounded up to the model stride (4)
+    _assert_matches_reference(result.compute(), ref)
+
+
+def test_pointwise_model_tiled_equals_single_forward(scene):
+    """For a 1x1-conv model tiling is irrelevant: the blended mosaic must equal one plain forward."""
+    optical, sar, cloud = scene
+    model = PointwiseNet()
+    with torch.no_grad():
+        out = model(torch.from_numpy(optical)[None], torch.from_numpy(sar)[None])
+    probs = torch.softmax(out.logits, 1)[0].numpy()
+    cube = make_cube(optical, sar, cloud, (40, 64))
+    result = predict_cube(cube, model, tile=32, overlap=12, device="cpu").compute()
+    top2 = np.sort(probs, axis=0)[-2:]
+    decisive = (top2[1] - top2[0]) > 1e-4
+    assert np.array_equal(result["lulc"].values[decisive], probs.argmax(0)[decisive])
+    conf = np.rint(probs.max(0) * 100)
+    assert np.abs(result["confidence"].values - conf).max() <= 1
+    rel = np.rint(out.reliability[0, 0].numpy() * 100)
+    assert np.abs(result["optical_reliability"].values - rel).max() <= 1
+
+
+def test_blend_window_is_a_partition_of_unity():
+    tile, overlap = 32, 8
+    w = blend_window(tile, overlap)
+    assert (w > 0).all() and w.max() == 1
+    step = tile - overlap
+    total = np.zeros(step * 5 + tile)
+    for k in range(6):
+        total[k * step : k * step + tile] += w
+    inner = total[tile : step * 5]  # away from the ends, neighbouring ramps sum to one
+    np.testing.assert_allclose(inner, 1.0, atol=1e-6)
+
+
+def test_tile_grid_covers_every_pixel_once_owned():
+    grid = TileGrid(32, 8)
+    for n in (1, 5, 31, 32, 33, 150, 1000):
+        k = grid.count(n)
+        assert grid.start(0) <= 0 and grid.start(k - 1) + grid.tile >= n
+        owned = [kk for a in range(0, n, 17) for kk in grid.owned(a, min(a + 17, n), n)]
+        assert sorted(owned) == list(range(k))  # each tile owned by exactly one chunk
+
+
+def test_output_schema_and_passthrough(scene):
+    optical, sar, cloud = scene
+    cube = make_cube(optical, sar, cloud, (64, 64))
+    result = predict_cube(cube, ContextNet(), tile=32, overlap=8, device="cpu")
+    for name in ("lulc", "confidence", "optical_reliability", "cloud"):
+        assert result[name].dtype == np.uint8
+        assert result[name].dims == ("y", "x")
+        assert isinstance(result[name].data, da.Array)  # lazy
+    assert result.rio.crs == cube.rio.crs
+    np.testing.assert_array_equal(result["x"].values, cube["x"].values)
+    np.testing.assert_array_equal(result["y"].values, cube["y"].values)
+    assert result["lulc"].attrs["flag_values"] == list(range(NUM_CLASSES))
+    computed = result.compute()
+    np.testing.assert_array_equal(computed["cloud"].values, cloud)
+    assert computed["lulc"].values.max() < NUM_CLASSES
+    assert computed["confidence"].values.max() <= 100
+    assert computed["optical_reliability"].values.max() <= 100
+
+
+def test_nodata_and_missing_optical(scene):
+    optical, sar, cloud = (a.copy() for a in scene)
+    optical[:, 10:40, 20:70] = np.nan  # no optical (e.g. masked cloud) ...
+    sar[:, 10:25, 20:45] = np.nan  # ... and no SAR in part of it: nodata there only
+    optical[3, 100:120, 100:140] = np.nan  # one band missing
+    cube = make_cube(optical, sar, cloud, (48, 48))
+    # ContextNet raises on any non-finite input, so a successful run proves NaN were filled
+    result = predict_cube(cube, ContextNet(), tile=32, overlap=8, device="cpu").compute()
+    nodata = np.zeros((H, W), bool)
+    nodata[10:25, 20:45] = True
+    for name in ("lulc", "confidence", "optical_reliability"):
+        values = result[name].values
+        assert (values[nodata] == NODATA).all(), name
+        assert (values[~nodata] != NODATA).all(), name
+    assert (result["lulc"].values[25:40, 20:70] < NUM_CLASSES).all()  # SAR-only pixels are classified
+
+
+def test_optical_only_cube_without_sar_variable(scene):
+    optical, sar, cloud = scene
+    cube = make_cube(optical, sar, cloud, (64, 64)).drop_vars(["sar"])
+    result = predict_cube(cube, ContextNet(), tile=32, overlap=8, device="cpu").compute()
+    assert (result["lulc"].values < NUM_CLASSES).all()
+
+
+def test_bad_parameters_are_refused(scene):
+    optical, sar, cloud = scene
+    cube = make_cube(optical, sar, cloud, 64)
+    with pytest.raises(ValueError, match="halo"):
+        predict_cube(cube, ContextNet(), tile=32, overlap=8, halo=16)
+    with pytest.raises(ValueError, match="overlap"):
+        predict_cube(cube, ContextNet(), tile=32, overlap=20)
+    with pytest.raises(ValueError, match="bands"):
+        predict_cube(cube.isel(band=slice(0, 10)), ContextNet(), tile=32, overlap=8)
+
+
+def test_graph_executes_chunk_wise():
+    """Computing one output chunk reads only the input chunks its tiles need, runs only its tiles."""
+    h, w, c = 256, 256, 64
+    loaded: list[tuple[int, int]] = []
+    lock = threading.Lock()
+    rng_optical, rng_sar, _ = random_scene(c, c, seed=1)
+
+    def load(block_info=None, *, bands):
+        (y0, _), (x0, _) = block_info[None]["array-location"][1:]
+        with lock:
+            loaded.append((y0 // c, x0 // c))
+        return (rng_optical if bands == 12 else rng_sar).copy()
+
+    optical = da.map_blocks(load, dtype=np.float32, chunks=((12,), (c,) * (h // c), (c,) * (w // c)), bands=12)
+    sar = da.map_blocks(load, dtype=np.float32, chunks=((2,), (c,) * (h // c), (c,) * (w // c)), bands=2)
+    cube = xr.Dataset(
+        {"optical": (("band", "y", "x"), optical), "sar": (("sar_band", "y", "x"), sar)},
+        coords={"x": 10.0 * np.arange(w), "y": -10.0 * np.arange(h)},
+    )
+    name = "chunkwise"
+    result = predict_cube(cube, CountingNet(name), tile=32, overlap=8, batch_size=1, device="cpu")
+    assert not loaded  # building the graph reads nothing
+    block = result["lulc"].data.blocks[1, 1].compute(scheduler="synchronous")
+    assert block.shape == (c, c)
+    inputs = set(loaded)
+    assert inputs <= {(i, j) for i in range(0, 3) for j in range(0, 3)}  # the chunk and its neighbours
+    assert len(inputs) < (h // c) * (w // c)
+    # tiles run: those owned by the chunks whose tile footprints reach chunk (1, 1), far fewer than all
+    total_tiles = TileGrid(32, 8).count(h) * TileGrid(32, 8).count(w)
+    assert 0 < CALLS[name] < total_tiles / 2
+
+
+def test_cloudlulc_net_tiny_chunked_equals_one_shot():
+    """The project's tiny CloudLULC-Net (stride 16) through the same seam-free machinery."""
+    from cloudlulc.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cloudlulc-net-tiny").eval()
+    h, w = 80, 100
+    optical, sar, cloud = random_scene(h, w, seed=7)
+    optical[:, :20, :30] = np.nan  # cloud-masked optical: the SAR path must still classify it
+    ref = predict_arrays(optical, sar, model, tile=64, overlap=16, device="cpu", return_probabilities=True)
+    cube = make_cube(optical, sar, cloud, (40, 48))
+    result = predict_cube(cube, model, tile=64, overlap=16, device="cpu").compute()
+    _assert_matches_reference(result, ref)
+    assert (result["lulc"].values < NUM_CLASSES).all()
+    assert (result["optical_reliability"].values <= 100).all()  # CloudLULC-Net has an ORM output

@@ -157,6 +157,10 @@ def test_weights_file_and_in_memory_model_score_the_same(tmp_path) -> None:
     from_memory = evaluate_model(model, split, device="cpu")
     from_file = evaluate([ModelSpec(name="file", weights=st_path)], split, device="cpu")["file"]
     assert from_file["total"]["confusion"] == from_memory["total"]["confusion"]
+    from cloudlulc.model.io import sha256_file
+
+    assert from_file["model"]["weights_sha256"] == sha256_file(st_path)
+    assert from_file["model"]["n_parameters"] == sum(p.numel() for p in model.parameters())
 
 
 def test_samples_with_unknown_cloud_count_in_total_but_in_no_bin() -> None:
@@ -263,6 +267,8 @@ def test_report_generation_on_simulated_data(tmp_path) -> None:
     assert "SIMULATED" in md
     assert "| method | OA % | macro F1 % | mIoU % | scored pixels | patches |" in md
     assert "| method | water | forest | grassland | barren | built-up | cropland |" in md
+    assert "| method | architecture | parameters | weights |" in md
+    assert "untrained build_model('cloudlulc-net-tiny')" in md
     miou_tiny = 100 * result.models["CloudLULC-Net tiny"]["total"]["miou"]
     assert re.search(rf"\| CloudLULC-Net tiny \| [\d.]+ \| [\d.]+ \| {miou_tiny:.1f} \| 4,096 \| 4 \|", md)
     assert "mIoU % vs simulated cloud cover" in md and "| method | 0 % | 50 % | 100 % |" in md

@@ -82,6 +82,16 @@ def summary_table(results: Mapping[str, Mapping[str, Any]], title: str, label: s
     return Table(title, [label, "OA %", "macro F1 %", "mIoU %", "scored pixels", "patches"], rows)
 
 
+def methods_table(results: Mapping[str, Mapping[str, Any]]) -> Table:
+    rows = []
+    for name, m in results.items():
+        info = m.get("model") or {}
+        sha = info.get("weights_sha256")
+        weights = str(info.get("weights") or "–") + (f" (sha256 {sha[:12]}…)" if sha else "")
+        rows.append([name, str(info.get("architecture", "–")), f"{int(info.get('n_parameters') or 0):,}", weights])
+    return Table("Methods", ["method", "architecture", "parameters", "weights"], rows)
+
+
 def per_class_table(results: Mapping[str, Mapping[str, Any]], kind: str, title: str) -> Table:
     getter = mv.class_iou if kind == "iou" else mv.class_f1
     rows = [[name] + [pct(v) for v in getter(m)] for name, m in results.items()]
@@ -249,6 +259,7 @@ def dataset_section(models: Mapping[str, Mapping[str, Any]], fig_dir: Path) -> S
         "cloud-cover bin. Pixels with label 255 or non-finite inputs are not scored (same mask for every model).",
     )
     sec.tables += [
+        methods_table(models),
         summary_table(models, "Summary"),
         per_class_table(models, "iou", "IoU % per class"),
         per_class_table(models, "f1", "F1 % per class"),

@@ -68,6 +68,28 @@ def load_model(spec: ModelLike) -> nn.Module:
     return build_model(str(spec))
 
 
+def describe_model(spec: ModelLike, net: nn.Module) -> dict[str, Any]:
+    """What was evaluated, for the report: architecture, size, and the weights file with its sha256."""
+    cfg = getattr(net, "config", None)
+    info: dict[str, Any] = {
+        "class": type(net).__name__,
+        "architecture": getattr(cfg, "arch", None) or getattr(cfg, "name", None) or type(net).__name__,
+        "n_parameters": int(sum(p.numel() for p in net.parameters())),
+        "weights": None,
+        "weights_sha256": None,
+    }
+    path = spec.weights if isinstance(spec, ModelSpec) else (Path(spec) if isinstance(spec, (str, Path)) else None)
+    if path is not None and (Path(path).exists() or Path(path).with_suffix(".safetensors").exists()):
+        from cloudlulc.model.io import sha256_file
+
+        st = Path(path).with_suffix(".safetensors")
+        info["weights"] = str(st)
+        info["weights_sha256"] = sha256_file(st) if st.exists() else None
+    elif isinstance(spec, ModelSpec):
+        info["weights"] = f"untrained build_model({spec.model!r})"
+    return info
+
+
 def _as_tensor(value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
@@ -216,6 +238,7 @@ def evaluate_model(
     result["per_bin"] = binned.compute()["per_bin"]
     result["cloud_known"] = n_unknown < n
     result["n_patches_unknown_cloud"] = n_unknown
+    result["model"] = describe_model(model, net)
     return result
 
 

@@ -287,3 +287,50 @@ def test_report_generation_on_simulated_data(tmp_path) -> None:
         w, h = _png_ok(base64.b64decode(b64))
         assert w >= 300 and h >= 200
     assert "src='figures" not in html and "http" not in html.split("<body>")[1].split("Generated")[0]
+
+
+def _write_tif(path, data: np.ndarray, dtype: str, nodata) -> None:
+    import rasterio
+    from rasterio.transform import from_origin
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = data if data.ndim == 3 else data[None]
+    with rasterio.open(
+        path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=dtype,
+        crs="EPSG:32633", transform=from_origin(600000, 5000000, 10, 10), nodata=nodata,
+    ) as dst:
+        dst.write(data.astype(dtype))
+
+
+def test_paper_geotiff_layout_through_run_evaluation(tmp_path) -> None:
+    """The paper's folder layout (no Cloud/ folder, DN optical) of SIMULATED patches, read by the dataset
+    module's reader: every labelled pixel is scored once and no cloud bins are claimed."""
+    split = SimulatedSplit(2, (32, 32), [0.1, 0.7], seed=11)
+    root = tmp_path / "paper"
+    ids = ["p0", "p1"]
+    for pid, i in zip(ids, range(2)):
+        s = split[i]
+        dn = lambda a: np.clip(np.round(a.numpy() * 10000), 1, 65535)  # noqa: E731
+        _write_tif(root / "Opt_S2_cloudy" / f"{pid}.tif", dn(s["optical"]), "uint16", 0)
+        _write_tif(root / "Opt_S2_clear" / f"{pid}.tif", dn(s["optical_clear"]), "uint16", 0)
+        _write_tif(root / "SAR_S1" / "VV" / f"{pid}.tif", s["sar"][0].numpy(), "float32", None)
+        _write_tif(root / "SAR_S1" / "VH" / f"{pid}.tif", s["sar"][1].numpy(), "float32", None)
+        _write_tif(root / "Label" / f"{pid}.tif", s["label"].numpy(), "uint8", 255)
+    (root / "test.csv").write_text("id\n" + "\n".join(ids) + "\n")
+
+    torch.manual_seed(0)
+    model = build_model("unet-early-fusion", widths=(8, 16))
+    st_path, _ = save_pretrained(model, tmp_path / "w", {"training_data": "none (untrained, test)"})
+    params = EvaluationParams(
+        models=[ModelSpec(name="fusion", weights=st_path)],
+        dataset={"kind": "geotiff", "path": root, "split": "test"},
+        out_dir=tmp_path / "out",
+        device="cpu",
+    )
+    result = run_evaluation(params)
+    res = result.models["fusion"]
+    assert res["total"]["n_pixels"] == 2 * 32 * 32 and res["cloud_known"] is False
+    assert res["n_patches_unknown_cloud"] == 2
+    labels = torch.stack([split[i]["label"] for i in range(2)])
+    assert np.asarray(res["total"]["confusion"]).sum(1).tolist() == torch.bincount(labels.flatten(), minlength=NUM_CLASSES).tolist()
+    assert "no cloud mask" in result.markdown_path.read_text()

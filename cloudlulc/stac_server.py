@@ -45,15 +45,24 @@ class StacServerError(RuntimeError):
     """The embedded STAC API could not be started (message says why and what to do)."""
 
 
-def find_rustac() -> str:
-    """Path of the ``rustac`` executable: ``$CLOUDLULC_RUSTAC``, next to this Python, or on ``PATH``."""
-    candidates = [os.environ.get("CLOUDLULC_RUSTAC"), str(Path(sys.executable).parent / "rustac"), shutil.which("rustac")]
+def find_rustac(explicit: str | os.PathLike[str] | None = None) -> str:
+    """Path of the ``rustac`` executable.
+
+    ``explicit`` when given (and nothing else), else ``$CLOUDLULC_RUSTAC``, the one next to this
+    Python (the virtual environment's ``bin/``, where ``pip install rustac`` puts it), or ``PATH``.
+    """
+    if explicit is not None:
+        candidates = [str(explicit)]
+        where = str(explicit)
+    else:
+        candidates = [os.environ.get("CLOUDLULC_RUSTAC"), str(Path(sys.executable).parent / "rustac"), shutil.which("rustac")]
+        where = f"$CLOUDLULC_RUSTAC, {Path(sys.executable).parent}, and PATH"
     for c in candidates:
         if c and Path(c).is_file() and os.access(c, os.X_OK):
             return c
     raise StacServerError(
-        "the `rustac` executable was not found (looked at $CLOUDLULC_RUSTAC, "
-        f"{Path(sys.executable).parent}, and PATH): install it with `pip install rustac` in this environment"
+        f"the `rustac` executable was not found (looked at {where}): "
+        "install it with `pip install rustac` in this environment or set $CLOUDLULC_RUSTAC"
     )
 
 
@@ -112,7 +121,9 @@ class StacServer:
         *,
         startup_timeout: float = 30.0,
         expected_collections: int | None = None,
+        rustac: str | os.PathLike[str] | None = None,
     ) -> None:
+        self.rustac = rustac
         self.inputs = list(inputs)
         self.host = host
         self.requested_port = port
@@ -159,7 +170,7 @@ class StacServer:
 
     def start(self) -> str:
         """Start rustac and wait until ``/`` and ``/collections`` answer; returns the root URL."""
-        exe = find_rustac()
+        exe = find_rustac(self.rustac)
         self.served_inputs = self._prepare_inputs()
         if self.requested_port is not None:
             if not _port_is_free(self.host, self.requested_port):
@@ -250,18 +261,22 @@ def serve_stac(
     port: int | None = None,
     *,
     startup_timeout: float = 30.0,
+    rustac: str | os.PathLike[str] | None = None,
 ) -> Iterator[str]:
     """Serve ``catalog`` with ``rustac serve`` and yield the STAC API root URL (no trailing slash).
 
     ``port=None`` picks a free port. Readiness is awaited by polling ``/`` and ``/collections``
     (until every collection is loaded); the process is stopped on exit. Raises
     :class:`StacServerError` when rustac is missing, the port is in use, or rustac exits early
-    (its output is included). See the module docstring for what rustac's search supports:
+    (its output is included). ``rustac`` overrides the executable (see :func:`find_rustac`).
+    See the module docstring for what rustac's search supports:
     it returns nothing for ``query``/``filter`` and ignores ``sortby``.
     """
     inputs = serve_inputs(catalog)
     n_collections = sum(1 for p in inputs if _is_collection_file(p))
-    server = StacServer(inputs, host, port, startup_timeout=startup_timeout, expected_collections=n_collections)
+    server = StacServer(
+        inputs, host, port, startup_timeout=startup_timeout, expected_collections=n_collections, rustac=rustac
+    )
     try:
         yield server.start()
     finally:

@@ -20,11 +20,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir", help="directory to write (created if absent)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (same seed, same bytes)")
     parser.add_argument("--tile-size", type=int, default=720, help="S2 tile width in 10 m pixels (multiple of 6)")
+    parser.add_argument("--overlap", type=int, default=60, help="columns shared by the two tiles (multiple of 6)")
+    parser.add_argument("--margin", type=int, default=30, help="S1/WorldCover extent beyond the tiles (multiple of 6)")
     parser.add_argument("--href-base", default=None, help="URL serving out_dir; asset hrefs use it instead of paths")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        cat = write_demo_catalog(args.out_dir, seed=args.seed, tile_size=args.tile_size, href_base=args.href_base)
+        cat = write_demo_catalog(
+            args.out_dir,
+            seed=args.seed,
+            tile_size=args.tile_size,
+            overlap=args.overlap,
+            margin=args.margin,
+            href_base=args.href_base,
+        )
     except ValueError as err:
         parser.error(str(err))
     dt = time.perf_counter() - t0

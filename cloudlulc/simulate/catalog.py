@@ -817,6 +817,7 @@ def _write_worldcover(root: Path, land: Landscape, layout: _Layout, geo: _Geo, h
                 "classification:classes": [dict(c) for c in md.WORLDCOVER_CLASSES],
                 "proj:transform": list(dst_transform)[:6],
                 "proj:shape": [height, width],
+                "created": "2022-10-21T07:35:40.236136Z",
                 "roles": ["data"],
             }
         },

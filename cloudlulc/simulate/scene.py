@@ -230,6 +230,11 @@ def make_landscape(seed: int, shape: tuple[int, int], *, parcel_size: float = 36
     p_grass = 1.0 / (1.0 + np.exp(-2.0 * (region_at - 0.6)))  # more pasture where region is high
     p_barren = 0.06 + 0.06 * (region_at < -1.0)
     parcel_class = np.where(u < p_barren, BARREN, np.where(u < p_barren + p_grass, GRASSLAND, CROPLAND))
+    # Small scenes have few parcels: make sure each parcel class occurs (on distinct parcels).
+    spare = rng.permutation(n)
+    for i, cls in enumerate((BARREN, GRASSLAND, CROPLAND)):
+        if not (parcel_class == cls).any() and n >= 3:
+            parcel_class[spare[i]] = cls
     labels = parcel_class.astype(np.uint8)[parcels]
 
     # Forest on high ground, with a ragged edge.

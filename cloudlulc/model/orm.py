@@ -47,8 +47,10 @@ class OpticalReliabilityModule(nn.Module):
         nn.init.constant_(self.reliability[-1].bias, 2.0)
         squeeze = max(channels // reduction, 4)
         self.channel_gate = nn.Sequential(nn.Linear(channels, squeeze), nn.GELU(), nn.Linear(squeeze, channels))
-        nn.init.zeros_(self.channel_gate[-1].weight)
-        nn.init.constant_(self.channel_gate[-1].bias, 3.0)  # gate starts ~0.95: identity-like
+        # small weights, positive bias: the gate starts near 0.95 (identity-like) but gradients still
+        # reach the first layer (a zero init would block them until the first update)
+        nn.init.normal_(self.channel_gate[-1].weight, std=0.01)
+        nn.init.constant_(self.channel_gate[-1].bias, 3.0)
         self.fill = nn.Conv2d(channels, channels, 1)
 
     def forward(self, f_opt: torch.Tensor, f_sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

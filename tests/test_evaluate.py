@@ -268,6 +268,7 @@ def test_report_generation_on_simulated_data(tmp_path) -> None:
     assert "| method | OA % | macro F1 % | mIoU % | scored pixels | patches |" in md
     assert "| method | water | forest | grassland | barren | built-up | cropland |" in md
     assert "| method | architecture | parameters | weights |" in md
+    assert "| cloud bin | OA % | macro F1 % | mIoU % | IoU water | IoU forest |" in md
     assert "untrained build_model('cloudlulc-net-tiny')" in md
     miou_tiny = 100 * result.models["CloudLULC-Net tiny"]["total"]["miou"]
     assert re.search(rf"\| CloudLULC-Net tiny \| [\d.]+ \| [\d.]+ \| {miou_tiny:.1f} \| 4,096 \| 4 \|", md)

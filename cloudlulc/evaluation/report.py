@@ -121,11 +121,16 @@ def bin_detail_table(name: str, metrics: Mapping[str, Any]) -> Table:
         bm = mv.bin_metrics(metrics, b)
         if bm is None:
             continue
-        rows.append([f"{b} %", pct(mv.oa(bm)), pct(mv.macro_f1(bm)), pct(mv.miou(bm)), f"{mv.n_pixels(bm):,}", f"{mv.n_patches(bm):,}"])
+        rows.append(
+            [f"{b} %", pct(mv.oa(bm)), pct(mv.macro_f1(bm)), pct(mv.miou(bm))]
+            + [pct(v) for v in mv.class_iou(bm)]
+            + [f"{mv.n_pixels(bm):,}", f"{mv.n_patches(bm):,}"]
+        )
     return Table(
         f"{name}: metrics per cloud-cover bin",
-        ["cloud bin", "OA %", "macro F1 %", "mIoU %", "scored pixels", "patches"],
+        ["cloud bin", "OA %", "macro F1 %", "mIoU %", *[f"IoU {c}" for c in CLASS_NAMES], "scored pixels", "patches"],
         rows,
+        note="per-class F1 per bin is in results.json (per_bin.<bin>.f1)",
     )
 
 

@@ -335,3 +335,23 @@ def test_paper_geotiff_layout_through_run_evaluation(tmp_path) -> None:
     labels = torch.stack([split[i]["label"] for i in range(2)])
     assert np.asarray(res["total"]["confusion"]).sum(1).tolist() == torch.bincount(labels.flatten(), minlength=NUM_CLASSES).tolist()
     assert "no cloud mask" in result.markdown_path.read_text()
+
+
+def test_compare_layers_common_mask_and_window_bins() -> None:
+    from cloudlulc.evaluation.products import compare_layers
+
+    rng = np.random.default_rng(1)
+    ref = rng.integers(0, NUM_CLASSES, (8, 8)).astype(np.uint8)
+    good = ref.copy()
+    good[0, 0] = 255  # abstains on one pixel: removed from *every* layer's mask
+    bad = ((ref + 1) % NUM_CLASSES).astype(np.uint8)
+    cloud = np.zeros((8, 8), np.uint8)
+    cloud[:, :4] = 1  # left windows cloudy
+    cloud[:4, 4:] = 255  # top-right window: cloud unknown
+    res = compare_layers(ref, {"good": good, "bad": bad}, cloud=cloud, window=4)
+    for r in res.values():
+        assert r["total"]["n_pixels"] == 63 and r["total"]["n_patches"] == 4
+        assert r["n_patches_unknown_cloud"] == 1
+        assert r["per_bin"]["60-100"]["n_patches"] == 2 and r["per_bin"]["0-10"]["n_patches"] == 1
+        assert r["per_bin"]["0-10"]["n_pixels"] == 16 and r["per_bin"]["60-100"]["n_pixels"] == 31
+    assert res["good"]["total"]["oa"] == 1.0 and res["bad"]["total"]["oa"] == 0.0

@@ -1,9 +1,9 @@
 """Compare global LULC products and our mosaic against one reference map, on one grid and one mask.
 
 The products (ESA WorldCover, Impact Observatory annual LULC, any collection in
-:data:`cloudlulc.classes.LABEL_PRODUCTS`) are read from a STAC API with
-:func:`cloudlulc.cube.build_label_cube` (mapped to the CloudLULC classes with ``remap_labels``) on the
-reference's grid; our map is a time slice of a Zarr mosaic (:func:`cloudlulc.mosaic.open_mosaic`).
+:data:`cloudlulc.classes.LABEL_PRODUCTS`) are searched on a STAC API, the release valid at the
+comparison date is chosen, and :func:`cloudlulc.cube.label_cube_from_items` maps it to the CloudLULC
+classes (``remap_labels``) on the reference's grid; our map is a time slice of a Zarr mosaic (:func:`cloudlulc.mosaic.open_mosaic`).
 Every method is scored on the pixels that are valid in the reference *and in every layer*, so a
 product cannot look better by abstaining on hard pixels.
 
@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import xarray as xr
 
 from cloudlulc.classes import NODATA, NUM_CLASSES
 from cloudlulc.evaluation.params import ProductComparisonSpec
+from cloudlulc.evaluation.scoring import BinnedScorer
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +89,10 @@ def compare_layers(
 ) -> dict[str, dict[str, Any]]:
     """Score each layer against ``reference`` on the common valid mask; all arrays share one (y, x) grid.
 
-    ``cloud`` (1 cloud, 0 clear, 255 unknown) adds per-window cloud bins. Returns ``{name: metrics}``
-    whose ``total.n_pixels`` is the common mask size for every layer.
+    ``cloud`` (1 cloud, 0 clear, 255 unknown) adds per-window cloud bins (windows of ``window`` pixels
+    without cloud information count in the totals only). Returns ``{name: metrics}`` whose
+    ``total.n_pixels`` is the common mask size for every layer.
     """
-    from cloudlulc.metrics import ConfusionMatrix
-
     ref = np.asarray(reference).astype(np.int64)
     arrays = {name: np.asarray(layer).astype(np.int64) for name, layer in layers.items()}
     for name, arr in arrays.items():
@@ -102,34 +101,30 @@ def compare_layers(
     valid = (ref >= 0) & (ref < NUM_CLASSES)
     for arr in arrays.values():
         valid &= (arr >= 0) & (arr < NUM_CLASSES)
-    n_valid = int(valid.sum())
-    if n_valid == 0:
+    if not valid.any():
         raise ProductComparisonError("no pixel is valid in the reference and in every product: check AOI, dates and CRS")
     target = np.where(valid, ref, NODATA)
 
     if cloud is not None:
-        cl = np.asarray(cloud).astype(np.int64)
         t_win = windows(target, window)
-        c_win = windows(cl, window)
-        known = (c_win != NODATA) & (t_win != NODATA)
+        c_win = windows(np.asarray(cloud).astype(np.int64), window)
+        scored = t_win != NODATA
+        known = (c_win <= 1) & scored
         n_known = known.reshape(len(t_win), -1).sum(1)
         frac = ((c_win == 1) & known).reshape(len(t_win), -1).sum(1) / np.maximum(n_known, 1)
-        keep = (t_win != NODATA).reshape(len(t_win), -1).any(1)
-        t_tensor = torch.from_numpy(t_win[keep])
-        frac_tensor = torch.from_numpy(frac[keep].astype(np.float32))
-    else:  # no cloud layer: one sample, bins marked unknown below
-        t_tensor = torch.from_numpy(target[None])
-        frac_tensor = torch.zeros(1)
+        frac = np.where(n_known > 0, frac, np.nan)  # a window without cloud information is not binned
+        keep = scored.reshape(len(t_win), -1).any(1)
+        samples, fractions = t_win[keep], frac[keep]
+    else:  # no cloud layer: the whole grid is one sample with unknown cloud
+        samples, fractions, keep = target[None], None, None
 
     results: dict[str, dict[str, Any]] = {}
     for name, arr in arrays.items():
         pred = np.where(valid, arr, 0)
-        p_tensor = torch.from_numpy(windows(pred, window)[keep]) if cloud is not None else torch.from_numpy(pred[None])
-        matrix = ConfusionMatrix()
-        matrix.update(p_tensor, t_tensor, frac_tensor)
-        metrics = matrix.compute()
-        metrics["cloud_known"] = cloud is not None
-        results[name] = metrics
+        pred_samples = windows(pred, window)[keep] if keep is not None else pred[None]
+        scorer = BinnedScorer()
+        scorer.update(pred_samples, samples, fractions)
+        results[name] = scorer.compute()
     return results
 
 

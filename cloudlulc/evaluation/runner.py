@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cloudlulc.classes import NODATA
 from cloudlulc.evaluation.params import ModelSpec
+from cloudlulc.evaluation.scoring import BinnedScorer
 
 log = logging.getLogger(__name__)
 
@@ -197,12 +198,6 @@ def predict(model: nn.Module, optical: torch.Tensor, sar: torch.Tensor) -> torch
     return logits[..., :h, :w].argmax(1)
 
 
-def _new_matrix() -> Any:
-    from cloudlulc.metrics import ConfusionMatrix  # engineer C's module: the one metric definition
-
-    return ConfusionMatrix()
-
-
 def evaluate_model(
     model: ModelLike,
     dataset: Dataset,
@@ -212,32 +207,20 @@ def evaluate_model(
     num_workers: int = 0,
     nan_policy: NanPolicy = "any",
 ) -> dict[str, Any]:
-    """``ConfusionMatrix.compute()`` of one model over a dataset split (OA, macro F1, mIoU, per class, per cloud bin)."""
+    """``ConfusionMatrix.compute()`` of one model over a dataset split (OA, macro F1, mIoU, per class,
+    per cloud bin) plus ``cloud_known``, ``n_patches_unknown_cloud`` and ``model`` (what was evaluated)."""
     dev = resolve_device(device)
     net = load_model(model).to(dev).eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_samples)
     fills = fill_values(net)
-    # Two matrices: every sample counts in the total; only samples with a known cloud mask are binned
-    # (the published GeoTIFF set has none, and putting those in the 0-10 % bin would be a lie).
-    everything, binned = _new_matrix(), _new_matrix()
-    n = n_unknown = 0
+    scorer = BinnedScorer()
     for batch in loader:
         optical, sar, target, cloud_fraction = prepare_batch(batch, nan_policy, fills)
         pred = predict(net, optical.to(dev), sar.to(dev)).cpu()
-        everything.update(pred, target, 0.0)
-        b = int(target.shape[0])
-        known = torch.zeros(b, dtype=torch.bool) if cloud_fraction is None else torch.isfinite(cloud_fraction)
-        if bool(known.any()):
-            assert cloud_fraction is not None
-            binned.update(pred[known], target[known], cloud_fraction[known])
-        n += b
-        n_unknown += int((~known).sum())
-    if n == 0:
-        raise ValueError("the dataset split is empty: nothing to evaluate")
-    result = everything.compute()
-    result["per_bin"] = binned.compute()["per_bin"]
-    result["cloud_known"] = n_unknown < n
-    result["n_patches_unknown_cloud"] = n_unknown
+        scorer.update(pred, target, cloud_fraction)
+    if scorer.n_samples == 0:
+        raise ValueError(f"the dataset split is empty ({type(dataset).__name__} has no samples): nothing to evaluate")
+    result = scorer.compute()
     result["model"] = describe_model(model, net)
     return result
 

@@ -96,7 +96,7 @@ def open_scenes(params: DatasetParams) -> Scenes:
     grid = cube.grid_for_aoi(aoi)
     epsg, res, bounds, shape = _grid_geometry(grid)
     try:
-        label = cube.build_label_cube(stac, grid, collection=params.label_collection, chunksize=params.chunksize)
+        label = cube.build_label_cube(stac, grid, collection=params.label_collection, chunksize=params.effective_chunksize)
     except catalog.CatalogError as e:
         raise NoLabelCoverageError(
             f"No label coverage for the AOI {tuple(round(v, 4) for v in aoi.bounds)} from "
@@ -119,7 +119,7 @@ def open_scenes(params: DatasetParams) -> Scenes:
             "a training sample needs a cloudy target and a different clear reference, so at least 2. Widen "
             "the date range."
         )
-    cubes = [cube.build_cube(p, grid, chunksize=params.chunksize) for p in pairs]
+    cubes = [cube.build_cube(p, grid, chunksize=params.effective_chunksize) for p in pairs]
     return Scenes(grid, epsg, res, bounds, shape, pairs, cubes, label, label_ids)
 
 
@@ -257,23 +257,25 @@ def build_region(
     records: list[dict[str, Any]] = []
     clear_cache: dict[tuple[int, int, int], np.ndarray] = {}
     split_code = SPLITS.index(split)
-    for t in sorted({c.target for c in candidates}):
-        mine = [c for c in candidates if c.target == t]
-        c_idx = clear_of[t]
-        opt_t, sar_t = _data(sc.cubes[t]["optical"]), _data(sc.cubes[t]["sar"])
-        opt_c = _data(sc.cubes[c_idx]["optical"])
-        need_clear = [cd for cd in mine if (c_idx, cd.window.row, cd.window.col) not in clear_cache]
-        lazy = [opt_t[(slice(None), *cd.window.slices)] for cd in mine]
-        lazy += [sar_t[(slice(None), *cd.window.slices)] for cd in mine]
-        lazy += [opt_c[(slice(None), *cd.window.slices)] for cd in need_clear]
+    # Read kept patches in batches: one dask.compute per batch shares chunk reads between patches and
+    # dates, while batch_patches bounds the memory held at once.
+    for b0 in range(0, len(candidates), params.batch_patches):
+        chunk = candidates[b0 : b0 + params.batch_patches]
+        need_clear = sorted({(clear_of[cd.target], cd.window.row, cd.window.col) for cd in chunk} - set(clear_cache))
+        win = {(cd.window.row, cd.window.col): cd.window for cd in chunk}
+        lazy = [_data(sc.cubes[cd.target]["optical"])[(slice(None), *cd.window.slices)] for cd in chunk]
+        lazy += [_data(sc.cubes[cd.target]["sar"])[(slice(None), *cd.window.slices)] for cd in chunk]
+        lazy += [_data(sc.cubes[c]["optical"])[(slice(None), *win[(r, q)].slices)] for c, r, q in need_clear]
         got = _compute(scheduler, *lazy)
-        n = len(mine)
-        for cd, arr in zip(need_clear, got[2 * n :]):
-            clear_cache[(c_idx, cd.window.row, cd.window.col)] = arr.astype(np.float32, copy=False)
+        n = len(chunk)
+        for key, arr in zip(need_clear, got[2 * n :]):
+            clear_cache[key] = arr.astype(np.float32, copy=False)
         batch: dict[str, list[np.ndarray]] = {k: [] for k in ("optical_cloudy", "optical_clear", "sar", "label", "cloud")}
-        pair, clear_pair = sc.pairs[t], sc.pairs[c_idx]
-        for cd, opt, sar in zip(mine, got[:n], got[n : 2 * n]):
-            w = cd.window
+        new_records: list[dict[str, Any]] = []
+        for cd, opt, sar in zip(chunk, got[:n], got[n : 2 * n]):
+            t, w = cd.target, cd.window
+            c_idx = clear_of[t]
+            pair, clear_pair = sc.pairs[t], sc.pairs[c_idx]
             clear = clear_cache[(c_idx, w.row, w.col)]
             nf_t, nf_c, nf_s = nan_fraction(opt), nan_fraction(clear), nan_fraction(sar)
             if max(nf_t, nf_c) > params.max_nodata_fraction:
@@ -291,7 +293,7 @@ def build_region(
             batch["cloud"].append(clouds[t][lr, lc])
             minx, miny, maxx, maxy = _patch_bounds(sc, w)
             hist = class_histogram(lab)
-            records.append(
+            new_records.append(
                 {
                     "patch_id": _patch_id(region, pair.s2.time, w),
                     "split": split,
@@ -318,10 +320,11 @@ def build_region(
                     "label_collection": params.label_collection,
                 }
             )
-        if batch["label"]:
-            start, stop = store.append({k: np.stack(v) for k, v in batch.items()}, split_code)
-            for i, rec in enumerate(records[len(records) - (stop - start) :]):
+        if new_records:
+            start, _ = store.append({k: np.stack(v) for k, v in batch.items()}, split_code)
+            for i, rec in enumerate(new_records):
                 rec["zarr_index"] = start + i
+            records.extend(new_records)
     stats = {
         "split": split,
         "n_patches": len(records),

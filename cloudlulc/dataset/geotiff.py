@@ -21,6 +21,7 @@ Every file is georeferenced (CRS and transform of the patch on the 10 m grid) wi
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -57,7 +58,7 @@ def _write(path: Path, data: np.ndarray, crs: str, transform, nodata, descriptio
     tmp = path.with_suffix(".tif.tmp")
     with rasterio.open(
         tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-        dtype=data.dtype, crs=crs, transform=transform, nodata=nodata, compress="deflate",
+        dtype=data.dtype, crs=crs, transform=transform, nodata=nodata, compress="deflate", zlevel=1,
         tiled=data.shape[1] % 16 == 0 and data.shape[2] % 16 == 0,
     ) as dst:
         dst.write(data)
@@ -68,7 +69,12 @@ def _write(path: Path, data: np.ndarray, crs: str, transform, nodata, descriptio
 
 
 def write_geotiff_layout(
-    zarr_path: Path, index: pd.DataFrame, root: Path, *, optical: Literal["reflectance", "dn"] = "reflectance"
+    zarr_path: Path,
+    index: pd.DataFrame,
+    root: Path,
+    *,
+    optical: Literal["reflectance", "dn"] = "reflectance",
+    workers: int = 4,
 ) -> Path:
     """Write every indexed patch of the Zarr store in the GeoTIFF layout under ``root``.
 
@@ -80,10 +86,11 @@ def write_geotiff_layout(
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     g = zarr.open_group(str(zarr_path), mode="r")
-    for rec in index.itertuples(index=False):
+
+    def one(rec) -> None:
         pid, i = str(rec.patch_id), int(rec.zarr_index)
         if all((root / f / f"{pid}.tif").exists() for f in FOLDERS.values()):
-            continue
+            return
         transform = from_bounds(rec.minx, rec.miny, rec.maxx, rec.maxy, int(rec.size), int(rec.size))
         crs = str(rec.crs)
         for key in ("optical_cloudy", "optical_clear"):
@@ -97,6 +104,10 @@ def write_geotiff_layout(
         _write(root / FOLDERS["vh"] / f"{pid}.tif", sar[1], crs, transform, float("nan"), ["VH dB"])
         _write(root / FOLDERS["label"] / f"{pid}.tif", np.asarray(g["label"][i], np.uint8), crs, transform, NODATA)
         _write(root / FOLDERS["cloud"] / f"{pid}.tif", np.asarray(g["cloud"][i], np.uint8), crs, transform, NODATA)
+
+    # GDAL releases the GIL while encoding, so a few threads overlap compression and file I/O.
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(one, index.itertuples(index=False)))
     for split in SPLITS:
         ids = index.loc[index["split"] == split, "patch_id"].astype(str)
         pd.DataFrame({"id": ids}).to_csv(root / f"{split}.csv", index=False)

@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 DEFAULT_CLOUD_LEVELS: tuple[float, ...] = (0.0, 10.0, 30.0, 60.0, 100.0)
 
 #: Parameters that do not change the content of the dataset (so they are left out of the fingerprint).
-_NON_CONTENT_FIELDS = frozenset({"out", "dask_address", "overwrite", "write_geotiff_layout", "scheduler"})
+_NON_CONTENT_FIELDS = frozenset(
+    {"out", "dask_address", "overwrite", "write_geotiff_layout", "geotiff_optical", "scheduler", "batch_patches", "chunksize"}
+)
 
 
 class DatasetParams(BaseModel):
@@ -72,7 +74,11 @@ class DatasetParams(BaseModel):
     )
     dask_address: str | None = Field(None, description="dask scheduler address; None = local/default scheduler")
     scheduler: str | None = Field(None, description="dask scheduler name when no client (threads, processes...)")
-    chunksize: int = Field(1024, ge=64, description="dask chunk size of the cubes")
+    batch_patches: int = Field(32, ge=1, description="patches read per dask.compute (bounds memory)")
+    chunksize: int | None = Field(
+        None, ge=64, description="dask chunk size of the cubes; None = region_size (<= 2048, else 1024) so "
+        "region windows read whole chunks once"
+    )
     overwrite: bool = Field(False, description="delete an existing output instead of resuming it")
 
     @field_validator("cloud_levels")
@@ -110,6 +116,13 @@ class DatasetParams(BaseModel):
     @property
     def effective_region_size(self) -> int:
         return self.region_size if self.region_size is not None else 4 * self.patch_size
+
+    @property
+    def effective_chunksize(self) -> int:
+        if self.chunksize is not None:
+            return self.chunksize
+        rs = self.effective_region_size
+        return rs if rs <= 2048 else 1024
 
     @property
     def level_names(self) -> list[str]:

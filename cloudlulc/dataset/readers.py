@@ -5,10 +5,12 @@ care which format it reads:
 
 ``optical`` float32 [12,H,W] reflectance of the cloudy target, ``optical_clear`` float32 [12,H,W]
 reflectance of the clear reference, ``sar`` float32 [2,H,W] dB (VV, VH), ``label`` int64 [H,W]
-(classes 0..5, 255 ignore), ``cloud`` uint8 [H,W] (1 cloud/shadow, 0 clear, 255 unknown).
+(classes 0..5, 255 ignore), ``cloud`` uint8 [H,W] (1 cloud/shadow, 0 clear, 255 unknown) and
+``cloud_fraction`` float32 scalar (cloudy share of the pixels with a known mask; 0 when unknown).
 
-NaN nodata in optical/SAR is replaced by ``fill_nan`` (default 0.0; the model needs finite inputs;
-``None`` keeps NaN). With ``return_meta=True`` a ``patch_id`` string is added.
+NaN nodata in optical/SAR is kept by default: :func:`cloudlulc.train.prepare_batch` fills it with the
+model's band means and ignores those pixels' labels. ``fill_nan`` replaces it with a constant
+instead. With ``return_meta=True`` a ``patch_id`` string is added.
 """
 
 from __future__ import annotations
@@ -37,7 +39,10 @@ def _sample(optical, optical_clear, sar, label, cloud, fill_nan: float | None) -
             a = np.nan_to_num(a, nan=fill_nan)
         out[k] = torch.from_numpy(np.ascontiguousarray(a))
     out["label"] = torch.from_numpy(np.asarray(label).astype(np.int64))
-    out["cloud"] = torch.from_numpy(np.ascontiguousarray(np.asarray(cloud, dtype=np.uint8)))
+    cloud = np.ascontiguousarray(np.asarray(cloud, dtype=np.uint8))
+    out["cloud"] = torch.from_numpy(cloud)
+    known = cloud <= 1
+    out["cloud_fraction"] = torch.tensor(float((cloud == 1).sum()) / max(int(known.sum()), 1), dtype=torch.float32)
     return out
 
 
@@ -59,7 +64,7 @@ class ZarrPatchDataset(Dataset):
     never read. The store is opened lazily per process, so DataLoader workers can fork safely.
     """
 
-    def __init__(self, path: str | Path, split: str | None = "train", *, fill_nan: float | None = 0.0,
+    def __init__(self, path: str | Path, split: str | None = "train", *, fill_nan: float | None = None,
                  return_meta: bool = False):
         import zarr
 
@@ -151,7 +156,7 @@ class GeoTiffLayoutDataset(Dataset):
 
     def __init__(self, root: str | Path, split: str = "train", *, optical_scale: float | None = None,
                  optical_offset: float | None = None, label_map: dict[int, int] | None = None,
-                 fill_nan: float | None = 0.0, return_meta: bool = False):
+                 fill_nan: float | None = None, return_meta: bool = False):
         self.root = Path(root)
         if not (self.root / "Label").is_dir():
             raise DatasetError(f"{root} does not look like a GeoTIFF layout dataset: no Label/ folder")

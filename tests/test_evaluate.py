@@ -192,6 +192,10 @@ def test_params_validation_names_the_problem() -> None:
     with pytest.raises(ValueError, match="needs `path`"):
         EvaluationParams(models=[{"name": "a"}], dataset={"kind": "zarr"})
     assert ModelSpec(name="unet-sar").model == "unet-sar"
+    with pytest.raises(ValueError, match="nothing to evaluate"):
+        EvaluationParams()
+    products_only = EvaluationParams(products={"reference": "truth.tif"})
+    assert products_only.dataset is None and products_only.products.collections == ["esa-worldcover", "io-lulc-annual-v02"]
     with pytest.raises(ValueError, match="levels"):
         run_cloud_sweep({"m": EncodedPrediction()}, CloudSweepSpec(levels=[0.0, 50.0]))
 

@@ -113,7 +113,6 @@ def test_worldcover_and_mosaic_vs_truth_on_common_mask(sim_catalog, stac_url, re
 def test_product_comparison_in_the_report(sim_catalog, stac_url, mosaic_store, tmp_path) -> None:
     store, _, _ = mosaic_store
     params = EvaluationParams(
-        dataset=None,
         products=ProductComparisonSpec(
             reference=sim_catalog.truth_path,
             aoi=list(sim_catalog.aoi_bbox_lonlat),

@@ -118,6 +118,8 @@ class EvaluationParams(BaseModel):
 
     @model_validator(mode="after")
     def _something_to_do(self) -> "EvaluationParams":
+        if not self.models and "dataset" not in self.model_fields_set:
+            self.dataset = None  # a products-only run does not need the default simulated split
         if (self.dataset is not None or self.cloud_sweep is not None) and not self.models:
             raise ValueError("dataset evaluation and cloud sweep need at least one entry in `models`")
         if self.dataset is None and self.products is None and self.cloud_sweep is None:

@@ -22,7 +22,7 @@ from shapely.geometry import Polygon, box, shape
 
 from cloudlulc.classes import NUM_CLASSES, S2_BANDS, SCL_CLOUD_CLASSES, WORLDCOVER_TO_LULC, remap_labels
 from cloudlulc.schemas import validate_stac
-from cloudlulc.simulate import SimCatalog, simulate_scene, write_demo_catalog
+from cloudlulc.simulate import DEFAULT_S1, DEFAULT_S2, SimCatalog, simulate_scene, write_demo_catalog
 
 S2_DATA_ASSETS = {*S2_BANDS, "SCL"}
 
@@ -378,7 +378,7 @@ def test_href_base_rewrites_asset_hrefs(sim_catalog, tmp_path):
 
 
 def test_same_seed_gives_identical_bytes(tmp_path):
-    kw = dict(tile_size=60, overlap=6, margin=6)
+    kw = dict(tile_size=60, overlap=6, margin=6, s2_acquisitions=DEFAULT_S2[:2], s1_passes=DEFAULT_S1[2:3])
     a = write_demo_catalog(tmp_path / "a", seed=3, **kw)
     b = write_demo_catalog(tmp_path / "b", seed=3, **kw)
     c = write_demo_catalog(tmp_path / "c", seed=4, **kw)

@@ -268,7 +268,7 @@ def test_report_generation_on_simulated_data(tmp_path) -> None:
     assert list(doc["cloud_sweep"]["methods"]) == ["CloudLULC-Net tiny", "unet-optical"]
 
     md = result.markdown_path.read_text()
-    assert "SIMULATED" in md
+    assert "SIMULATED" in md and "Data: SIMULATED split of 4 scenes of 32 x 32 px" in md
     assert "| method | OA % | macro F1 % | mIoU % | scored pixels | patches |" in md
     assert "| method | water | forest | grassland | barren | built-up | cropland |" in md
     assert "| method | architecture | parameters | weights |" in md
@@ -339,6 +339,7 @@ def test_paper_geotiff_layout_through_run_evaluation(tmp_path) -> None:
     labels = torch.stack([split[i]["label"] for i in range(2)])
     assert np.asarray(res["total"]["confusion"]).sum(1).tolist() == torch.bincount(labels.flatten(), minlength=NUM_CLASSES).tolist()
     assert "no cloud mask" in result.markdown_path.read_text()
+    assert f"GeoTIFF layout {root}, split 'test', 2 patches" in result.markdown_path.read_text()
 
 
 def test_compare_layers_common_mask_and_window_bins() -> None:

@@ -25,14 +25,29 @@ def open_dataset(spec: DatasetSpec) -> Dataset:
     return ds.GeoTiffLayoutDataset(spec.path, spec.split)
 
 
+def describe_dataset(spec: DatasetSpec, dataset: Dataset) -> str:
+    """One line saying what was scored, for the report."""
+    n = len(dataset)  # type: ignore[arg-type]
+    if spec.kind == "simulated":
+        covers = ", ".join(f"{round(100 * c)} %" for c in spec.cloud_covers)
+        return (
+            f"SIMULATED split of {n} scenes of {spec.shape[0]} x {spec.shape[1]} px "
+            f"(cloud covers cycling {covers}; seed {spec.seed})"
+        )
+    what = "Zarr patch store" if spec.kind == "zarr" else "GeoTIFF layout"
+    return f"{what} {spec.path}, split {spec.split!r}, {n} patches"
+
+
 def run_evaluation(params: EvaluationParams) -> EvaluationResult:
     """Run every part ``params`` asks for and write ``results.json``, ``report.md`` and ``report.html``."""
     from cloudlulc.evaluation.report import write_reports
     from cloudlulc.evaluation.runner import evaluate
 
     models: dict[str, dict[str, Any]] = {}
+    description = None
     if params.dataset is not None:
         dataset = open_dataset(params.dataset)
+        description = describe_dataset(params.dataset, dataset)
         models = evaluate(
             params.models,
             dataset,
@@ -60,6 +75,7 @@ def run_evaluation(params: EvaluationParams) -> EvaluationResult:
         products=products,
         cloud_sweep=sweep,
         params=params.model_dump(mode="json"),
+        dataset_description=description,
     )
     return EvaluationResult(
         out_dir=params.out_dir,

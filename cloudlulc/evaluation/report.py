@@ -257,10 +257,11 @@ def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-") or "method"
 
 
-def dataset_section(models: Mapping[str, Mapping[str, Any]], fig_dir: Path) -> Section:
+def dataset_section(models: Mapping[str, Mapping[str, Any]], fig_dir: Path, description: str | None = None) -> Section:
     sec = Section(
         "Models on the evaluation split",
-        "Overall accuracy, macro F1 and mean IoU over all scored pixels, then per class and per "
+        (f"Data: {description}. " if description else "")
+        + "Overall accuracy, macro F1 and mean IoU over all scored pixels, then per class and per "
         "cloud-cover bin. Pixels with label 255 or non-finite inputs are not scored (same mask for every model).",
     )
     sec.tables += [
@@ -411,6 +412,7 @@ def write_reports(
     products: Mapping[str, Mapping[str, Any]] | None = None,
     cloud_sweep: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
+    dataset_description: str | None = None,
 ) -> dict[str, Path]:
     """Write ``results.json``, ``report.md``, ``report.html`` and ``figures/*.png``; return their paths."""
     version = software_version()
@@ -425,7 +427,7 @@ def write_reports(
 
     sections: list[Section] = []
     if models:
-        sections.append(dataset_section(models, fig_dir))
+        sections.append(dataset_section(models, fig_dir, dataset_description))
     if products:
         sections.append(products_section(products, fig_dir))
     if cloud_sweep:
@@ -440,6 +442,7 @@ def write_reports(
         "software": {"cloudlulc": version},
         "simulated": simulated,
         "params": params or {},
+        "dataset": dataset_description,
         "models": models or {},
         "products": products,
         "cloud_sweep": cloud_sweep,

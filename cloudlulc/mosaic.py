@@ -197,6 +197,8 @@ def _check_result(result: xr.Dataset) -> None:
     for name in MOSAIC_VARIABLES:
         if name in result and tuple(result[name].dims) != ("y", "x"):
             raise MosaicError(f"result variable {name!r} must have dims ('y', 'x'), has {result[name].dims}")
+        if name in result and result[name].dtype != np.uint8:
+            raise MosaicError(f"result variable {name!r} must be uint8 (255 nodata), is {result[name].dtype}")
     if _crs_of(result) is None:
         raise MosaicError("result has no CRS (spatial_ref); write one with rio.write_crs before mosaicking")
     for c in ("x", "y"):

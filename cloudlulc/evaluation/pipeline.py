@@ -18,11 +18,15 @@ def open_dataset(spec: DatasetSpec) -> Dataset:
         from cloudlulc.evaluation.simulated import SimulatedSplit
 
         return SimulatedSplit(n_scenes=spec.n_scenes, shape=spec.shape, cloud_covers=spec.cloud_covers, seed=spec.seed)
-    from cloudlulc import dataset as ds  # engineer F's readers
+    from cloudlulc import dataset as ds  # the dataset module's readers
 
-    if spec.kind == "zarr":
-        return ds.ZarrPatchDataset(spec.path, spec.split)
-    return ds.GeoTiffLayoutDataset(spec.path, spec.split)
+    reader = ds.ZarrPatchDataset(spec.path, spec.split) if spec.kind == "zarr" else ds.GeoTiffLayoutDataset(spec.path, spec.split)
+    if len(reader) == 0:
+        raise ValueError(
+            f"split {spec.split!r} of {spec.path} holds no patches (small AOIs can leave val/test empty); "
+            "pick another split or rebuild with more regions"
+        )
+    return reader
 
 
 def describe_dataset(spec: DatasetSpec, dataset: Dataset) -> str:

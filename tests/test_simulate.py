@@ -394,6 +394,36 @@ def test_same_seed_gives_identical_bytes(tmp_path):
     assert (a.root / tif).read_bytes() != (c.root / tif).read_bytes()
 
 
+def test_rewrite_removes_stale_outputs_and_foreign_dirs_are_refused(tmp_path):
+    kw = dict(tile_size=60, overlap=6, margin=6, s1_passes=DEFAULT_S1[:1])
+    first = write_demo_catalog(tmp_path / "cat", seed=0, s2_acquisitions=DEFAULT_S2[:2], **kw)
+    dropped = first.items_of("sentinel-2-l2a")[-1]
+    dropped_file = Path(dropped["assets"]["B04"]["href"])
+    assert dropped_file.is_file()
+    second = write_demo_catalog(tmp_path / "cat", seed=0, s2_acquisitions=DEFAULT_S2[:1], **kw)
+    assert len(second.items_of("sentinel-2-l2a")) == 2
+    assert not dropped_file.exists()
+    assert not list(second.root.glob(f"collections/*/items/{dropped['id']}.json"))
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not empty"):
+        write_demo_catalog(foreign, seed=0, **kw)
+    assert (foreign / "precious.txt").read_text() == "keep me"
+
+
+def test_ensure_demo_catalog_reuses_a_matching_catalog(tmp_path):
+    from cloudlulc.simulate import ensure_demo_catalog
+
+    kw = dict(tile_size=60, overlap=6, margin=6)
+    a = ensure_demo_catalog(tmp_path / "demo", seed=1, **kw)
+    stamp = a.truth_path.stat().st_mtime_ns
+    b = ensure_demo_catalog(tmp_path / "demo", seed=1, **kw)
+    assert b.truth_path.stat().st_mtime_ns == stamp and b.items == a.items
+    c = ensure_demo_catalog(tmp_path / "demo", seed=2, **kw)
+    assert c.seed == 2 and SimCatalog.load(tmp_path / "demo").seed == 2
+
+
 def test_cli_writes_a_catalog(tmp_path):
     out = tmp_path / "cli"
     proc = subprocess.run(

@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -63,6 +64,10 @@ from cloudlulc.simulate.scene import (
 
 EPSG = 32633
 RES = 10
+#: Where `make demo` keeps its catalog (relative to the working directory).
+DEFAULT_DEMO_DIR = Path(".demo") / "catalog"
+#: Sub-directories write_demo_catalog creates (and removes again before rewriting a catalog).
+_OUTPUT_DIRS = ("api", "collections", "data", "truth")
 #: Upper-left corner of the eastern tile (33UYP): on the 60 m lattice like real S2 tile origins.
 TILE_B_ORIGIN = (699960.0, 5349960.0)
 S2_COLLECTION, S1_COLLECTION, LABEL_COLLECTION = "sentinel-2-l2a", "sentinel-1-rtc", "esa-worldcover"
@@ -366,8 +371,17 @@ def write_demo_catalog(
     and identical JSON.
     """
     root = Path(out_dir).resolve()
-    root.mkdir(parents=True, exist_ok=True)
     layout = _Layout(tile_size, overlap, margin)
+    if (root / "simcatalog.json").is_file():
+        # Rewriting an earlier simulated catalog: drop its outputs so no stale item or COG survives.
+        for sub in _OUTPUT_DIRS:
+            shutil.rmtree(root / sub, ignore_errors=True)
+    elif root.is_dir() and any(root.iterdir()):
+        raise FileExistsError(
+            f"{root} is not empty and holds no simcatalog.json: refusing to write a simulated catalog into "
+            "a directory that cloudlulc.simulate did not create (choose an empty or new directory)"
+        )
+    root.mkdir(parents=True, exist_ok=True)
     geo = _Geo(EPSG)
     crs = CRS.from_epsg(EPSG)
     land = make_landscape(seed, layout.shape)
@@ -494,6 +508,7 @@ def write_demo_catalog(
             "collection_paths": [p.relative_to(root).as_posix() for p in col_paths],
             "item_collection_paths": [p.relative_to(root).as_posix() for p in ic_paths],
             "href_base": href_base,
+            "default_acquisitions": tuple(s2_acquisitions) == DEFAULT_S2 and tuple(s1_passes) == DEFAULT_S1,
         },
     )
     return cat
@@ -826,3 +841,25 @@ def _write_worldcover(root: Path, land: Landscape, layout: _Layout, geo: _Geo, h
         "stac_extensions": [md.EXT["proj"], md.EXT["grid"], md.EXT["raster"], md.EXT["classification"]],
         "collection": LABEL_COLLECTION,
     }
+
+
+def ensure_demo_catalog(
+    out_dir: str | os.PathLike[str] = DEFAULT_DEMO_DIR,
+    seed: int = 0,
+    *,
+    tile_size: int = 720,
+    overlap: int = 60,
+    margin: int = 30,
+) -> SimCatalog:
+    """The demo catalog at ``out_dir``: loaded when one with these parameters is there, else written.
+
+    Writing is deterministic, so reusing an existing catalog gives the same bytes as rewriting it
+    (with the default acquisitions and local-file hrefs).
+    """
+    manifest = Path(out_dir) / "simcatalog.json"
+    if manifest.is_file():
+        m = json.loads(manifest.read_text())
+        wanted = {"seed": seed, "tile_size": tile_size, "overlap": overlap, "margin": margin, "href_base": None}
+        if all(m.get(k) == v for k, v in wanted.items()) and m.get("default_acquisitions") is True:
+            return SimCatalog.load(out_dir)
+    return write_demo_catalog(out_dir, seed=seed, tile_size=tile_size, overlap=overlap, margin=margin)

@@ -144,8 +144,7 @@ def quicklook_png(store_or_dataset: Any, time: Any, path: str | Path, *, max_siz
     arr = arr.astype(np.int32)
     masked = np.ma.masked_where((arr == NODATA) | (arr >= len(CLASSES)), arr)
 
-    cmap = ListedColormap([c.colour for c in CLASSES])
-    cmap.set_bad("white")
+    cmap = ListedColormap([c.colour for c in CLASSES]).with_extremes(bad="white")
     norm = BoundaryNorm(np.arange(len(CLASSES) + 1) - 0.5, len(CLASSES))
     h, w = arr.shape
     fig_w = 8.0

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from cloudlulc.evaluation.params import CloudSweepSpec, ModelSpec
-from cloudlulc.evaluation.runner import ModelLike, evaluate_model, load_model
+from cloudlulc.evaluation.runner import ModelLike, describe_model, evaluate_model, load_model
 from cloudlulc.evaluation.simulated import SimulatedSplit
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ def run_cloud_sweep(
         for level, split in zip(spec.levels, splits):
             log.info("cloud sweep: %s at %.0f %% cloud", name, 100 * level)
             metrics = evaluate_model(net, split, batch_size=batch_size, device=device)
+            metrics["model"] = describe_model(model, net)  # the spec knows the weights file, the module not
             metrics["cloud_cover"] = level
             methods[name].append(metrics)
     return {

@@ -30,7 +30,7 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -561,7 +561,7 @@ def _write_s2(
     seed: int,
     index: int,
     acq: S2Acquisition,
-    href: Any,
+    href: Callable[[Path], str],
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng([seed, 2, index])
     clear = render_optical(land, acq.season, rng)
@@ -663,7 +663,7 @@ def _write_s1(
     seed: int,
     index: int,
     pas: S1Pass,
-    href: Any,
+    href: Callable[[Path], str],
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng([seed, 3, index])
     lin = _quantize((10.0 ** (render_sar(land, pas.season, rng) / 10.0)).astype(np.float32))  # [2, H, W]
@@ -769,7 +769,9 @@ def worldcover_codes(land: Landscape) -> np.ndarray:
     return codes
 
 
-def _write_worldcover(root: Path, land: Landscape, layout: _Layout, geo: _Geo, href: Any) -> dict[str, Any]:
+def _write_worldcover(
+    root: Path, land: Landscape, layout: _Layout, geo: _Geo, href: Callable[[Path], str]
+) -> dict[str, Any]:
     codes = worldcover_codes(land)
     wb = layout.world_bounds()
     src_transform = from_origin(wb[0], wb[3], RES, RES)

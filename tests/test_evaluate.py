@@ -277,6 +277,10 @@ def test_report_generation_on_simulated_data(tmp_path) -> None:
     miou_tiny = 100 * result.models["CloudLULC-Net tiny"]["total"]["miou"]
     assert re.search(rf"\| CloudLULC-Net tiny \| [\d.]+ \| [\d.]+ \| {miou_tiny:.1f} \| 4,096 \| 4 \|", md)
     assert "mIoU % vs simulated cloud cover" in md and "| method | 0 % | 50 % | 100 % |" in md
+    best = max(result.models, key=lambda n: result.models[n]["total"]["miou"])
+    best_miou = 100 * result.models[best]["total"]["miou"]
+    assert md.index("## Highlights") < md.index("## Models on the evaluation split")
+    assert f"- Evaluation split: best mIoU {best_miou:.1f} % ({best})." in md
     linked = re.findall(r"!\[[^\]]*\]\((figures/[^)]+\.png)\)", md)
     assert {"figures/models_bins.png", "figures/cloud_sweep.png"} <= set(linked)
     assert sum("confusion_model_" in p for p in linked) == 2

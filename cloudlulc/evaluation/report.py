@@ -62,6 +62,7 @@ class Section:
     intro: str = ""
     tables: list[Table] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
+    bullets: list[str] = field(default_factory=list)
 
 
 def pct(value: float | None) -> str:
@@ -327,10 +328,44 @@ def sweep_section(sweep: Mapping[str, Any], fig_dir: Path) -> Section:
 # writers
 
 
+def _best(results: Mapping[str, Mapping[str, Any]]) -> tuple[str, float] | None:
+    scored = [(name, mv.miou(m)) for name, m in results.items() if not mv.is_nan(mv.miou(m))]
+    return max(scored, key=lambda t: t[1]) if scored else None
+
+
+def highlights(
+    models: Mapping[str, Mapping[str, Any]] | None,
+    products: Mapping[str, Mapping[str, Any]] | None,
+    sweep: Mapping[str, Any] | None,
+) -> Section:
+    """The few numbers a reader wants first, each pointing at the section that backs it."""
+    sec = Section("Highlights")
+    if models and (best := _best(models)):
+        sec.bullets.append(f"Evaluation split: best mIoU {pct(best[1])} % ({best[0]}).")
+        for name, m in models.items():
+            bins = mv.bin_miou(m)
+            if len(bins) >= 2:
+                (lo_b, lo), (hi_b, hi) = next(iter(bins.items())), list(bins.items())[-1]
+                sec.bullets.append(f"{name}: mIoU {pct(lo)} % at {lo_b} % cloud, {pct(hi)} % at {hi_b} % cloud.")
+    if products and (best := _best(products)):
+        n = mv.n_pixels(next(iter(products.values())))
+        sec.bullets.append(f"Products vs reference: best mIoU {pct(best[1])} % ({best[0]}) on {n:,} common pixels.")
+    if sweep:
+        levels = sweep["levels"]
+        for name, runs in sweep["methods"].items():
+            sec.bullets.append(
+                f"Cloud sweep (simulated), {name}: mIoU {pct(mv.miou(runs[0]))} % at {round(100 * levels[0])} % cloud "
+                f"-> {pct(mv.miou(runs[-1]))} % at {round(100 * levels[-1])} %."
+            )
+    return sec
+
+
 def render_markdown(title: str, header: str, sections: Sequence[Section], root: Path) -> str:
     parts = [f"# {title}", "", header, ""]
     for sec in sections:
-        parts += [f"## {sec.title}", "", sec.intro, ""]
+        parts += [f"## {sec.title}", "", sec.intro, ""] if sec.intro else [f"## {sec.title}", ""]
+        if sec.bullets:
+            parts += [f"- {b}" for b in sec.bullets] + [""]
         parts += [t.markdown() for t in sec.tables]
         for fig in sec.figures:
             parts += [f"![{fig.title}]({fig.path.relative_to(root).as_posix()})", ""]
@@ -346,6 +381,7 @@ th{background:#f0f5ef}tr:nth-child(even) td{background:#fafafa}
 .note{font-size:.8rem;color:#666;margin-top:-.6rem}.figs{display:flex;flex-wrap:wrap;gap:1rem}
 figure{margin:0}figcaption{font-size:.8rem;color:#555;text-align:center}img{max-width:100%;border:1px solid #eee}
 .header{background:#fff8e1;border-left:4px solid #ffd92f;padding:.5rem 1rem}
+.highlights{background:#f0f5ef;border-left:4px solid #1b7837;padding:.6rem 1rem .6rem 2rem}
 """
 
 
@@ -356,7 +392,11 @@ def render_html(title: str, header: str, sections: Sequence[Section]) -> str:
         f"<h1>{html.escape(title)}</h1><div class='header'>{html.escape(header)}</div>",
     ]
     for sec in sections:
-        parts.append(f"<h2>{html.escape(sec.title)}</h2><p>{html.escape(sec.intro)}</p>")
+        parts.append(f"<h2>{html.escape(sec.title)}</h2>")
+        if sec.intro:
+            parts.append(f"<p>{html.escape(sec.intro)}</p>")
+        if sec.bullets:
+            parts.append("<ul class='highlights'>" + "".join(f"<li>{html.escape(b)}</li>" for b in sec.bullets) + "</ul>")
         parts += [t.html() for t in sec.tables]
         parts.append("<div class='figs'>")
         for fig in sec.figures:
@@ -425,14 +465,14 @@ def write_reports(
     if simulated:
         header += " Parts of this report use SIMULATED DATA (cloudlulc.simulate); they test the method, not the world."
 
-    sections: list[Section] = []
+    sections: list[Section] = [highlights(models, products, cloud_sweep)]
     if models:
         sections.append(dataset_section(models, fig_dir, dataset_description))
     if products:
         sections.append(products_section(products, fig_dir))
     if cloud_sweep:
         sections.append(sweep_section(cloud_sweep, fig_dir))
-    if not sections:
+    if len(sections) == 1:
         raise ValueError("no results to report: pass models, products or cloud_sweep")
 
     paths = {"json": out / "results.json", "markdown": out / "report.md", "html": out / "report.html"}

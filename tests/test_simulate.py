@@ -84,6 +84,19 @@ def test_cloud_cover_is_as_requested(cover):
         assert np.array_equal(s.optical, s.optical_clear)
 
 
+def test_cloud_cover_only_moves_the_threshold():
+    """Same seed, different covers: same land, clear reflectance and SAR; nested cloud masks."""
+    covers = (0.1, 0.4, 0.8)
+    scenes = [simulate_scene(11, shape=(128, 128), cloud_cover=c, season=0.6) for c in covers]
+    for s in scenes[1:]:
+        assert np.array_equal(s.labels, scenes[0].labels)
+        assert np.array_equal(s.optical_clear, scenes[0].optical_clear)
+        assert np.array_equal(s.sar, scenes[0].sar)
+    for thin, thick in zip(scenes, scenes[1:]):
+        assert not (thin.cloud & ~thick.cloud).any()
+        assert (thick.cloud_opacity >= thin.cloud_opacity).all()
+
+
 def test_clouds_are_bright_shadows_dark_and_clear_pixels_untouched():
     s = simulate_scene(5, shape=(192, 192), cloud_cover=0.5)
     blue = S2_BANDS.index("B02")

@@ -487,6 +487,10 @@ def simulate_scene(
     pixels under cloud or shadow (SCL 3/8/9/10); ``season`` in [0, 1] sets crop greenness (crops
     peak at 0.3, 0.5, 0.7 or 0.9), ``sar_season`` the same for the S1 pass (default = ``season``).
     Pass a precomputed ``landscape`` to render several acquisitions of one area.
+
+    Guarantee relied on by the cloud sweep (``cloudlulc.evaluation``): for one ``seed`` and
+    ``season``, everything but the cloud threshold is drawn independently of ``cloud_cover`` —
+    same labels, clear reflectance, SAR and cloud field — so higher covers give nested masks.
     """
     land = landscape if landscape is not None else make_landscape(seed, tuple(shape), parcel_size=parcel_size)
     shape = land.shape

@@ -115,6 +115,8 @@ class EvaluationParams(BaseModel):
     num_workers: int = Field(0, ge=0)
     #: which pixels with NaN inputs are excluded from scoring (they are always filled before inference)
     nan_policy: Literal["any", "all", "none"] = "any"
+    #: torch seed set before models are built, so runs with untrained ``build_model`` entries repeat
+    seed: int = 0
 
     @model_validator(mode="after")
     def _something_to_do(self) -> "EvaluationParams":

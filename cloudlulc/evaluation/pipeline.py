@@ -44,9 +44,12 @@ def describe_dataset(spec: DatasetSpec, dataset: Dataset) -> str:
 
 def run_evaluation(params: EvaluationParams) -> EvaluationResult:
     """Run every part ``params`` asks for and write ``results.json``, ``report.md`` and ``report.html``."""
+    import torch
+
     from cloudlulc.evaluation.report import write_reports
     from cloudlulc.evaluation.runner import evaluate
 
+    torch.manual_seed(params.seed)
     models: dict[str, dict[str, Any]] = {}
     description = None
     if params.dataset is not None:
@@ -69,6 +72,7 @@ def run_evaluation(params: EvaluationParams) -> EvaluationResult:
     if params.cloud_sweep is not None:
         from cloudlulc.evaluation.cloud_sweep import run_cloud_sweep
 
+        torch.manual_seed(params.seed)  # the sweep builds the same untrained models as the split did
         sweep = run_cloud_sweep(
             params.models, params.cloud_sweep, batch_size=params.batch_size, device=params.device
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -38,9 +39,9 @@ def summarise(metrics: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--patch-size", type=int, default=96)
+    ap.add_argument("--patch-size", type=int, default=64)
     ap.add_argument("--n-train", type=int, default=768)
     ap.add_argument("--n-eval", type=int, default=48)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (more thrash on a shared CPU)")
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
         cfg = TrainConfig(
             model=name, train_data=train_data, epochs=1, steps_per_epoch=args.steps, batch_size=args.batch_size,
             warmup_steps=max(10, args.steps // 20), threads=args.threads, seed=args.seed, device="cpu",
-            out_dir=args.out_dir / name, progress=True, data_description=description,
+            out_dir=args.out_dir / name, progress=sys.stderr.isatty(), data_description=description,
         )
         t0 = time.perf_counter()
         result = train(cfg, train_dataset=SimulatedPatches(train_data))

@@ -318,9 +318,18 @@ def _run_group(
     sr = np.asarray(sar, dtype=np.float32)[:, ys][:, :, xs]
 
     y0, y1, x0, x1 = plan.chunk
-    core = (slice(None), slice(y0 - gy0, y1 - gy0), slice(x0 - gx0, x1 - gx0))
-    valid = ~(np.isnan(opt[core]).all(axis=0) & np.isnan(sr[core]).all(axis=0))
-    if not plan.tiles_y:
+    data = ~(np.isnan(opt).all(axis=0) & np.isnan(sr).all(axis=0))  # pixel has some optical or SAR value
+    valid = data[y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0]
+    t = grid.tile
+    # A tile whose in-image footprint is all nodata only ever contributes to nodata pixels: skip it
+    # (a decision made from global data, so chunked and one-shot runs skip the same tiles).
+    starts = [
+        (sy, sx)
+        for sy in plan.tiles_y
+        for sx in plan.tiles_x
+        if data[max(sy, 0) - gy0 : min(sy + t, h) - gy0, max(sx, 0) - gx0 : min(sx + t, w) - gx0].any()
+    ]
+    if not starts:
         return None, valid
 
     dev = resolve_device(device)
@@ -330,12 +339,10 @@ def _run_group(
     sr = np.where(np.isfinite(sr), sr, sar_fill[:, None, None]).astype(np.float32, copy=False)
 
     ey0, ey1, ex0, ex1 = plan.extent
-    t = grid.tile
     win = blend_window(t, grid.overlap)
     weight2d = np.outer(win, win)
     acc: np.ndarray | None = None
     has_rel = True
-    starts = [(sy, sx) for sy in plan.tiles_y for sx in plan.tiles_x]
     for b in range(0, len(starts), batch_size):
         batch = starts[b : b + batch_size]
         ob = np.stack([opt[:, sy - gy0 : sy - gy0 + t, sx - gx0 : sx - gx0 + t] for sy, sx in batch])
@@ -381,8 +388,12 @@ def _combine(
         if ay0 >= ay1 or ax0 >= ax1:
             continue
         total[:, ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] += acc[:, ay0 - ey0 : ay1 - ey0, ax0 - ex0 : ax1 - ex0]
-    if total is None:
-        raise RuntimeError(f"no tile covers chunk {chunk}: tile grid planning is inconsistent")
+    if total is None:  # every tile touching the chunk was skipped as all-nodata
+        if valid.any():
+            raise RuntimeError(f"no tile covers valid pixels of chunk {chunk}: tile planning is inconsistent")
+        shape = (1, y1 - y0, x1 - x0) if with_probabilities else (3, y1 - y0, x1 - x0)
+        return np.full(shape, np.nan if with_probabilities else NODATA,
+                       dtype=np.float32 if with_probabilities else np.uint8)
     wsum = total[-1]
     covered = wsum > 0
     valid = valid & covered

@@ -205,3 +205,22 @@ def test_cloudlulc_net_tiny_chunked_equals_one_shot():
     _assert_matches_reference(result, ref)
     assert (result["lulc"].values < NUM_CLASSES).all()
     assert (result["optical_reliability"].values <= 100).all()  # CloudLULC-Net has an ORM output
+
+
+def test_tiles_over_nodata_only_are_skipped(scene):
+    """An AOI partly outside the swath: no model calls there, 255 there, and still seam-free."""
+    optical, sar, cloud = (a.copy() for a in scene)
+    optical[:, :, :90] = np.nan
+    sar[:, :, :90] = np.nan
+    model = CountingNet("skip", seed=5)
+    ref = predict_arrays(optical, sar, model, tile=32, overlap=8, batch_size=1, device="cpu",
+                         return_probabilities=True)
+    calls_with_nodata = CALLS["skip"]
+    full = CountingNet("full", seed=5)
+    predict_arrays(*scene[:2], full, tile=32, overlap=8, batch_size=1, device="cpu")
+    assert calls_with_nodata < 0.7 * CALLS["full"]
+    cube = make_cube(optical, sar, cloud, (40, 40))  # whole chunks lie in the nodata part
+    result = predict_cube(cube, ContextNet(seed=5), tile=32, overlap=8, device="cpu").compute()
+    assert (result["lulc"].values[:, :90] == NODATA).all()
+    assert (result["lulc"].values[:, 90:] < NUM_CLASSES).all()
+    _assert_matches_reference(result, ref)

@@ -1,0 +1,269 @@
+"""Inference throughput and memory: model-only vs the whole pipeline, and peak RSS vs AOI size.
+
+Prints (never asserts):
+
+1. **model-only** throughput: forward passes on pre-loaded tensors already on the device, in tile
+   pixels/s, and the output-pixel rate those tiles can give at the chosen overlap
+   (each output pixel is covered by ``(tile / (tile - overlap))**2`` tile pixels on average);
+2. **pipeline** throughput on the same device and tiling: COG read -> cube -> model -> Zarr mosaic,
+   in output pixels/s, and its ratio to both model-only figures (target: >= 80 % of the
+   overlap-adjusted model-only rate);
+3. **memory**: peak RSS of the pipeline (fresh process each) for an AOI and one 16x its area
+   (target: < 25 % growth, i.e. memory bounded by the chunk size, not the AOI).
+
+Source of the pipeline input: ``--source demo`` uses the simulated Planetary-Computer-shaped catalog
+(:func:`cloudlulc.simulate.write_demo_catalog`, SIMULATED DATA) through ``cloudlulc.catalog`` pairing
+and :func:`cloudlulc.cube.build_cube`; ``--source synthetic`` (and the memory runs, which need a
+chosen AOI size) write synthetic COGs and open them lazily with ``rioxarray.open_rasterio``.
+
+Examples::
+
+    python benchmarks/inference.py                       # CPU here, GPU where present
+    python benchmarks/inference.py --device cuda --tile 512 --batch-size 16 --chunk 2048
+    python benchmarks/inference.py --skip-memory --source synthetic --size 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+# ------------------------------------------------------------------------------------------ inputs
+def write_synthetic_cogs(out_dir: Path, size: int, seed: int = 0, block: int = 256) -> dict[str, Path]:
+    """Optical (12 bands reflectance), SAR (2 bands dB) and cloud COG-layout GeoTIFFs, written in
+    windows so that the writer itself never holds the whole AOI."""
+    import rasterio
+    from rasterio.transform import from_origin
+    from rasterio.windows import Window
+
+    from cloudlulc.classes import S1_BANDS, S2_BANDS
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    transform = from_origin(500000.0, 4600000.0, 10.0, 10.0)
+    common = dict(driver="GTiff", width=size, height=size, crs="EPSG:32633", transform=transform, tiled=True,
+                  blockxsize=block, blockysize=block, compress="deflate", predictor=1)
+    paths = {"optical": out_dir / "optical.tif", "sar": out_dir / "sar.tif", "cloud": out_dir / "cloud.tif"}
+    rng = np.random.default_rng(seed)
+    with rasterio.open(paths["optical"], "w", count=len(S2_BANDS), dtype="float32", nodata=np.nan, **common) as o, \
+            rasterio.open(paths["sar"], "w", count=len(S1_BANDS), dtype="float32", nodata=np.nan, **common) as s, \
+            rasterio.open(paths["cloud"], "w", count=1, dtype="uint8", nodata=255, **common) as c:
+        for y0 in range(0, size, block):
+            for x0 in range(0, size, block):
+                h, w = min(block, size - y0), min(block, size - x0)
+                yy, xx = np.mgrid[y0 : y0 + h, x0 : x0 + w].astype(np.float32)
+                field = np.sin(yy / 37.0) * np.cos(xx / 53.0)
+                opt = 0.15 + 0.1 * field[None] + 0.02 * rng.standard_normal((len(S2_BANDS), h, w), dtype=np.float32)
+                sar = np.stack([-11 + 3 * field, -18 + 3 * field]) + rng.standard_normal((2, h, w), dtype=np.float32)
+                cloud = (np.sin(xx / 71.0) * np.cos(yy / 61.0) > 0.6).astype(np.uint8)
+                opt[:, cloud.astype(bool)] = np.nan  # cloud-masked optical: the SAR path fills in
+                win = Window(x0, y0, w, h)
+                o.write(opt.astype(np.float32), window=win)
+                s.write(sar.astype(np.float32), window=win)
+                c.write(cloud[None], window=win)
+    return paths
+
+
+def synthetic_cube(paths: dict[str, Path], chunk: int):
+    """A lazy cube with the build_cube schema read from the COGs (rioxarray.open_rasterio, dask)."""
+    import rioxarray
+    import xarray as xr
+
+    from cloudlulc.classes import S1_BANDS, S2_BANDS
+
+    def open_(p: Path):
+        return rioxarray.open_rasterio(p, chunks={"band": -1, "y": chunk, "x": chunk}, lock=False, masked=False)
+
+    optical = open_(paths["optical"]).assign_coords(band=list(S2_BANDS))
+    sar = open_(paths["sar"]).rename(band="sar_band").assign_coords(sar_band=list(S1_BANDS))
+    cloud = open_(paths["cloud"]).isel(band=0, drop=True)
+    ds = xr.Dataset({"optical": optical, "sar": sar, "cloud": cloud})
+    ds = ds.drop_vars([v for v in ds.coords if v == "spatial_ref"]).rio.write_crs("EPSG:32633")
+    ds.attrs["pairing"] = {"source": "synthetic benchmark COGs"}
+    return ds
+
+
+def demo_cube(workdir: Path, chunk: int):
+    """The simulated demo catalog's first acquisition as a build_cube cube (SIMULATED DATA)."""
+    from cloudlulc.catalog import Pair, group_acquisitions, parse_aoi, select_s1
+    from cloudlulc.cube import build_cube, grid_for_aoi
+    from cloudlulc.simulate import write_demo_catalog
+
+    cat = write_demo_catalog(workdir / "catalog", seed=0)
+    aoi = parse_aoi(list(cat.aoi_bbox_lonlat))
+    acq = group_acquisitions(cat.items_of("sentinel-2-l2a"), aoi)[0]
+    s1 = select_s1(acq, cat.items_of("sentinel-1-rtc"), aoi)
+    pair = Pair(s2=acq, s1=s1, aoi=aoi)
+    return build_cube(pair, grid_for_aoi(aoi), chunksize=chunk), pair
+
+
+# ------------------------------------------------------------------------------------------ measures
+def load_model(name: str):
+    from cloudlulc.model import build_model
+
+    return build_model(name).eval()
+
+
+def model_only(model, device: str, tile: int, batch: int, repeats: int) -> float:
+    """Tile pixels per second of forward + softmax on tensors already on the device."""
+    import torch
+
+    from cloudlulc.inference import resolve_device
+
+    dev = resolve_device(device)
+    m = model.to(dev)
+    stride = int(getattr(model, "stride", 1))
+    tile = -(-tile // stride) * stride
+    g = torch.Generator().manual_seed(0)
+    optical = (0.05 + 0.3 * torch.rand((batch, 12, tile, tile), generator=g)).to(dev)
+    sar = (-15 + 5 * torch.randn((batch, 2, tile, tile), generator=g)).to(dev)
+    amp = torch.autocast("cuda", dtype=torch.float16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    with torch.inference_mode(), amp:
+        torch.softmax(m(optical, sar).logits.float(), 1)  # warm-up
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(repeats):
+            torch.softmax(m(optical, sar).logits.float(), 1)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t
+    model.to("cpu")
+    return batch * tile * tile * repeats / dt
+
+
+def pipeline(cube, model, store: Path, args) -> tuple[float, int]:
+    """Seconds and output pixels of predict_cube + write_mosaic (the COG reads happen inside)."""
+    from cloudlulc.inference import predict_cube
+    from cloudlulc.mosaic import write_mosaic
+
+    t = time.perf_counter()
+    result = predict_cube(cube, model, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+                          device=args.device)
+    write_mosaic(result, store, time="2024-04-19T10:00:00Z", attrs={"benchmark": True}, chunk_size=args.chunk)
+    return time.perf_counter() - t, cube.sizes["y"] * cube.sizes["x"]
+
+
+def warm_up(cube, model, workdir: Path, args) -> None:
+    """One small run first: imports, the per-process device copy of the model, Zarr codecs. A
+    long-running worker has these warm; timing them would measure start-up, not throughput."""
+    small = cube.isel(y=slice(0, min(args.chunk, cube.sizes["y"])), x=slice(0, min(args.chunk, cube.sizes["x"])))
+    pipeline(small, model, workdir / "warmup.zarr", args)
+
+
+def memory_run(args) -> None:
+    """Child process: one synthetic-COG pipeline run; prints JSON with peak RSS."""
+    import dask
+    import torch
+
+    torch.set_num_threads(args.torch_threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        cube = synthetic_cube({k: Path(args.cog_dir) / f"{k}.tif" for k in ("optical", "sar", "cloud")}, args.chunk)
+        model = load_model(args.model)
+        with dask.config.set(scheduler="threads", num_workers=args.dask_workers):
+            warm_up(cube, model, Path(tmp), args)
+            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            seconds, pixels = pipeline(cube, model, Path(tmp) / "m.zarr", args)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"pixels": pixels, "seconds": seconds, "peak_rss_mb": peak / 1024, "rss_before_mb": rss0 / 1024}))
+
+
+# ------------------------------------------------------------------------------------------ main
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1 ...")
+    p.add_argument("--model", default="cloudlulc-net-tiny")
+    p.add_argument("--tile", type=int, default=256)
+    p.add_argument("--overlap", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--chunk", type=int, default=512, help="cube and mosaic chunk size")
+    p.add_argument("--source", choices=("demo", "synthetic"), default="demo")
+    p.add_argument("--size", type=int, default=1024, help="AOI side in pixels for --source synthetic")
+    p.add_argument("--repeats", type=int, default=3, help="timed batches for model-only")
+    p.add_argument("--memory-sizes", default="512,2048", help="two AOI sides; the second 4x the first = 16x area")
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--torch-threads", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    p.add_argument("--dask-workers", type=int, default=2)
+    p.add_argument("--_memory-run", dest="memory_run", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--cog-dir", default="", help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    if args.memory_run:
+        memory_run(args)
+        return
+
+    import dask
+    import torch
+
+    from cloudlulc.inference import resolve_device
+
+    torch.set_num_threads(args.torch_threads)
+    dev = resolve_device(args.device)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    print(f"device={dev} model={args.model} tile={args.tile} overlap={args.overlap} batch={args.batch_size} "
+          f"chunk={args.chunk} torch_threads={args.torch_threads} dask_workers={args.dask_workers} "
+          f"cpus={os.cpu_count()} load_avg_1min={load:.1f}")
+    model = load_model(args.model)
+
+    if not args.skip_throughput:
+        mo = model_only(model, args.device, args.tile, args.batch_size, args.repeats)
+        step = args.tile - args.overlap
+        mo_out = mo * (step / args.tile) ** 2
+        print(f"model-only: {mo:,.0f} tile px/s  (= {mo_out:,.0f} output px/s at overlap {args.overlap})")
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp_path = Path(tmp)
+            if args.source == "demo":
+                cube, _ = demo_cube(tmp_path, args.chunk)
+                what = "simulated demo catalog (COGs) -> catalog pairing -> build_cube"
+            else:
+                cube = synthetic_cube(write_synthetic_cogs(tmp_path / "cogs", args.size), args.chunk)
+                what = "synthetic COGs -> rioxarray.open_rasterio"
+            with dask.config.set(scheduler="threads", num_workers=args.dask_workers):
+                warm_up(cube, model, tmp_path, args)
+                seconds, pixels = pipeline(cube, model, tmp_path / "mosaic.zarr", args)
+        rate = pixels / seconds
+        print(f"pipeline:   {rate:,.0f} output px/s  ({pixels:,} px in {seconds:.1f} s; {what} -> model -> Zarr)")
+        print(f"ratio pipeline / model-only: {rate / mo:.0%} of tile px/s, {rate / mo_out:.0%} of the "
+              f"overlap-adjusted rate (target >= 80 %): {'MET' if rate / mo_out >= 0.8 else 'NOT MET'}")
+
+    if not args.skip_memory:
+        sizes = [int(s) for s in args.memory_sizes.split(",")]
+        runs = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for size in sizes:
+                cog_dir = Path(tmp) / f"cogs{size}"
+                write_synthetic_cogs(cog_dir, size)
+                cmd = [sys.executable, __file__, "--_memory-run", "--cog-dir", str(cog_dir), "--device", args.device,
+                       "--model", args.model, "--tile", str(args.tile), "--overlap", str(args.overlap),
+                       "--batch-size", str(args.batch_size), "--chunk", str(args.chunk),
+                       "--torch-threads", str(args.torch_threads), "--dask-workers", str(args.dask_workers)]
+                out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+                run = json.loads(out.stdout.strip().splitlines()[-1])
+                runs.append(run)
+                print(f"memory: AOI {size}x{size} px ({run['pixels'] / 1e6:.2f} Mpx): peak RSS "
+                      f"{run['peak_rss_mb']:.0f} MB (peak before the timed run, after imports, model and a "
+                      f"warm-up chunk: {run['rss_before_mb']:.0f} MB), {run['seconds']:.1f} s, "
+                      f"{run['pixels'] / run['seconds']:,.0f} px/s")
+        if len(runs) >= 2:
+            area = runs[-1]["pixels"] / runs[0]["pixels"]
+            growth = runs[-1]["peak_rss_mb"] / runs[0]["peak_rss_mb"] - 1
+            extra = runs[-1]["peak_rss_mb"] - runs[0]["peak_rss_mb"]
+            print(f"memory growth for {area:.0f}x the area: {growth:+.0%} of peak RSS ({extra:+.0f} MB) "
+                  f"(target < +25 %): {'MET' if growth < 0.25 else 'NOT MET'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -7,6 +7,7 @@ rasterio, and validate every STAC document offline against vendored schemas.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -314,6 +315,10 @@ def test_s1_items_pair_with_every_s2_date_in_both_orbit_states(sim_catalog):
         assert " " in p["start_datetime"] and " " in p["end_datetime"]  # as on the PC
         assert len(p["proj:transform"]) == 9 and p["sar:polarizations"] == ["VV", "VH"]
         assert it["assets"]["vv"]["raster:bands"][0]["nodata"] == -32768
+        for asset in it["assets"].values():
+            data = Path(asset["href"]).read_bytes()
+            assert asset["file:size"] == len(data)
+            assert asset["file:checksum"] == "d50110" + hashlib.md5(data).hexdigest()  # multihash md5
         with rasterio.open(it["assets"]["vh"]["href"]) as ds:
             assert ds.dtypes[0] == "float32" and ds.nodata == -32768
             assert [ds.height, ds.width] == p["proj:shape"]

@@ -31,6 +31,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -248,6 +249,30 @@ def _write_cog(
         ds.write(data, 1)
 
 
+class _CogWriter:
+    """Writes COGs on a small thread pool while the caller simulates the next acquisition.
+
+    GDAL releases the GIL while it compresses, so on a multi-core machine writing overlaps with
+    the numpy work; each file is independent, so the bytes do not depend on the order.
+    """
+
+    def __init__(self, workers: int | None = None) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1))
+        self._futures: list[Future[None]] = []
+
+    def write(self, path: Path, data: np.ndarray, **kwargs: Any) -> None:
+        self._futures.append(self._pool.submit(_write_cog, path, data, **kwargs))
+
+    def wait(self) -> None:
+        """Block until every submitted file is written; re-raises the first failure."""
+        futures, self._futures = self._futures, []
+        for f in futures:
+            f.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _quantize(a: np.ndarray, mantissa_bits: int = 10) -> np.ndarray:
     """Zero the low float32 mantissa bits (relative precision ~1e-3, i.e. < 0.005 dB).
 
@@ -382,9 +407,28 @@ def write_demo_catalog(
             "a directory that cloudlulc.simulate did not create (choose an empty or new directory)"
         )
     root.mkdir(parents=True, exist_ok=True)
+    land = make_landscape(seed, layout.shape)
+    writer = _CogWriter()
+    try:
+        return _write_all(root, seed, layout, land, writer, s2_acquisitions, s1_passes, href_base)
+    finally:
+        writer.close()
+
+
+def _write_all(
+    root: Path,
+    seed: int,
+    layout: _Layout,
+    land: Landscape,
+    writer: _CogWriter,
+    s2_acquisitions: Sequence[S2Acquisition],
+    s1_passes: Sequence[S1Pass],
+    href_base: str | None,
+) -> SimCatalog:
+    """Everything :func:`write_demo_catalog` writes, rasters through ``writer``."""
     geo = _Geo(EPSG)
     crs = CRS.from_epsg(EPSG)
-    land = make_landscape(seed, layout.shape)
+    tile_size, overlap, margin = layout.tile_size, layout.overlap, layout.margin
 
     def href(path: Path) -> str:
         if href_base is None:
@@ -394,15 +438,26 @@ def write_demo_catalog(
     s2_items = [
         item
         for i, acq in enumerate(s2_acquisitions)
-        for item in _write_s2(root, land, layout, geo, crs, seed, i, acq, href)
+        for item in _write_s2(root, land, layout, geo, crs, seed, i, acq, href, writer)
     ]
     s1_items = [
-        item for j, pas in enumerate(s1_passes) for item in _write_s1(root, land, layout, geo, crs, seed, j, pas, href)
+        item
+        for j, pas in enumerate(s1_passes)
+        for item in _write_s1(root, land, layout, geo, crs, seed, j, pas, href, writer)
     ]
-    wc_item = _write_worldcover(root, land, layout, geo, href)
+    wc_item = _write_worldcover(root, land, layout, geo, href, writer)
     truth_path = root / "truth" / "lulc_truth.tif"
     wb = layout.world_bounds()
-    _write_cog(truth_path, land.labels, transform=from_origin(wb[0], wb[3], RES, RES), crs=crs, nodata=255, resampling="nearest")
+    writer.write(
+        truth_path, land.labels, transform=from_origin(wb[0], wb[3], RES, RES), crs=crs, nodata=255, resampling="nearest"
+    )
+    writer.wait()
+    # The file extension fields need the finished files.
+    for it in s1_items:
+        for asset in it["assets"].values():
+            path = _local_path(asset["href"], root, href_base)
+            asset["file:size"] = path.stat().st_size
+            asset["file:checksum"] = _multihash_md5(path)
 
     items_by_col = {S2_COLLECTION: s2_items, S1_COLLECTION: s1_items, LABEL_COLLECTION: [wc_item]}
     # STAC 1.0.0 requires a "collection" link on items that name a collection; like the PC's, it is
@@ -514,6 +569,12 @@ def write_demo_catalog(
     return cat
 
 
+def _local_path(href: str, root: Path, href_base: str | None) -> Path:
+    if href_base is not None and href.startswith(href_base.rstrip("/") + "/"):
+        return root / href[len(href_base.rstrip("/")) + 1 :]
+    return Path(href)
+
+
 def _parse_dt(s: str) -> datetime:
     return datetime.fromisoformat(s.replace("Z", "+00:00"))
 
@@ -562,6 +623,7 @@ def _write_s2(
     index: int,
     acq: S2Acquisition,
     href: Callable[[Path], str],
+    writer: _CogWriter,
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng([seed, 2, index])
     clear = render_optical(land, acq.season, rng)
@@ -598,7 +660,7 @@ def _write_s2(
             dn[_block_any(nodata, k)] = 0
             path = data_dir / f"{key}_{res}m.tif"
             transform = from_origin(minx, maxy, res, res)
-            _write_cog(path, dn, transform=transform, crs=crs, nodata=0, resampling="average")
+            writer.write(path, dn, transform=transform, crs=crs, nodata=0, resampling="average")
             assets[key] = md.s2_band_asset(
                 key, href(path), [minx, miny, maxx, maxy], [n // k, n // k], list(transform)[:6]
             )
@@ -606,7 +668,7 @@ def _write_s2(
         scl20[_block_any(nodata, 2)] = SCL_NODATA
         path = data_dir / "SCL_20m.tif"
         transform = from_origin(minx, maxy, 20, 20)
-        _write_cog(path, scl20, transform=transform, crs=crs, nodata=0, resampling="nearest")
+        writer.write(path, scl20, transform=transform, crs=crs, nodata=0, resampling="nearest")
         assets["SCL"] = md.s2_scl_asset(href(path), [minx, miny, maxx, maxy], [n // 2, n // 2], list(transform)[:6])
         geometry, bbox = geo.polygon(footprint)
         pcts = _s2_percentages(scl20)
@@ -664,6 +726,7 @@ def _write_s1(
     index: int,
     pas: S1Pass,
     href: Callable[[Path], str],
+    writer: _CogWriter,
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng([seed, 3, index])
     lin = _quantize((10.0 ** (render_sar(land, pas.season, rng) / 10.0)).astype(np.float32))  # [2, H, W]
@@ -687,12 +750,12 @@ def _write_s1(
         for p, key in enumerate(("vh", "vv")):
             arr = lin[1 if key == "vh" else 0, r0:r1].copy()
             path = data_dir / f"iw-{key}.rtc.tif"
-            _write_cog(path, arr, transform=transform, crs=crs, nodata=-32768.0, resampling="average")
+            writer.write(path, arr, transform=transform, crs=crs, nodata=-32768.0, resampling="average")
             title, desc = md.S1_ASSET_META[key]
             assets[key] = {
                 "href": href(path),
-                "file:size": path.stat().st_size,
-                "file:checksum": _multihash_md5(path),
+                "file:size": 0,  # filled in once the file is written
+                "file:checksum": "",
                 "type": md.COG_TYPE,
                 "roles": ["data"],
                 "title": title,
@@ -770,7 +833,7 @@ def worldcover_codes(land: Landscape) -> np.ndarray:
 
 
 def _write_worldcover(
-    root: Path, land: Landscape, layout: _Layout, geo: _Geo, href: Callable[[Path], str]
+    root: Path, land: Landscape, layout: _Layout, geo: _Geo, href: Callable[[Path], str], writer: _CogWriter
 ) -> dict[str, Any]:
     codes = worldcover_codes(land)
     wb = layout.world_bounds()
@@ -802,7 +865,7 @@ def _write_worldcover(
     tile = f"N{int(np.floor(south / 3) * 3):02d}E{int(np.floor(west / 3) * 3):03d}"
     item_id = f"ESA_WorldCover_10m_2021_v200_{tile}"
     path = root / "data" / LABEL_COLLECTION / item_id / f"{item_id}_Map.tif"
-    _write_cog(path, dst, transform=dst_transform, crs=CRS.from_epsg(4326), nodata=0, resampling="nearest")
+    writer.write(path, dst, transform=dst_transform, crs=CRS.from_epsg(4326), nodata=0, resampling="nearest")
     bbox = [c0 * deg, r0 * deg, c1 * deg, r1 * deg]
     ring = [[bbox[0], bbox[1]], [bbox[2], bbox[1]], [bbox[2], bbox[3]], [bbox[0], bbox[3]], [bbox[0], bbox[1]]]
     return {

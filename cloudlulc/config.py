@@ -214,10 +214,10 @@ class MapParams(BaseModel):
                     raise ValueError(f"aoi looks like GeoJSON but is not valid JSON: {exc}") from None
             if "," in s and not Path(s).exists():
                 try:
-                    return [float(p) for p in s.split(",")]
+                    v = [float(p) for p in s.split(",")]
                 except ValueError:
                     raise ValueError(f"aoi {s!r} is neither 'minx,miny,maxx,maxy' numbers nor an existing file") from None
-            if not Path(s).expanduser().exists():
+            elif not Path(s).expanduser().exists():
                 raise ValueError(f"aoi {s!r}: no such vector file (and not a bbox or GeoJSON)")
         if isinstance(v, (list, tuple)):
             _check_bbox(v)

@@ -57,6 +57,7 @@ def make_params(sim_catalog, stac_url: str, out: Path, **kw) -> DatasetParams:
         stride=STRIDE,
         region_size=REGION,
         split_fractions=(0.5, 0.25, 0.25),
+        max_patches_per_level=4,
         seed=3,
     )
     base.update(kw)
@@ -152,8 +153,11 @@ def test_build_writes_store_index_report_and_balances(built):
     md = (out / "report.md").read_text()
     assert "Class balance" in md and "| train |" in md
     assert (out / "cloud_levels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # the dropped counts are real: the clearest date has no other clear date as its reference
-    assert summary.dropped.get("no_clear_reference", 0) > 0
+    # the dropped counts are real: the clearest date has no other clear date as its reference, and
+    # the per-level cap (4 per region) removed some
+    assert summary.dropped.get("no_clear_reference", 0) > 0 and summary.dropped.get("level_cap", 0) > 0
+    per_region_level = index.groupby(["region_id", "cloud_level"]).size()
+    assert per_region_level.max() <= params.max_patches_per_level
 
 
 def test_patches_equal_the_cube_at_the_same_bounds(built, stac_url):
@@ -299,10 +303,7 @@ def test_resume_after_a_crash_gives_the_same_dataset(built, sim_catalog, stac_ur
     assert g["label"].shape[0] == n_first + int((index.region_id == second).sum()) > n_first  # torn region present
     assert len(ZarrPatchDataset(out, None)) == n_first  # readers never see uncommitted rows
 
-    from distributed import Client, LocalCluster
-
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as lc, Client(lc) as client:
-        resumed = build_dataset(p, client=client, progress=False)
+    resumed = build_dataset(p, progress=False)
     assert resumed.regions_skipped_on_resume == 1
     assert resumed.n_patches == summary.n_patches and resumed.dropped == summary.dropped
     again = pd.read_parquet(out / "index.parquet")
@@ -330,10 +331,16 @@ def test_no_label_coverage_is_a_clear_error(sim_catalog, stac_url, tmp_path):
 
 
 def test_zero_patches_names_the_filter_that_removed_them(sim_catalog, stac_url, tmp_path):
+    """Also runs on a distributed client (the regions' cloud masks are computed there)."""
+    from distributed import Client, LocalCluster
+
     # Sentinel-1 passes are 1-3 days off the Sentinel-2 dates: a 0.5-day window pairs none of them
     p = make_params(sim_catalog, stac_url, tmp_path / "z", max_gap_days=0.5)
-    with pytest.raises(NoPatchesError, match="missing_s1") as ei:
-        build_dataset(p, progress=False)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as lc, Client(
+        lc
+    ) as client:
+        with pytest.raises(NoPatchesError, match="missing_s1") as ei:
+            build_dataset(p, client=client, progress=False)
     assert ei.value.dropped["missing_s1"] > 0
     assert "max_gap_days" in str(ei.value)
 

@@ -24,8 +24,9 @@ def test_demo_aoi_is_small_and_window_holds_two_acquisitions(sim_catalog):
     area_km2 = abs(Geod(ellps="WGS84").geometry_area_perimeter(box(minx, miny, maxx, maxy))[0]) / 1e6
     # a (2 x HALF_SIDE_M)² UTM square, a little larger in lon/lat bounds: 2-3 km², seconds of CPU
     assert (2 * HALF_SIDE_M / 1000) ** 2 <= area_km2 < 3.0
-    cb = sim_catalog.aoi_bbox_lonlat
-    assert cb[0] <= minx < maxx <= cb[2] and cb[1] <= miny < maxy <= cb[3]
+    s2 = sim_catalog.items_of("sentinel-2-l2a")  # inside the simulated Sentinel-2 tiles
+    assert min(i["bbox"][0] for i in s2) < minx < maxx < max(i["bbox"][2] for i in s2)
+    assert min(i["bbox"][1] for i in s2) < miny < maxy < max(i["bbox"][3] for i in s2)
     start, end = window.split("/")
     inside = [d for d in sim_catalog.s2_dates if start <= f"{d:%Y-%m-%d}" <= end]
     assert len(inside) == 2

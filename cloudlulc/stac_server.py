@@ -96,7 +96,9 @@ def serve_inputs(catalog: SimCatalog | str | os.PathLike[str]) -> list[Path]:
 
 
 def _port_is_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``port`` (SO_REUSEADDR like rustac/tokio: TIME_WAIT is free)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((host, port))
         except OSError:
@@ -244,7 +246,7 @@ class StacServer:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=5)
-        self.port = None if self.requested_port is None else self.port
+        self.port = None
 
     def close(self) -> None:
         self.stop()

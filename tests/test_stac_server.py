@@ -120,7 +120,9 @@ def test_serves_a_catalog_directory_and_stops_on_exit(sim_catalog):
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}/", timeout=2)
     with socket.socket() as s:
-        s.bind(("127.0.0.1", port))  # the port is free again
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        s.listen()  # the port is free again: nothing listens there any more
 
 
 def test_port_in_use_is_reported(sim_catalog):

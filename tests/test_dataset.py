@@ -351,3 +351,44 @@ def test_resuming_a_store_built_with_other_parameters_is_refused(built, sim_cata
     with pytest.raises(StoreMismatchError, match="overwrite=True"):
         build_dataset(make_params(sim_catalog, stac_url, params.out, seed=99), progress=False)
     assert (Path(params.out) / "index.parquet").read_bytes() == before
+
+
+def test_store_int16_encoding_rollback_and_commit(tmp_path):
+    """The store on its own: int16 reflectance round trip, torn rows cut away with their chunk files."""
+    from cloudlulc.dataset.store import OPTICAL_INT16_NODATA, PatchStore, decode_optical, encode_optical
+
+    rng = np.random.default_rng(0)
+    refl = rng.uniform(-0.05, 1.2, (3, 12, 8, 8)).astype(np.float32)
+    refl[0, 2, 1, 1] = np.nan
+    q = encode_optical(refl, "int16")
+    assert q.dtype == np.int16 and q[0, 2, 1, 1] == OPTICAL_INT16_NODATA
+    back = decode_optical(q)
+    assert np.isnan(back[0, 2, 1, 1])
+    np.testing.assert_allclose(back, refl, atol=0.5e-4 + 1e-7, equal_nan=True)
+
+    def batch(k: int, seed: int) -> dict[str, np.ndarray]:
+        r = np.random.default_rng(seed)
+        return {
+            "optical_cloudy": r.uniform(0, 1, (k, 12, 8, 8)).astype(np.float32),
+            "optical_clear": r.uniform(0, 1, (k, 12, 8, 8)).astype(np.float32),
+            "sar": r.uniform(-25, 0, (k, 2, 8, 8)).astype(np.float32),
+            "label": r.integers(0, 6, (k, 8, 8)).astype(np.uint8),
+            "cloud": r.integers(0, 2, (k, 8, 8)).astype(np.uint8),
+        }
+
+    path = tmp_path / "s.zarr"
+    store = PatchStore.open_or_create(path, patch_size=8, optical_dtype="int16", fingerprint="f1", attrs={})
+    b1 = batch(2, 1)
+    assert store.append(b1, split_code=0) == (0, 2)
+    store.commit("r0", {"n_patches": 2})
+    store.append(batch(3, 2), split_code=1)  # a region that crashes before its commit
+    again = PatchStore.open_or_create(path, patch_size=8, optical_dtype="int16", fingerprint="f1", attrs={})
+    assert again.n_rows == 5 and again.n_committed == 2
+    assert again.rollback() == 3 and again.n_rows == 2
+    assert sorted(int(c.name) for c in (path / "label" / "c").iterdir()) == [0, 1]
+    ds = ZarrPatchDataset(path, "train")
+    assert len(ds) == 2 and len(ZarrPatchDataset(path, "val")) == 0
+    np.testing.assert_allclose(ds[1]["optical"].numpy(), b1["optical_cloudy"][1], atol=0.5e-4 + 1e-7)
+    assert torch.equal(ds[0]["label"], torch.from_numpy(b1["label"][0].astype(np.int64)))
+    with pytest.raises(StoreMismatchError):
+        PatchStore.open_or_create(path, patch_size=8, optical_dtype="int16", fingerprint="other", attrs={})

@@ -80,6 +80,42 @@ class Scenes:
     cubes: list[Any]
     label: Any  # DataArray (y, x) uint8
     label_ids: list[str]
+    stac: Any = None
+    label_signed_at: float = 0.0
+
+
+#: Planetary Computer SAS tokens last about an hour; the label layer (whose item dicts the cube keeps
+#: to itself) is re-searched and re-signed after this many seconds.
+LABEL_RESIGN_SECONDS = 45 * 60
+
+
+def refresh_tokens(sc: Scenes, params: DatasetParams) -> bool:
+    """Re-sign asset hrefs that expire soon and rebuild the affected cubes (long builds on the PC).
+
+    Signed tokens get baked into the Dask graphs, so a build that runs for hours must rebuild its
+    cubes from freshly signed items; unsigned catalogs (local, simulated) never need it. Returns
+    whether anything was refreshed.
+    """
+    import time
+
+    from cloudlulc import catalog, cube
+
+    changed = False
+    for k, pair in enumerate(sc.pairs):
+        items = list(pair.s2.items) + (list(pair.s1.s1_items) if pair.s1 is not None else [])
+        if catalog.items_need_resign(items):
+            sc.pairs[k] = catalog.resign_pair(pair)
+            sc.cubes[k] = cube.build_cube(sc.pairs[k], sc.grid, chunksize=params.effective_chunksize)
+            changed = True
+    signed = any(catalog.token_expiry(it["assets"][a].get("href", "")) is not None
+                 for p in sc.pairs for it in p.s2.items for a in it.get("assets", {}))
+    if signed and sc.stac is not None and time.monotonic() - sc.label_signed_at > LABEL_RESIGN_SECONDS:
+        label = cube.build_label_cube(sc.stac, sc.grid, collection=params.label_collection,
+                                      chunksize=params.effective_chunksize)
+        sc.label = label.isel(band=0, drop=True) if "band" in label.dims else label
+        sc.label_signed_at = time.monotonic()
+        changed = True
+    return changed
 
 
 def _grid_geometry(grid: Any) -> tuple[int, float, tuple[float, float, float, float], tuple[int, int]]:
@@ -120,7 +156,9 @@ def open_scenes(params: DatasetParams) -> Scenes:
             "the date range."
         )
     cubes = [cube.build_cube(p, grid, chunksize=params.effective_chunksize) for p in pairs]
-    return Scenes(grid, epsg, res, bounds, shape, pairs, cubes, label, label_ids)
+    import time
+
+    return Scenes(grid, epsg, res, bounds, shape, pairs, cubes, label, label_ids, stac, time.monotonic())
 
 
 # ------------------------------------------------------------------------------------------ dask
@@ -406,6 +444,8 @@ def build_dataset(
         total=len(regions), initial=len(done), disable=not progress, desc="regions", unit="region"
     ) as bar:
         for i, region in todo:
+            if refresh_tokens(sc, params):
+                log.info("Re-signed expiring asset hrefs before region %s", region.id)
             df, stats = build_region(params, sc, region, i, splits[region.id], store, scheduler)
             index_mod.write_part(parts / f"{region.id}.parquet", df)
             if hook:

@@ -386,10 +386,12 @@ def normalize_item(item: dict) -> dict:
 
     - ``proj:epsg`` restored from ``proj:code`` (item and assets), for stackstac 0.5.1;
     - 9-number ``proj:transform`` (PC S1 RTC) cut to the 6 affine terms;
+    - a ``datetime`` key present (null when only start/end are set; pgstac omits it);
     - Earth Search asset keys (``red``, ``nir``, ``scl``...) renamed to the PC band names (``B04``...).
     """
     item = copy.deepcopy(item)
     props = item.setdefault("properties", {})
+    props.setdefault("datetime", None)  # pgstac drops a null datetime; stackstac indexes the key
     _fix_proj(props)
     assets = item.setdefault("assets", {})
     for asset in assets.values():
@@ -600,13 +602,22 @@ def _client_url(client) -> str:
         return "<unknown STAC API>"
 
 
-def _conforms(client, name: str) -> bool:
-    from pystac_client import ConformanceClasses
+_CONFORMANCE_SUFFIX = {"QUERY": "/item-search#query", "SORT": "/item-search#sort", "FILTER": "/item-search#filter"}
 
+
+def _conforms(client, name: str) -> bool:
+    """Whether the API advertises an item-search extension, in any STAC API 1.x version.
+
+    pystac-client only recognises ``v1.0.*`` URIs, but stac-fastapi-pgstac advertises sort as
+    ``v1.1.0``; matching the suffix over the advertised list accepts both.
+    """
+    suffix = _CONFORMANCE_SUFFIX[name]
     try:
-        return bool(client.conforms_to(getattr(ConformanceClasses, name)))
+        uris = client.get_conforms_to() or []
     except Exception:
         return False
+    pattern = re.compile(r"^https://api\.stacspec\.org/v1\.\d+\.[^/]+" + re.escape(suffix) + "$")
+    return any(pattern.match(u) for u in uris)
 
 
 def _require_collection(client, collection: str, hint: str = "") -> None:
@@ -642,10 +653,13 @@ def _search(
         "datetime": [start, end],
         "limit": limit,
     }
-    if query and _conforms(client, "QUERY"):
-        kwargs["query"] = query
-    if sortby and _conforms(client, "SORT"):
-        kwargs["sortby"] = sortby
+    for name, key, value in (("QUERY", "query", query), ("SORT", "sortby", sortby)):
+        if value and _conforms(client, name):
+            kwargs[key] = value
+            try:  # pystac-client would warn about (and drop) extensions advertised as v1.1 URIs
+                client.add_conforms_to(name)
+            except Exception:
+                pass
     url = _client_url(client)
     try:
         raw = list(client.search(**kwargs).items_as_dicts())

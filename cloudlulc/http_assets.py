@@ -5,12 +5,19 @@ Production COGs are read by GDAL over HTTP (``/vsicurl``) with range requests; P
 directory with single-range ``206 Partial Content`` answers, ``HEAD``, and counts requests and
 bytes so tests can prove that building a cube reads nothing and that computing it does.
 Loopback only; not a production server.
+
+The server runs in its own process: ``rasterio.open`` of an ``http://`` URL holds the GIL while GDAL
+waits for the answer, so a server thread in the reading process would deadlock. Counters are read
+back over HTTP (``GET /__stats__``, ``/__reset__``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,37 +30,64 @@ _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
 @dataclass
-class AssetServer:
-    """A running server: ``url`` (no trailing slash), request and byte counters, ``root`` directory."""
-
-    url: str
-    root: Path
+class _Counters:
     requests: int = 0
     range_requests: int = 0
     bytes_sent: int = 0
-    paths: list[str] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, nbytes: int, ranged: bool) -> None:
+        with self.lock:
+            self.requests += 1
+            self.range_requests += int(ranged)
+            self.bytes_sent += nbytes
+
+    def as_dict(self) -> dict[str, int]:
+        with self.lock:
+            return {"requests": self.requests, "range_requests": self.range_requests, "bytes_sent": self.bytes_sent}
+
+    def reset(self) -> None:
+        with self.lock:
+            self.requests = self.range_requests = self.bytes_sent = 0
+
+
+@dataclass
+class AssetServer:
+    """A running server process: ``url`` (no trailing slash), ``root``, and its request counters."""
+
+    url: str
+    root: Path
 
     def href(self, path: str | Path) -> str:
         """The URL of a file under ``root`` (absolute or relative path)."""
         rel = Path(path).resolve().relative_to(self.root) if Path(path).is_absolute() else Path(path)
         return f"{self.url}/{rel.as_posix()}"
 
+    def stats(self) -> dict[str, int]:
+        """``requests``, ``range_requests`` and ``bytes_sent`` for files since start or the last reset."""
+        import httpx
+
+        return httpx.get(f"{self.url}/__stats__", timeout=10).json()
+
+    @property
+    def requests(self) -> int:
+        return self.stats()["requests"]
+
+    @property
+    def range_requests(self) -> int:
+        return self.stats()["range_requests"]
+
+    @property
+    def bytes_sent(self) -> int:
+        return self.stats()["bytes_sent"]
+
     def reset_counters(self) -> None:
-        with self._lock:
-            self.requests = self.range_requests = self.bytes_sent = 0
-            self.paths.clear()
+        import httpx
 
-    def _count(self, path: str, nbytes: int, ranged: bool) -> None:
-        with self._lock:
-            self.requests += 1
-            self.range_requests += int(ranged)
-            self.bytes_sent += nbytes
-            self.paths.append(path)
+        httpx.get(f"{self.url}/__reset__", timeout=10).raise_for_status()
 
 
-def _handler(server_state: AssetServer) -> type[BaseHTTPRequestHandler]:
-    root = server_state.root
+def _handler(root: Path, counters: _Counters) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: GDAL reuses connections
@@ -82,9 +116,21 @@ def _handler(server_state: AssetServer) -> type[BaseHTTPRequestHandler]:
             self._serve(head=False)
 
         def _serve(self, head: bool) -> None:
+            path = urlsplit(self.path).path
+            if path in ("/__stats__", "/__reset__"):
+                if path == "/__reset__":
+                    counters.reset()
+                body = json.dumps(counters.as_dict()).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if not head:
+                    self.wfile.write(body)
+                return
             target = self._resolve()
             if target is None:
-                server_state._count(self.path, 0, False)
+                counters.count(0, False)
                 self._send_empty(404)
                 return
             size = target.stat().st_size
@@ -103,7 +149,7 @@ def _handler(server_state: AssetServer) -> type[BaseHTTPRequestHandler]:
                     else:  # suffix range: last N bytes
                         start = max(0, size - int(m.group(2)))
                     if start >= size or start > end:
-                        server_state._count(self.path, 0, True)
+                        counters.count(0, True)
                         self._send_empty(416, {"Content-Range": f"bytes */{size}"})
                         return
             length = end - start + 1
@@ -115,7 +161,7 @@ def _handler(server_state: AssetServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
             self.end_headers()
             if head:
-                server_state._count(self.path, 0, ranged)
+                counters.count(0, ranged)
                 return
             with open(target, "rb") as f:
                 f.seek(start)
@@ -126,26 +172,73 @@ def _handler(server_state: AssetServer) -> type[BaseHTTPRequestHandler]:
                         break
                     self.wfile.write(chunk)
                     remaining -= len(chunk)
-            server_state._count(self.path, length, ranged)
+            counters.count(length, ranged)
 
     return Handler
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 @contextmanager
-def serve_assets(root: str | os.PathLike, host: str = "127.0.0.1", port: int = 0) -> Iterator[AssetServer]:
-    """Serve ``root`` over HTTP with range requests until the context exits; yields an :class:`AssetServer`."""
+def serve_assets(
+    root: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 30.0
+) -> Iterator[AssetServer]:
+    """Serve ``root`` over HTTP with range requests (in a child process) until the context exits."""
     root_path = Path(root).resolve()
     if not root_path.is_dir():
         raise FileNotFoundError(f"Cannot serve {root_path}: not a directory.")
-    state = AssetServer(url="", root=root_path)
-    httpd = ThreadingHTTPServer((host, port), _handler(state))
-    httpd.daemon_threads = True
-    state.url = f"http://{host}:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, name="cloudlulc-assets", daemon=True)
-    thread.start()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cloudlulc.http_assets", str(root_path), "--host", host, "--port", str(port)],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+    )
     try:
-        yield state
+        ready: list[str] = []
+        reader = threading.Thread(target=lambda: ready.append(proc.stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(startup_timeout)
+        if not ready or not ready[0].strip():
+            raise RuntimeError(f"The asset server for {root_path} did not start within {startup_timeout:.0f} s.")
+        url = json.loads(ready[0])["url"]
+        yield AssetServer(url=url, root=root_path)
     finally:
-        httpd.shutdown()
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m cloudlulc.http_assets ROOT [--host H] [--port P]``: prints ``{"url": ...}`` then serves."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=main.__doc__)
+    ap.add_argument("root")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=0)
+    args = ap.parse_args(argv)
+    root = Path(args.root).resolve()
+    httpd = ThreadingHTTPServer((args.host, args.port), _handler(root, _Counters()))
+    httpd.daemon_threads = True
+    print(json.dumps({"url": f"http://{args.host}:{httpd.server_address[1]}"}), flush=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
         httpd.server_close()
-        thread.join(timeout=5)
+
+
+if __name__ == "__main__":
+    main()

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import httpx
 
+from cloudlulc.http_assets import _die_with_parent
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 POSTGIS_CONTROL = Path("/usr/share/postgresql/15/extension/postgis.control")
 
@@ -155,6 +157,7 @@ def serve_pgstac(collections: Iterable[dict], items: Iterable[dict], timeout: fl
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=workdir,
+            preexec_fn=_die_with_parent,
         )
         url = f"http://127.0.0.1:{port}"
         try:

@@ -134,7 +134,9 @@ def is_transient_error(exc: BaseException) -> bool:
             return True
         if name == "StacApiError":  # cloudlulc.catalog: the API kept failing after HTTP-level retries
             return True
-        if mod in ("rasterio", "pystac_client") or name in ("APIError", "RasterioIOError", "CPLE_HttpResponseError"):
+        if mod in ("rasterio", "pystac_client") or name in (
+            "APIError", "RasterioIOError", "CPLE_HttpResponseError", "AssetReadError"
+        ):
             msg = str(e).lower()
             if any(w in msg for w in _TRANSIENT_WORDS):
                 return True

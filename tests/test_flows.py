@@ -163,6 +163,16 @@ def test_nrt_empty_window_completes_with_nothing(tmp_path, stac_url, sim_catalog
 # ---------------------------------------------------------------------------- other flows
 
 
+def test_build_dataset_flow_builds_through_dask(sim_catalog, stac_url, tmp_path, fast_env):
+    aoi, window = demo_aoi_and_time(sim_catalog, half_side_m=640)
+    start, end = window.split("/")
+    out = build_dataset_flow({"aoi": aoi, "start": start, "end": end, "out": str(tmp_path / "ds"), "catalog_url": stac_url,
+                              "sign": False, "patch_size": 32, "stride": 32, "region_size": 64,
+                              "split_fractions": [0.5, 0.25, 0.25], "max_patches_per_level": 2, "seed": 3})
+    assert out["n_patches"] > 0 and sum(out["patches_per_split"].values()) == out["n_patches"]
+    assert Path(out["zarr_path"]).is_dir() and Path(out["index_path"]).is_file()
+
+
 def test_build_dataset_flow_rejects_bad_parameters(tmp_path):
     state = build_dataset_flow({"aoi": "1,2,3,4", "start": "2022-02-01", "end": "2022-01-01", "out": str(tmp_path),
                                 "patch_size": 8}, return_state=True)

@@ -277,6 +277,25 @@ def test_geotiff_layout_round_trips_through_its_reader(built, tmp_path):
         _assert_samples_equal(a, b, atol=0.5e-4 + 1e-7)
         assert (b["cloud"] == NODATA).all()  # the published set has no cloud mask: unknown
 
+    # other releases: 13-band L1C-ordered optical (B10 at index 10) and SAR in linear power
+    for pid in test_ids:
+        for folder in ("Opt_S2_cloudy", "SAR_S1/VV", "SAR_S1/VH"):
+            f = dn_root / folder / f"{pid}.tif"
+            with rasterio.open(f) as src:
+                data, profile = src.read(), src.profile
+            if folder == "Opt_S2_cloudy":
+                data = np.insert(data, 10, 777, axis=0)
+            else:
+                data = np.where(np.isnan(data), np.nan, 10 ** (data / 10)).astype(np.float32)
+            profile.update(count=data.shape[0])
+            with rasterio.open(f, "w", **profile) as dst:
+                dst.write(data)
+    gd = GeoTiffLayoutDataset(dn_root, "test", sar_units="linear")
+    for i in range(len(zd)):
+        a, b = zd[i], gd[i]
+        np.testing.assert_allclose(a["optical"].numpy(), b["optical"].numpy(), atol=0.5e-4 + 1e-7, equal_nan=True)
+        np.testing.assert_allclose(a["sar"].numpy(), b["sar"].numpy(), atol=1e-3, equal_nan=True)
+
 
 def test_resume_after_a_crash_gives_the_same_dataset(built, sim_catalog, stac_url, tmp_path):
     """Crash inside the second region (patches written, not committed), rerun: equal to the clean build."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -148,7 +148,10 @@ class GeoTiffLayoutDataset(Dataset):
     * optical: ``layout.json`` when present; else integer files are digital numbers, reflectance =
       DN x ``optical_scale`` (default 1e-4) + ``optical_offset`` (default 0: the published set's DN are
       already harmonised to 0-10000), DN 0 = nodata; float files are reflectance as is.
-    * SAR: float dB (VV and VH in separate single-band files), nodata tag or NaN -> NaN.
+    * optical band count: 12 bands in :data:`~cloudlulc.classes.S2_BANDS` order; 13-band files are
+      taken as the L1C order B01..B12 with B10 at index 10, which is dropped.
+    * SAR: float dB (VV and VH in separate single-band files), nodata tag or NaN -> NaN;
+      ``sar_units="linear"`` converts linear power to dB (10 log10, clipped to [-50, 10]).
     * label: classes 0..5, anything else -> 255; ``label_map`` (source code -> class) remaps other
       encodings (e.g. {1: 0, 2: 1, ...} for 1-based labels).
     * cloud: ``Cloud/<id>.tif`` when present, else 255 (unknown): the published set has no cloud mask.
@@ -156,8 +159,10 @@ class GeoTiffLayoutDataset(Dataset):
 
     def __init__(self, root: str | Path, split: str = "train", *, optical_scale: float | None = None,
                  optical_offset: float | None = None, label_map: dict[int, int] | None = None,
-                 fill_nan: float | None = None, return_meta: bool = False):
+                 fill_nan: float | None = None, return_meta: bool = False,
+                 sar_units: Literal["db", "linear"] = "db"):
         self.root = Path(root)
+        self.sar_units = sar_units
         if not (self.root / "Label").is_dir():
             raise DatasetError(f"{root} does not look like a GeoTIFF layout dataset: no Label/ folder")
         self.ids = read_split_ids(self.root, split)
@@ -188,6 +193,10 @@ class GeoTiffLayoutDataset(Dataset):
 
     def _optical(self, folder: str, pid: str) -> np.ndarray:
         a, nodata = self._read(folder, pid)
+        if a.shape[0] == 13:
+            a = np.delete(a, 10, axis=0)  # L1C order with B10 (cirrus), absent from L2A and the model
+        if a.shape[0] != 12:
+            raise DatasetError(f"{self.root / folder / pid}.tif has {a.shape[0]} bands; expected 12 (or 13 with B10)")
         if np.issubdtype(a.dtype, np.integer):
             scale = self.optical_scale if self.optical_scale is not None else 1e-4
             nd = 0 if nodata is None else nodata
@@ -206,6 +215,10 @@ class GeoTiffLayoutDataset(Dataset):
         out = a[0].astype(np.float32)
         if nodata is not None and not np.isnan(nodata):
             out[a[0] == nodata] = np.nan
+        if self.sar_units == "linear":
+            with np.errstate(divide="ignore", invalid="ignore"):
+                db = np.clip(10.0 * np.log10(out), -50.0, 10.0).astype(np.float32)
+            out = np.where(out > 0, db, np.nan).astype(np.float32)
         return out
 
     def __getitem__(self, i: int) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from cloudlulc.mosaic import mapped_times
 from cloudlulc.simulate import DEFAULT_S1, DEFAULT_S2, write_demo_catalog
 from cloudlulc.stac_server import serve_stac
 from flows.build_dataset import build_dataset_flow, parse_sets
+from flows.evaluate import evaluate_flow
 from flows.demo import demo_aoi_and_time
 from flows.map_aoi import map_aoi_flow, retry_on_transient, search_task
 from flows.nrt import map_aoi_nrt_flow
@@ -191,6 +192,17 @@ def test_train_flow_trains_and_saves_weights(tmp_path):
     weights = Path(out["weights_path"])
     assert weights.is_file() and weights.with_suffix(".json").is_file()
     assert len(out["history"]) == 1
+
+
+def test_evaluate_flow_publishes_the_report(tmp_path):
+    params = {"models": [{"name": "cloudlulc-net-tiny"}], "device": "cpu", "out_dir": str(tmp_path / "eval"),
+              "dataset": {"kind": "simulated", "n_scenes": 1, "shape": [32, 32], "cloud_covers": [0.3]}}
+    state = evaluate_flow(params, return_state=True)
+    assert state.is_completed(), state.message
+    out = state.result()
+    assert "cloudlulc-net-tiny" in out["models"] and Path(out["html_path"]).is_file()
+    report = _artifacts(state.state_details.flow_run_id)["evaluation-report"][0].data
+    assert report == Path(out["markdown_path"]).read_text()
 
 
 def test_served_deployments():

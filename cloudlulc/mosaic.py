@@ -26,6 +26,8 @@ Writing a time that exists replaces that slice. A write interrupted mid-way leav
 ``in_progress``; writing the same time again with the same run fingerprint (same attrs) resumes and
 computes only chunks without a ``done`` marker; a different fingerprint restarts the slice. Other
 slices are never touched. A result on a different grid or CRS is refused before anything is written.
+One writing process per store at a time (the Prefect flow serialises acquisitions); its chunk
+writes run in parallel on Dask, each chunk owned by exactly one task.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ given, and integer outputs use ``rescale=False`` with an integer ``fill_value``.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import dask.array as da
@@ -34,8 +35,10 @@ from .catalog import (
     Pair,
     _search,
     item_datetime,
+    items_need_resign,
     normalize_item,
     parse_aoi,
+    resign_pair,
     strip_tokens,
     unsigned_href,
 )
@@ -363,7 +366,7 @@ def build_cube(
     ``cloud`` (y, x) uint8 (1 cloud/shadow, 0 clear, 255 no SCL). ``resampling`` applies to
     reflectance and backscatter; SCL always uses nearest. ``attrs["pairing"]`` is ``pair.as_dict()``
     (unsigned hrefs only). Reading happens only on compute; to re-sign long runs, rebuild the cube
-    per batch from :func:`cloudlulc.catalog.resign_pair` and :meth:`Grid.window`.
+    per batch (:func:`iter_window_cubes`).
     """
     kw = dict(chunksize=chunksize, errors_as_nodata=errors_as_nodata)
     optical = optical_cube(pair.s2.items, grid, resampling=resampling, **kw)
@@ -386,6 +389,31 @@ def _with_crs(obj, grid: Grid):
 
     obj = obj.rio.write_crs(f"EPSG:{grid.epsg}")
     return obj.rio.write_transform(grid.transform)
+
+
+def iter_window_cubes(
+    pair: Pair,
+    grid: Grid,
+    size: int,
+    *,
+    chunksize: int = 1024,
+    resign_margin: timedelta = timedelta(minutes=15),
+    signer: Callable[[str], str] | None = None,
+    **kwargs: Any,
+) -> Iterator[tuple[tuple[int, int], Grid, xr.Dataset]]:
+    """``((row_off, col_off), sub_grid, cube)`` for windows of ``size`` pixels, re-signing as tokens expire.
+
+    Planetary Computer SAS tokens expire within about an hour and a Dask graph keeps the hrefs it
+    was built with, so a long run builds one small cube per batch of windows: before each window the
+    pair's tokens are checked and re-signed (:func:`cloudlulc.catalog.resign_pair`) when any expires
+    within ``resign_margin``. Unsigned catalogs are never re-signed. ``kwargs`` go to :func:`build_cube`.
+    """
+    current = pair
+    for (r, c), sub in grid.windows(size):
+        items = list(current.s2.items) + (list(current.s1.s1_items) if current.s1 is not None else [])
+        if items_need_resign(items, resign_margin):
+            current = resign_pair(current, signer)
+        yield (r, c), sub, build_cube(current, sub, chunksize=min(chunksize, size), **kwargs)
 
 
 # ------------------------------------------------------------------------------------------ labels
@@ -464,6 +492,7 @@ __all__ = [
     "utm_epsg",
     "build_cube",
     "build_label_cube",
+    "iter_window_cubes",
     "label_cube_from_items",
     "optical_cube",
     "scl_cube",

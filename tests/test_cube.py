@@ -356,6 +356,31 @@ def test_nothing_is_read_before_compute_and_http_range_reads_after(sim, sim_aoi)
         # Up-sampled 20/60 m bands may differ by 1 DN where GDAL's bilinear rounds on another window.
         np.testing.assert_allclose(part["optical"].values, remote["optical"].values[:, 5:25, 7:37], atol=1.01e-4, rtol=0)
 
+        # A long run: one cube per window, re-signed only when tokens are about to expire.
+        from datetime import datetime, timedelta, timezone
+
+        from cloudlulc.cube import iter_window_cubes
+
+        calls = []
+
+        def counting_signer(href: str) -> str:
+            calls.append(href)
+            return f"{href}?{FAKE_TOKEN}"
+
+        list(iter_window_cubes(signed, grid, 32, chunksize=32, signer=counting_signer))
+        assert calls == [], "tokens valid until 2030: nothing to re-sign"
+        soon = (datetime.now(timezone.utc) + timedelta(minutes=2)).strftime("%Y-%m-%dT%H%%3A%M%%3A%SZ")
+        expiring = cat.resign_pair(pair, signer=lambda h: f"{h}?se={soon}&sig=OLD")
+        tiles = list(iter_window_cubes(expiring, grid, 32, chunksize=32, signer=counting_signer))
+        n_hrefs = sum(len(it["assets"]) for it in pair.s2.items + pair.s1.s1_items)
+        assert len(calls) == n_hrefs, "re-signed once, then valid for the remaining windows"
+        assert sum(t.shape[0] * t.shape[1] for _, t, _ in tiles) == grid.shape[0] * grid.shape[1]
+        (r, c), sub, first = tiles[-1]
+        np.testing.assert_array_equal(
+            first["optical"].sel(band="B04").values,
+            remote["optical"].sel(band="B04").values[r : r + sub.shape[0], c : c + sub.shape[1]],
+        )
+
         # A missing asset (404) fails with a clear error naming the unsigned href, or maps as nodata.
         broken = copy.deepcopy(signed)
         victim = broken.s2.items[0]["assets"]["B04"]
@@ -384,6 +409,15 @@ def test_label_cube_matches_worldcover_and_truth(sim, sim_aoi, stac):
     truth = reference([{"assets": {"t": {"href": str(sim.truth_path)}}}], "t", grid, Resampling.nearest, np.uint8, NODATA)
     valid = (truth != NODATA) & (got != NODATA)
     assert valid.mean() > 0.95 and (got[valid] == truth[valid]).mean() > 0.9
+
+
+def test_no_sentinel2_errors_explain_why(sim, sim_aoi, stac):
+    client = cat.open_catalog(stac)
+    with pytest.raises(cat.NoSentinel2Error, match="widen the date range"):
+        cat.search_s2(client, sim_aoi, "2021-06-01", "2021-06-30")
+    d = min(sim.s2_dates).date()
+    with pytest.raises(cat.NoSentinel2Error, match="least cloudy"):
+        cat.search_s2(client, sim_aoi, d, d, max_cloud_cover=0.0)
 
 
 def test_no_sentinel1_within_gap_and_optical_only(sim, sim_aoi, stac):

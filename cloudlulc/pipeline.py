@@ -19,8 +19,6 @@ which of them are worth retrying.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -171,11 +169,12 @@ def load_model(weights: str | Path | None = None, *, log_fn: Callable[[str], Non
         return net.eval(), ModelInfo("cloudlulc-net-tiny (untrained)", None, None, trained=False)
     if not _weights_file(path).exists():
         raise PipelineError(f"weights {path} do not exist")
+    from cloudlulc.model.io import read_metadata, sha256_file
+
     net = model_pkg.from_pretrained(path)
     wfile = _weights_file(path)
-    meta = _weights_meta(wfile)
-    name = _model_name(meta) or wfile.stem
-    return net.eval(), ModelInfo(name, str(wfile), _sha256(wfile), trained=True)
+    name = str(read_metadata(wfile).get("name") or wfile.stem)
+    return net.eval(), ModelInfo(name, str(wfile), sha256_file(wfile), trained=True)
 
 
 def _weights_file(path: Path) -> Path:
@@ -185,33 +184,6 @@ def _weights_file(path: Path) -> Path:
     if path.suffix == ".json":
         return path.with_suffix(".safetensors")
     return path.with_name(path.name + ".safetensors")
-
-
-def _model_name(meta: dict[str, Any]) -> str | None:
-    """The architecture name from the weights' JSON sidecar, wherever the writer put it."""
-    for key in ("name", "model_name", "architecture"):
-        v = meta.get(key)
-        if isinstance(v, str):
-            return v
-        if isinstance(v, dict) and isinstance(v.get("name"), str):
-            return v["name"]
-    return None
-
-
-def _weights_meta(wfile: Path) -> dict[str, Any]:
-    js = wfile.with_suffix(".json")
-    try:
-        return json.loads(js.read_text()) if js.exists() else {}
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -292,12 +264,22 @@ def pair_stage(params: MapParams, acquisitions: Sequence[Any]) -> list[Any]:
 
 
 def cube_stage(params: MapParams, pairs: Sequence[Any]) -> list[Any]:
-    """Lazy (Dask) input cubes, one per pair, all on the AOI's UTM 10 m grid."""
-    from cloudlulc.catalog import parse_aoi
+    """Lazy (Dask) input cubes, one per pair, all on the AOI's UTM 10 m grid.
+
+    Planetary Computer SAS tokens expire within about an hour and are baked into the graph, so a pair
+    whose tokens are close to expiry (a long queue, a retry) is re-signed before its cube is built.
+    """
+    from cloudlulc.catalog import items_need_resign, parse_aoi, resign_pair
     from cloudlulc.cube import build_cube, grid_for_aoi
 
     grid = grid_for_aoi(parse_aoi(params.aoi))
-    return [build_cube(p, grid, chunksize=params.chunk_size) for p in pairs]
+    cubes = []
+    for p in pairs:
+        items = list(p.s2.items) + (list(p.s1.s1_items) if p.s1 is not None else [])
+        if items_need_resign(items):
+            p = resign_pair(p)
+        cubes.append(build_cube(p, grid, chunksize=params.chunk_size))
+    return cubes
 
 
 def infer_write_stage(

@@ -172,3 +172,21 @@ def test_map_aoi_library_end_to_end(sim_catalog, stac_url, tmp_path):
     # the same request with skip_mapped finds the slice and maps nothing
     again = pipeline.map_aoi({"aoi": aoi, "time": day, "output": str(out), "skip_mapped": True}, settings=settings)
     assert again.acquisitions == [] and len(again.skipped_times) == 1
+
+
+# ------------------------------------------------------------------------------------ model
+
+
+def test_load_model_defaults_to_the_committed_demo_weights(tmp_path):
+    from cloudlulc.model import demo_weights_path
+    from cloudlulc.model.io import read_metadata, sha256_file
+
+    demo = demo_weights_path()
+    net, info = pipeline.load_model(None)
+    assert info.trained and info.weights_path == str(demo)
+    assert info.sha256 == sha256_file(demo) and info.name == read_metadata(demo)["name"]
+    assert not net.training
+    _, via_json = pipeline.load_model(demo.with_suffix(".json"))  # the sidecar path works too
+    assert via_json.sha256 == info.sha256
+    with pytest.raises(pipeline.PipelineError, match="do not exist"):
+        pipeline.load_model(tmp_path / "missing.safetensors")

@@ -204,14 +204,13 @@ def _days(a: datetime, b: datetime) -> float:
     return abs((a - b).total_seconds()) / 86400.0
 
 
-def _choose_clear(
+def _clear_order(
     t: int, times: list[datetime], clear_ok: list[int], fractions: list[float], max_gap: float | None
-) -> int | None:
-    """The clear reference of target ``t``: nearest in time among ``clear_ok`` (ties: less cloud, earlier)."""
+) -> list[int]:
+    """Clear-reference candidates of target ``t``, best first: nearest in time, then least regional
+    cloud, then earlier. Each patch takes the first one that is clear and complete over the patch."""
     cands = [c for c in clear_ok if c != t and (max_gap is None or _days(times[c], times[t]) <= max_gap)]
-    if not cands:
-        return None
-    return min(cands, key=lambda c: (_days(times[c], times[t]), fractions[c], times[c]))
+    return sorted(cands, key=lambda c: (_days(times[c], times[t]), fractions[c], times[c]))
 
 
 def _patch_bounds(sc: Scenes, w: PatchWindow) -> tuple[float, float, float, float]:
@@ -252,7 +251,6 @@ def build_region(
 
     dropped: Counter = Counter()
     candidates: list[Candidate] = []
-    clear_of: dict[int, int] = {}
     for t in targets:
         pair = sc.pairs[t]
         if valid[t] == 0.0:
@@ -260,33 +258,36 @@ def build_region(
         if pair.s1 is None:
             dropped["missing_s1"] += len(windows)
             continue
-        c = _choose_clear(t, times, clear_ok, fractions, params.max_clear_gap_days)
-        if c is None:
+        order = _clear_order(t, times, clear_ok, fractions, params.max_clear_gap_days)
+        if not order:
             dropped["no_clear_reference"] += len(windows)
             continue
-        clear_of[t] = c
         for w in windows:
             lr, lc = w.local(region)
-            lab, cl_t, cl_c = label[lr, lc], clouds[t][lr, lc], clouds[c][lr, lc]
+            lab, cl_t = label[lr, lc], clouds[t][lr, lc]
             label_valid = float((lab != NODATA).mean())
             if label_valid < params.min_label_fraction:
                 dropped["label_ignore"] += 1
                 continue
-            if max(nodata_fraction_cloudmask(cl_t), nodata_fraction_cloudmask(cl_c)) > params.max_nodata_fraction:
-                dropped["optical_nodata"] += 1
-                continue
-            frac_c = cloud_fraction(cl_c)
-            if not np.isfinite(frac_c) or frac_c * 100.0 > params.clear_max_cloud:
-                dropped["clear_cloudy"] += 1
-                continue
             frac = cloud_fraction(cl_t)
             level = cloud_level(frac, params.cloud_levels)
-            if level is None:
+            if nodata_fraction_cloudmask(cl_t) > params.max_nodata_fraction or level is None:
                 dropped["optical_nodata"] += 1
                 continue
+            clear = None
+            for c in order:
+                cl_c = clouds[c][lr, lc]
+                frac_c = cloud_fraction(cl_c)
+                if (nodata_fraction_cloudmask(cl_c) <= params.max_nodata_fraction and np.isfinite(frac_c)
+                        and frac_c * 100.0 <= params.clear_max_cloud):
+                    clear = c
+                    break
+            if clear is None:
+                dropped["clear_cloudy"] += 1
+                continue
             candidates.append(
-                Candidate(w, t, {"cloud_fraction": frac, "cloud_level": level, "clear_cloud_fraction": frac_c,
-                                 "label_valid_fraction": label_valid})
+                Candidate(w, t, clear, {"cloud_fraction": frac, "cloud_level": level, "clear_cloud_fraction": frac_c,
+                                        "label_valid_fraction": label_valid})
             )
     rng = np.random.default_rng([params.seed, region_index])
     candidates, n_capped = cap_per_level(candidates, params.max_patches_per_level, rng)
@@ -299,7 +300,7 @@ def build_region(
     # dates, while batch_patches bounds the memory held at once.
     for b0 in range(0, len(candidates), params.batch_patches):
         chunk = candidates[b0 : b0 + params.batch_patches]
-        need_clear = sorted({(clear_of[cd.target], cd.window.row, cd.window.col) for cd in chunk} - set(clear_cache))
+        need_clear = sorted({(cd.clear, cd.window.row, cd.window.col) for cd in chunk} - set(clear_cache))
         win = {(cd.window.row, cd.window.col): cd.window for cd in chunk}
         lazy = [_data(sc.cubes[cd.target]["optical"])[(slice(None), *cd.window.slices)] for cd in chunk]
         lazy += [_data(sc.cubes[cd.target]["sar"])[(slice(None), *cd.window.slices)] for cd in chunk]
@@ -311,8 +312,7 @@ def build_region(
         batch: dict[str, list[np.ndarray]] = {k: [] for k in ("optical_cloudy", "optical_clear", "sar", "label", "cloud")}
         new_records: list[dict[str, Any]] = []
         for cd, opt, sar in zip(chunk, got[:n], got[n : 2 * n]):
-            t, w = cd.target, cd.window
-            c_idx = clear_of[t]
+            t, w, c_idx = cd.target, cd.window, cd.clear
             pair, clear_pair = sc.pairs[t], sc.pairs[c_idx]
             clear = clear_cache[(c_idx, w.row, w.col)]
             nf_t, nf_c, nf_s = nan_fraction(opt), nan_fraction(clear), nan_fraction(sar)
@@ -370,7 +370,7 @@ def build_region(
         "dropped": {k: int(v) for k, v in dropped.items() if v},
         "acquisition_cloud_fraction": {_iso(times[i]): (None if not np.isfinite(f) else round(f, 4))
                                        for i, f in enumerate(fractions)},
-        "clear_references": sorted({_iso(times[c]) for c in clear_of.values()}),
+        "clear_references": sorted({_iso(times[cd.clear]) for cd in candidates}),
     }
     return pd.DataFrame.from_records(records, columns=index_mod.COLUMNS if not records else None), stats
 

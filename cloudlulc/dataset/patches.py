@@ -27,7 +27,7 @@ DROP_REASONS: dict[str, str] = {
     "no_clear_reference": "no clear S2 reference (regional cloud <= clear_max_cloud) within max_clear_gap_days",
     "label_ignore": "label valid fraction below min_label_fraction",
     "optical_nodata": "optical (cloudy or clear) nodata fraction above max_nodata_fraction",
-    "clear_cloudy": "clear reference cloud fraction in the patch above clear_max_cloud",
+    "clear_cloudy": "no clear reference candidate is clear (<= clear_max_cloud) and complete over the patch",
     "sar_nodata": "SAR nodata fraction above max_nodata_fraction",
     "level_cap": "over max_patches_per_level for its cloud level in its region",
 }
@@ -74,7 +74,8 @@ class Candidate:
     """A patch window of one cloudy target, before its optical/SAR pixels are read."""
 
     window: Any  # regions.PatchWindow
-    target: int  # index of the target pair
+    target: int  # index of the cloudy target's pair
+    clear: int  # index of the clear reference's pair
     record: dict[str, Any] = field(default_factory=dict)
 
 

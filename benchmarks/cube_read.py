@@ -29,7 +29,6 @@ from cloudlulc.cube import build_cube, grid_for_aoi
 from cloudlulc.http_assets import serve_assets
 from cloudlulc.simulate import write_demo_catalog
 
-
 GDAL_ENV = dict(
     GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR",
     CPL_VSIL_CURL_ALLOWED_EXTENSIONS=".tif,.tiff",

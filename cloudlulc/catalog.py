@@ -415,12 +415,6 @@ def _props(items: Sequence[dict], key: str) -> list[Any]:
     return [it.get("properties", {}).get(key) for it in items]
 
 
-def _unique(values: Iterable[Any]) -> Any:
-    vals = [v for v in values if v is not None]
-    uniq = list(dict.fromkeys(vals))
-    return uniq[0] if len(uniq) == 1 else (uniq or None)
-
-
 def asset_hrefs(items: Sequence[dict], keys: Sequence[str]) -> dict[str, dict[str, str]]:
     """``{item_id: {asset_key: unsigned href}}`` for the given asset keys (for provenance, never tokens)."""
     return {

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import rasterio
 import shapely
-from scipy import ndimage
 from pyproj import Transformer
 from rasterio.warp import Resampling, reproject
+from scipy import ndimage
 
 from cloudlulc import catalog as cat
 from cloudlulc.catalog import AssetReadError, NoSentinel1Error, Pair, group_acquisitions, parse_aoi, select_s1
@@ -307,7 +307,7 @@ def test_cube_pixels_equal_cog_pixels_at_the_same_location(sim, sim_aoi):
         pair = Pair(acq, select_s1(acq, s1, aoi, 12), aoi)
         cube = build_cube(pair, grid, chunksize=256)
         ys, xs = rng.integers(0, grid.shape[0], 6), rng.integers(0, grid.shape[1], 6)
-        for r, c in zip(ys, xs):
+        for r, c in zip(ys, xs, strict=True):
             x, y = grid.x[c], grid.y[r]
             got = float(cube["optical"].sel(band="B03").isel(y=r, x=c).values)
             expected = np.nan

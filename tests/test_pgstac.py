@@ -12,13 +12,12 @@ import json
 import numpy as np
 import pytest
 import rasterio
+from pgstac_server import missing_requirements, serve_pgstac
 
 from cloudlulc import catalog as cat
 from cloudlulc.classes import S2_BANDS
 from cloudlulc.cube import baseline_offset, build_cube, build_label_cube, grid_for_aoi, harmonise_s2
 from cloudlulc.http_assets import serve_assets
-
-from pgstac_server import missing_requirements, serve_pgstac
 
 pytestmark = [
     pytest.mark.pgstac,
@@ -75,7 +74,7 @@ def test_pgstac_search_pair_cube_over_http(sim_catalog, pgstac_env):
     assert np.isfinite(cube["sar"].values).mean() > 0.99
     # Pixel check: the 10 m B02 DN at each sampled location, read with rasterio over HTTP, harmonised.
     rng = np.random.default_rng(1)
-    for r, c in zip(rng.integers(0, grid.shape[0], 5), rng.integers(0, grid.shape[1], 5)):
+    for r, c in zip(rng.integers(0, grid.shape[0], 5), rng.integers(0, grid.shape[1], 5), strict=True):
         x, y = grid.x[c], grid.y[r]
         expected_value = np.nan
         for it in pair.s2.items:

@@ -9,6 +9,11 @@ Zarr store opened with xarray.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -44,6 +49,41 @@ def test_demo_end_to_end_through_prefect_server(sim_catalog, tmp_path):
     assert "km²" in result.summary_markdown and str(result.store) in result.summary_markdown
     assert (tmp_path / "demo-out" / "logs" / "serve.log").is_file()
     assert _children() <= before, "the demo left processes running"
+
+
+@pytest.mark.slow
+def test_demo_stops_everything_on_sigterm(sim_catalog, tmp_path):
+    """Interrupted while its servers start, the demo stops every process it started (marked by env)."""
+    marker = f"CLOUDLULC_TEST_MARKER={uuid.uuid4().hex}"
+    env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
+    proc = subprocess.Popen([sys.executable, "-m", "flows.demo", "--out", str(tmp_path / "out"),
+                             "--catalog", str(sim_catalog.root)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parents[1])
+    lines = []
+    for line in proc.stdout:  # wait until rustac is up and the Prefect server is starting
+        lines.append(line)
+        if "starting a local Prefect server" in line:
+            break
+    time.sleep(2)
+    assert _marked(marker) - {proc.pid}, "the demo should have started rustac and the Prefect server"
+    proc.send_signal(signal.SIGTERM)
+    rest, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, "".join(lines) + rest
+    assert "everything the demo started was stopped" in rest
+    assert _marked(marker) == set()
+
+
+def _marked(marker: str) -> set[int]:
+    """PIDs of live processes whose environment carries ``marker`` (the demo's children inherit it)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes() and "Z" not in (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]:
+                    found.add(int(entry.name))
+            except OSError:
+                continue
+    return found
 
 
 def _children() -> set[int]:

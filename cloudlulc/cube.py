@@ -13,7 +13,9 @@ given, and integer outputs use ``rescale=False`` with an integer ``fill_value``.
 
 from __future__ import annotations
 
+import logging
 import math
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -27,6 +29,7 @@ import xarray as xr
 from affine import Affine
 from pyproj import Transformer
 from rasterio.enums import Resampling
+from stackstac.nodata_reader import exception_matches, nodata_for_window
 from stackstac.rio_reader import AutoParallelRioReader
 
 from .catalog import (
@@ -45,6 +48,8 @@ from .catalog import (
 from .classes import LABEL_PRODUCTS, NODATA, S1_BANDS, S2_BANDS, SCL_CLOUD_CLASSES, SCL_NODATA, remap_labels
 
 #: Processing baselines >= 04.00 (January 2022 on) add 1000 to every L2A DN.
+logger = logging.getLogger(__name__)
+
 BASELINE_OFFSET_FROM = (4, 0)
 S2_BOA_OFFSET = 1000.0
 S2_QUANTIFICATION = 10000.0
@@ -143,12 +148,27 @@ def grid_for_aoi(aoi: Any, epsg: int | None = None, resolution: float = 10.0) ->
 
 
 # ------------------------------------------------------------------------------------- reading
-class CheckedRioReader(AutoParallelRioReader):
-    """stackstac's reader, raising :class:`AssetReadError` with an unsigned href instead of a RuntimeError.
+class AssetReadWarning(UserWarning):
+    """An unreadable asset was mapped as nodata (``errors_as_nodata=True``)."""
 
-    stackstac's own message embeds the (signed) URL; this keeps tokens out of tracebacks and logs and
-    tells the user what to do.
+
+class CheckedRioReader(AutoParallelRioReader):
+    """stackstac's reader with errors that name the *unsigned* href and say what to do.
+
+    stackstac's own messages and warnings embed the (signed) URL; this reader takes over the
+    ``errors_as_nodata`` decision so that neither exceptions nor warnings ever carry a SAS token:
+    failures raise :class:`AssetReadError`, or with ``errors_as_nodata`` log an
+    :class:`AssetReadWarning` and return nodata for that window.
     """
+
+    def __init__(self, *, errors_as_nodata: tuple[Exception, ...] = (), **kwargs: Any) -> None:
+        super().__init__(errors_as_nodata=(), **kwargs)
+        self._lenient = tuple(errors_as_nodata)
+
+    def __getstate__(self):  # type: ignore[override]
+        state = super().__getstate__()
+        state["errors_as_nodata"] = self._lenient  # restored by __setstate__ -> __init__
+        return state
 
     def read(self, window, **kwargs) -> np.ndarray:  # type: ignore[override]
         try:
@@ -157,7 +177,14 @@ class CheckedRioReader(AutoParallelRioReader):
             raise
         except Exception as e:
             cause = e.__cause__ or e
-            raise AssetReadError(unsigned_href(self.url), f"{type(cause).__name__}: {cause}") from None
+            href = unsigned_href(self.url)
+            detail = strip_tokens(f"{type(cause).__name__}: {cause}")
+            if self._lenient and exception_matches(cause, self._lenient):
+                msg = f"Asset {href} unreadable ({detail}); mapped as nodata (errors_as_nodata=True)"
+                logger.warning(msg)
+                warnings.warn(msg, AssetReadWarning, stacklevel=2)
+                return nodata_for_window(window, self.fill_value, self.dtype)
+            raise AssetReadError(href, detail) from None
 
 
 def _errors_as_nodata(flag: bool) -> tuple[Exception, ...]:
@@ -502,5 +529,6 @@ __all__ = [
     "cloud_from_scl",
     "baseline_offset",
     "CheckedRioReader",
+    "AssetReadWarning",
     "strip_tokens",
 ]

@@ -26,6 +26,7 @@ from cloudlulc import catalog as cat
 from cloudlulc.catalog import AssetReadError, NoSentinel1Error, Pair, group_acquisitions, parse_aoi, select_s1
 from cloudlulc.classes import LABEL_PRODUCTS, NODATA, S1_BANDS, S2_BANDS, remap_labels
 from cloudlulc.cube import (
+    AssetReadWarning,
     Grid,
     baseline_offset,
     build_cube,
@@ -388,9 +389,16 @@ def test_nothing_is_read_before_compute_and_http_range_reads_after(sim, sim_aoi)
         with pytest.raises(AssetReadError) as err:
             build_cube(broken, window, chunksize=64)["optical"].sel(band="B04").compute()
         assert "B04-missing" in str(err.value) and "SECRET" not in str(err.value)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with pytest.warns(AssetReadWarning) as record:
             lenient = build_cube(broken, window, chunksize=64, errors_as_nodata=True)["optical"].sel(band="B04").compute()
+        assert all("SECRET" not in str(w.message) for w in record)
+        assert any("B04-missing" in str(w.message) for w in record)
+        # The broken tile's B04 is nodata: exactly what the other tile alone gives.
+        from dataclasses import replace
+
+        without = replace(signed, s2=replace(signed.s2, items=signed.s2.items[1:]))
+        other_only = build_cube(without, window, chunksize=64)["optical"].sel(band="B04").values
+        np.testing.assert_array_equal(lenient.values, other_only)
         assert lenient.shape == window.shape
 
 

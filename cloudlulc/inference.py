@@ -307,15 +307,13 @@ def _run_group(
     batch_size: int,
     device: str,
 ) -> tuple[np.ndarray | None, np.ndarray]:
-    """Run the group's tiles. Returns (weighted sums over ``plan.extent`` as [C+2, h, w] = C probability
-    sums, reliability sum, weight sum; or None without tiles) and the chunk's validity mask."""
+    """Run the group's tiles over its padded window (``optical``/``sar`` cover ``plan.window``, owned
+    by this call: NaN are filled in place). Returns (weighted sums over ``plan.extent`` as [C+2, h, w]
+    = C probability sums, reliability sum, weight sum; or None without tiles) and the chunk's
+    validity mask."""
     h, w = shape
     gy0, gy1, gx0, gx1 = plan.window
-    r0, _, c0, _ = plan.read
-    ys = _reflect_index(np.arange(gy0, gy1), h) - r0
-    xs = _reflect_index(np.arange(gx0, gx1), w) - c0
-    opt = np.asarray(optical, dtype=np.float32)[:, ys][:, :, xs]
-    sr = np.asarray(sar, dtype=np.float32)[:, ys][:, :, xs]
+    opt, sr = optical, sar
 
     y0, y1, x0, x1 = plan.chunk
     data = ~(np.isnan(opt).all(axis=0) & np.isnan(sr).all(axis=0))  # pixel has some optical or SAR value
@@ -335,8 +333,9 @@ def _run_group(
     dev = resolve_device(device)
     model = handle.on(dev)
     opt_fill, sar_fill = _fill_values(model)
-    opt = np.where(np.isfinite(opt), opt, opt_fill[:, None, None]).astype(np.float32, copy=False)
-    sr = np.where(np.isfinite(sr), sr, sar_fill[:, None, None]).astype(np.float32, copy=False)
+    for arr, fill in ((opt, opt_fill), (sr, sar_fill)):
+        for b in range(arr.shape[0]):  # band by band: no window-sized temporaries
+            np.copyto(arr[b], fill[b], where=~np.isfinite(arr[b]))
 
     ey0, ey1, ex0, ex1 = plan.extent
     win = blend_window(t, grid.overlap)
@@ -450,29 +449,69 @@ def _as_bands(arr: xr.DataArray | None, bands: tuple[str, ...], like: xr.DataArr
 
 
 def _block_refs(name: str, bounds_y: list[tuple[int, int]], bounds_x: list[tuple[int, int]],
-                read: tuple[int, int, int, int]) -> tuple[list[list[tuple]], tuple[int, int]]:
-    """Keys of the input blocks covering ``read`` (rows r0:r1, cols c0:c1) and the offset of their origin."""
+                read: tuple[int, int, int, int]) -> tuple[list[list[tuple]], list[int], list[int]]:
+    """Keys of the input blocks covering ``read`` (rows r0:r1, cols c0:c1) and their origins."""
     r0, r1, c0, c1 = read
     iy = [i for i, (a, b) in enumerate(bounds_y) if a < r1 and b > r0]
     ix = [j for j, (a, b) in enumerate(bounds_x) if a < c1 and b > c0]
     keys = [[(name, 0, i, j) for j in ix] for i in iy]
-    return keys, (bounds_y[iy[0]][0], bounds_x[ix[0]][0])
+    return keys, [bounds_y[i][0] for i in iy], [bounds_x[j][0] for j in ix]
+
+
+def _runs(dst: np.ndarray, src: np.ndarray) -> list[tuple[slice, Any]]:
+    """Split index pairs into slices where both advance by one (the common, non-reflected case)."""
+    if dst.size == 0:
+        return []
+    breaks = np.nonzero((np.diff(dst) != 1) | (np.diff(src) != 1))[0] + 1
+    starts = np.concatenate([[0], breaks]).astype(int)
+    ends = np.concatenate([breaks, [dst.size]]).astype(int)
+    return [(slice(int(dst[a]), int(dst[b - 1]) + 1), slice(int(src[a]), int(src[b - 1]) + 1)) for a, b in zip(starts, ends)]
+
+
+def _gather_window(blocks: list[list[np.ndarray]], origins_y: list[int], origins_x: list[int],
+                   ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """``out[:, a, b] = image[:, ys[a], xs[b]]`` assembled from the image's blocks in one allocation.
+
+    ``ys``/``xs`` are the (reflected) source rows/columns of the padded window; contiguous runs are
+    copied as slices, so only the reflected margins cost index arithmetic.
+    """
+    nb = blocks[0][0].shape[0]
+    out = np.empty((nb, ys.size, xs.size), dtype=np.float32)
+    pos_y, pos_x = np.arange(ys.size), np.arange(xs.size)
+    for row, by0 in zip(blocks, origins_y):
+        by1 = by0 + row[0].shape[1]
+        in_y = (ys >= by0) & (ys < by1)
+        if not in_y.any():
+            continue
+        runs_y = _runs(pos_y[in_y], ys[in_y] - by0)
+        for block, bx0 in zip(row, origins_x):
+            bx1 = bx0 + block.shape[2]
+            in_x = (xs >= bx0) & (xs < bx1)
+            if not in_x.any():
+                continue
+            runs_x = _runs(pos_x[in_x], xs[in_x] - bx0)
+            for dy, sy in runs_y:
+                for dx, sx in runs_x:
+                    out[:, dy, dx] = block[:, sy, sx]
+    return out
 
 
 def _run_group_blocks(
     optical_blocks: list[list[np.ndarray]],
     sar_blocks: list[list[np.ndarray]],
-    origin: tuple[int, int],
+    origins: tuple[list[int], list[int]],
     plan: _GroupPlan,
+    shape: tuple[int, int],
     *args: Any,
 ) -> tuple[np.ndarray | None, np.ndarray]:
-    """Assemble the group's read window from the input blocks, then :func:`_run_group`."""
-    r0, r1, c0, c1 = plan.read
-    oy, ox = origin
-    sl = (slice(None), slice(r0 - oy, r1 - oy), slice(c0 - ox, c1 - ox))
-    optical = np.block(optical_blocks)[sl] if len(optical_blocks) * len(optical_blocks[0]) > 1 else optical_blocks[0][0][sl]
-    sar = np.block(sar_blocks)[sl] if len(sar_blocks) * len(sar_blocks[0]) > 1 else sar_blocks[0][0][sl]
-    return _run_group(optical, sar, plan, *args)
+    """Gather the group's padded window from the input blocks, then :func:`_run_group`."""
+    h, w = shape
+    gy0, gy1, gx0, gx1 = plan.window
+    ys = _reflect_index(np.arange(gy0, gy1), h)
+    xs = _reflect_index(np.arange(gx0, gx1), w)
+    optical = _gather_window(optical_blocks, origins[0], origins[1], ys, xs)
+    sar = _gather_window(sar_blocks, origins[0], origins[1], ys, xs)
+    return _run_group(optical, sar, plan, shape, *args)
 
 
 def _combine_keys(chunk: tuple[int, int, int, int], group: Any, parts: list[Any], extents: list[Any]) -> np.ndarray:
@@ -501,9 +540,10 @@ def _products_graph(
         for j, (x0, x1) in enumerate(xbounds):
             plan = _plan_group(grid, (y0, y1, x0, x1), (h, w))
             plans[i, j] = plan
-            okeys, origin = _block_refs(optical.name, ybounds, xbounds, plan.read)
-            skeys, _ = _block_refs(sar.name, ybounds, xbounds, plan.read)
-            dsk[(gname, i, j)] = (_run_group_blocks, okeys, skeys, origin, plan, (h, w), hname, grid, batch_size, device)
+            okeys, oy, ox = _block_refs(optical.name, ybounds, xbounds, plan.read)
+            skeys, _, _ = _block_refs(sar.name, ybounds, xbounds, plan.read)
+            dsk[(gname, i, j)] = (_run_group_blocks, okeys, skeys, [oy, ox], plan, [h, w], hname, grid,
+                                  batch_size, device)
 
     # which groups' footprints touch which chunks (linear: search the chunk edges per footprint)
     ystarts = np.array([a for a, _ in ybounds])
@@ -661,8 +701,7 @@ def predict_arrays(
     handle = _ModelHandle(model)
     chunk = (0, h, 0, w)
     plan = _plan_group(grid, chunk, (h, w))
-    r0, r1, c0, c1 = plan.read
-    group = _run_group(optical[:, r0:r1, c0:c1], sar[:, r0:r1, c0:c1], plan, (h, w), handle, grid, batch_size, str(device))
+    group = _run_group_blocks([[optical]], [[sar]], ([0], [0]), plan, (h, w), handle, grid, batch_size, str(device))
     parts = [(group, plan.extent)]
     products = _combine(chunk, group, parts)
     result = {"lulc": products[0], "confidence": products[1], "optical_reliability": products[2]}

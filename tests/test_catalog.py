@@ -347,3 +347,38 @@ def test_open_catalog_unreachable_names_the_url():
     url = f"http://127.0.0.1:{port}/api/stac/v1"
     with pytest.raises(StacApiError, match=f"STAC API {url} failed"):
         cat.open_catalog(url, max_retries=1, backoff_factor=0.01)
+
+
+# ------------------------------------------------------------------- real PC items behind a STAC API
+@pytest.fixture(scope="module")
+def pc_fixture_api(tmp_path_factory):
+    """The real PC fixture items served by rustac (A's cloudlulc.stac_server), as the PC API would."""
+    from cloudlulc.stac_server import serve_stac
+
+    api = tmp_path_factory.mktemp("pc-api") / "api"
+    api.mkdir()
+    for cid in ("sentinel-2-l2a", "sentinel-1-rtc", "esa-worldcover"):
+        (api / f"{cid}.collection.json").write_text((FIXTURES / "collections" / f"{cid}.json").read_text())
+        feats = load(f"{cid}.json")
+        (api / f"{cid}.items.json").write_text(json.dumps({"type": "FeatureCollection", "features": feats}))
+    with serve_stac(api.parent) as url:
+        yield url
+
+
+def test_search_and_pair_real_pc_items_through_a_stac_api(pc_fixture_api):
+    client = cat.open_catalog(pc_fixture_api)
+    acqs = cat.search_s2(client, (92.0, 80.0, 98.0, 83.0), "2024-04-01", "2024-04-30", max_cloud_cover=50)
+    assert len(acqs) == 1 and len(acqs[0].items) == 3
+    assert all(isinstance(it["properties"]["proj:epsg"], int) for it in acqs[0].items)
+    # The cloud filter is applied client-side (rustac ignores `query`): 0.22 % < 0.5 < 0.83 %.
+    low = cat.search_s2(client, (92.0, 80.0, 98.0, 83.0), "2024-04-01", "2024-04-30", max_cloud_cover=0.5)
+    assert [it["id"] for a in low for it in a.items] == ["S2B_MSIL2A_20240419T095549_R122_T47XML_20240419T123458"]
+    with pytest.raises(cat.NoSentinel2Error, match="least cloudy: 0.2%"):
+        cat.search_s2(client, (92.0, 80.0, 98.0, 83.0), "2024-04-19", "2024-04-19", max_cloud_cover=0.1)
+    acq = _acq_at(S1_PASS_TIME + timedelta(days=2))
+    pairing = cat.pair_s1(client, acq, AOI_S1_TWO_FRAMES, 12)
+    assert len(pairing.s1_items) == 2 and pairing.orbit_state == "descending" and pairing.relative_orbit == 51
+    assert all(len(it["properties"]["proj:transform"]) == 6 for it in pairing.s1_items)
+    with pytest.raises(NoSentinel1Error) as err:
+        cat.pair_s1(client, _acq_at(S1_PASS_TIME + timedelta(days=20)), AOI_S1_TWO_FRAMES, 12)
+    assert err.value.nearest_date.isoformat() == "2024-04-19" and 19.9 < err.value.nearest_gap_days < 20.1

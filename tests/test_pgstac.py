@@ -30,11 +30,19 @@ if _WHY:
     pytest.skip(_WHY, allow_module_level=True)
 
 
+def _pc_fixture_items(pc_fixtures_dir) -> list[dict]:
+    """The real PC S2 and S1 RTC items (metadata only), loaded next to the simulated ones."""
+    out = []
+    for cid in ("sentinel-2-l2a", "sentinel-1-rtc"):
+        out += json.loads((pc_fixtures_dir / f"{cid}.json").read_text())["features"]
+    return out
+
+
 @pytest.fixture(scope="module")
-def pgstac_env(sim_catalog):
+def pgstac_env(sim_catalog, pc_fixtures_dir):
     with serve_assets(sim_catalog.root) as assets:
         items = sim_catalog.with_href_base(assets.url)
-        with serve_pgstac(sim_catalog.collections, items) as server:
+        with serve_pgstac(sim_catalog.collections, items + _pc_fixture_items(pc_fixtures_dir)) as server:
             yield server, assets, items
 
 
@@ -48,7 +56,11 @@ def test_pgstac_search_pair_cube_over_http(sim_catalog, pgstac_env):
     s2_all = [it for it in items if it["collection"] == "sentinel-2-l2a"]
     limit = sorted(it["properties"]["eo:cloud_cover"] for it in s2_all)[len(s2_all) // 2]
     server_side = list(
-        client.search(collections=["sentinel-2-l2a"], query={"eo:cloud_cover": {"lte": limit}}).items_as_dicts()
+        client.search(
+            collections=["sentinel-2-l2a"],
+            intersects=aoi.__geo_interface__,
+            query={"eo:cloud_cover": {"lte": limit}},
+        ).items_as_dicts()
     )
     expected = {it["id"] for it in s2_all if it["properties"]["eo:cloud_cover"] <= limit}
     assert {it["id"] for it in server_side} == expected
@@ -90,3 +102,16 @@ def test_pgstac_search_pair_cube_over_http(sim_catalog, pgstac_env):
 
     labels = build_label_cube(client, grid, "esa-worldcover", chunksize=64).compute()
     assert labels.dtype == np.uint8 and (labels.values != 255).mean() > 0.95
+
+
+def test_pgstac_serves_real_pc_items_the_catalog_accepts(pgstac_env):
+    """Real PC metadata (space-separated S1 datetimes, 9-number transforms) through pgstac."""
+    server, _, _ = pgstac_env
+    client = cat.open_catalog(server.api_url)
+    acqs = cat.search_s2(client, (92.0, 80.0, 98.0, 83.0), "2024-04-01", "2024-04-30", max_cloud_cover=0.5)
+    assert [i for a in acqs for i in a.item_ids] == ["S2B_MSIL2A_20240419T095549_R122_T47XML_20240419T123458"]
+    assert acqs[0].items[0]["properties"]["proj:epsg"] == 32647
+    fake = cat.Acquisition(cat.parse_datetime("2024-04-21T09:00:00Z"), "Sentinel-2A", 1, acqs[0].items, 0.2, 1.0, ("05.10",))
+    pairing = cat.pair_s1(client, fake, (15.0, 30.7, 15.1, 30.8), 12)
+    assert len(pairing.s1_items) == 2 and pairing.orbit_state == "descending"
+    assert 2.1 < pairing.gap_days < 2.2

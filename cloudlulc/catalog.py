@@ -557,6 +557,10 @@ def open_catalog(
     adds ``planetary_computer.sign_inplace`` as the client's modifier so asset hrefs come back signed.
     Requests are retried ``max_retries`` times with exponential backoff on connection errors and HTTP
     429/5xx (urllib3 ``Retry``); after that :class:`StacApiError` names the URL.
+
+    Any STAC API works: Earth Search (:data:`EARTH_SEARCH_URL`) serves Sentinel-2 L2A with asset keys
+    ``red``, ``nir``, ``scl``... that :func:`normalize_item` maps to ``B04``, ``B08``, ``SCL``; it has no
+    ``sentinel-1-rtc`` (pairing raises :class:`MissingCollectionError`, or maps optical-only).
     """
     from pystac_client import Client
     from pystac_client.stac_api_io import StacApiIO

@@ -59,7 +59,12 @@ SAR_DB_RANGE = (-50.0, 10.0)
 # ---------------------------------------------------------------------------------------------- grid
 @dataclass(frozen=True)
 class Grid:
-    """A north-up raster grid: ``epsg``, outer ``bounds`` (snapped outward to ``resolution``), pixel size."""
+    """A north-up raster grid: ``epsg``, outer ``bounds``, square pixel size ``resolution``.
+
+    Bounds that span whole pixels are kept exactly (a reference raster's grid, whatever its origin);
+    other bounds are snapped outward to multiples of ``resolution``, as :func:`grid_for_aoi` does for
+    AOIs, so that S2 tiles (origins on the 60 m lattice) and the grid share pixel edges.
+    """
 
     epsg: int
     bounds: tuple[float, float, float, float]
@@ -70,15 +75,19 @@ class Grid:
         if r <= 0:
             raise ValueError(f"Grid resolution must be positive, got {self.resolution}.")
         minx, miny, maxx, maxy = (float(v) for v in self.bounds)
-        snapped = (
-            math.floor(minx / r + 1e-9) * r,
-            math.floor(miny / r + 1e-9) * r,
-            math.ceil(maxx / r - 1e-9) * r,
-            math.ceil(maxy / r - 1e-9) * r,
-        )
-        if not (snapped[0] < snapped[2] and snapped[1] < snapped[3]):
+        nx, ny = (maxx - minx) / r, (maxy - miny) / r
+        if abs(nx - round(nx)) < 1e-6 and abs(ny - round(ny)) < 1e-6:
+            bounds = (minx, miny, minx + round(nx) * r, miny + round(ny) * r)
+        else:
+            bounds = (
+                math.floor(minx / r + 1e-9) * r,
+                math.floor(miny / r + 1e-9) * r,
+                math.ceil(maxx / r - 1e-9) * r,
+                math.ceil(maxy / r - 1e-9) * r,
+            )
+        if not (bounds[0] < bounds[2] and bounds[1] < bounds[3]):
             raise ValueError(f"Grid bounds {self.bounds} are empty.")
-        object.__setattr__(self, "bounds", snapped)
+        object.__setattr__(self, "bounds", bounds)
         object.__setattr__(self, "resolution", r)
         object.__setattr__(self, "epsg", int(self.epsg))
 
@@ -144,7 +153,10 @@ def grid_for_aoi(aoi: Any, epsg: int | None = None, resolution: float = 10.0) ->
     bounds = tr.transform_bounds(*geom.bounds, densify_pts=21)
     if not all(map(math.isfinite, bounds)):
         raise CatalogError(f"The AOI {geom.bounds} cannot be projected to EPSG:{epsg}; pick another epsg.")
-    return Grid(int(epsg), tuple(bounds), resolution)  # type: ignore[arg-type]
+    r = float(resolution)
+    minx, miny, maxx, maxy = bounds
+    snapped = (math.floor(minx / r) * r, math.floor(miny / r) * r, math.ceil(maxx / r) * r, math.ceil(maxy / r) * r)
+    return Grid(int(epsg), snapped, r)
 
 
 # ------------------------------------------------------------------------------------- reading

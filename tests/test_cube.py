@@ -65,6 +65,9 @@ def test_grid_snaps_outward_and_exposes_pixel_centres():
     np.testing.assert_array_equal(sub.y, g.y[2:6])
     tiles = list(g.windows(4))
     assert sum(t.shape[0] * t.shape[1] for _, t in tiles) == 90
+    # Whole-pixel bounds off the 10 m lattice (a reference raster's grid) are kept, not shifted.
+    ref = Grid(32633, (500005.0, 3429605.0, 500305.0, 3429905.0), 30)
+    assert ref.bounds == (500005.0, 3429605.0, 500305.0, 3429905.0) and ref.shape == (10, 10)
 
 
 def test_grid_for_aoi_uses_the_utm_zone_of_the_centroid():

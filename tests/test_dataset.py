@@ -411,3 +411,17 @@ def test_store_int16_encoding_rollback_and_commit(tmp_path):
     assert torch.equal(ds[0]["label"], torch.from_numpy(b1["label"][0].astype(np.int64)))
     with pytest.raises(StoreMismatchError):
         PatchStore.open_or_create(path, patch_size=8, optical_dtype="int16", fingerprint="other", attrs={})
+
+
+def test_training_code_reads_the_built_dataset(built, tmp_path):
+    """The contract with cloudlulc.train: a short real training run on ZarrPatchDataset splits."""
+    from cloudlulc.train import TrainConfig, train
+
+    params, summary, _ = built
+    torch.set_num_threads(1)
+    cfg = TrainConfig(model="cloudlulc-net-tiny", epochs=1, steps_per_epoch=2, batch_size=4, device="cpu", threads=1,
+                      out_dir=tmp_path / "run", progress=False, warmup_steps=1)
+    result = train(cfg, train_dataset=ZarrPatchDataset(params.out, "train"), val_dataset=ZarrPatchDataset(params.out, "val"))
+    rec = result.history[-1]
+    assert rec["step"] == 2 and np.isfinite(rec["train"]["total"])
+    assert "val" in rec and rec["val"]  # evaluated on the val split through the same reader

@@ -13,7 +13,6 @@ say which filter to relax.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,8 +99,3 @@ def cap_per_level(
             keep.update(int(i) for i in rng.choice(idx, size=cap, replace=False))
     kept = [c for i, c in enumerate(candidates) if i in keep]
     return kept, len(candidates) - len(kept)
-
-
-def add_counts(total: Counter, more: dict[str, int]) -> Counter:
-    total.update({k: int(v) for k, v in more.items()})
-    return total

@@ -21,6 +21,11 @@ returns their weighted probability sums over the tiles' footprint; a *combine* t
 adds the footprints of the (at most four, when ``tile <= chunk``) groups that touch it, normalises,
 and emits ``uint8`` products. Only floating-point summation order differs from a one-shot run.
 
+Memory: a task holds its chunk's padded window (chunk + tile), its tile sums and one batch; Dask
+keeps the input chunks and tile sums that the next chunk row still needs, so peak memory grows with
+the AOI *width* in chunks (about one row), not with its area (see ``benchmarks/inference.py``).
+Tiles whose footprint is entirely nodata are skipped.
+
 Nodata: a pixel whose optical *and* SAR bands are all NaN is nodata (255 in every product). Missing
 optical bands with valid SAR (clouds masked upstream, optical-only gaps) are filled with the model's
 normalisation mean so that the SAR path still classifies them; the model always gets finite inputs.

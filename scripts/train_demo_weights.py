@@ -3,7 +3,8 @@
 Trains the tiny CloudLULC-Net and the optical-only and early-fusion U-Net baselines on the same
 SIMULATED patches (cloudlulc.simulate, cloud cover 0-95 %), with the same loop, steps and seed, then
 evaluates all three on held-out simulated patches: one set under heavy cloud (>= 60 %) and one with
-cloud cover spread over 0-100 % (reported per cloud bin). CPU only, two threads: about 15 minutes.
+cloud cover spread over 0-100 % (reported per cloud bin). CPU only, one thread: about 17 minutes
+on a shared 2-core machine (CloudLULC-Net ~8 min, each baseline ~4-5 min).
 
     .venv/bin/python scripts/train_demo_weights.py            # writes cloudlulc/weights/cloudlulc-net-tiny-sim.*
     .venv/bin/python scripts/train_demo_weights.py --steps 60 --out-dir /tmp/demo --no-save   # smoke run

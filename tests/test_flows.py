@@ -254,3 +254,95 @@ def test_prefect_yaml_deploys_to_process_and_gpu_kubernetes_pools(tmp_path):
     nrt = deps["map-aoi-nrt/berlin"]
     assert nrt.schedules and nrt.schedules[0].schedule.cron == "0 */6 * * *"
     assert nrt.parameters["output"].startswith("s3://") and nrt.global_concurrency_limit.limit == 1
+
+
+class _FlakyProxy:
+    """A real HTTP proxy in front of the STAC API whose first ``failures`` searches answer 503.
+
+    Models a catalog that is briefly overloaded: HTTP-level retries (urllib3, in open_catalog) give up,
+    the search task fails with a transient error and Prefect must retry it after a delay.
+    """
+
+    def __init__(self, upstream: str, failures: int):
+        import http.server
+        import threading
+
+        import httpx
+
+        self.failures, self.searches = failures, 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _forward(self) -> None:
+                if self.path.startswith("/search"):
+                    proxy.searches += 1
+                    if proxy.searches <= proxy.failures:
+                        self.send_response(503)
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("content-type", "accept")}
+                r = httpx.request(self.command, upstream + self.path, content=body or None, headers=headers, timeout=30)
+                content = r.content.replace(upstream.encode(), proxy.url.encode())  # links lead back here
+                self.send_response(r.status_code)
+                self.send_header("Content-Type", r.headers.get("content-type", "application/json"))
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                self.wfile.write(content)
+
+            do_GET = do_POST = _forward
+
+            def log_message(self, *args) -> None:  # keep the test output quiet
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> _FlakyProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_search_is_retried_after_a_transient_catalog_failure(sim_catalog, stac_url, tmp_path, fast_env, monkeypatch):
+    monkeypatch.setenv("CLOUDLULC_RETRIES", "2")
+    aoi, window = demo_aoi_and_time(sim_catalog, half_side_m=200)
+    # 5 x 503: more than open_catalog's 4 HTTP-level retries, so the first task attempt fails
+    with _FlakyProxy(stac_url, failures=5) as proxy:
+        state = map_aoi_flow(aoi=aoi, time=window.split("/")[0], output=str(tmp_path / "r.zarr"),
+                             catalog_url=proxy.url, return_state=True)
+    assert state.is_completed(), state.message
+    assert proxy.searches > 5
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    search = [r for r in runs if r.name.startswith("search")]
+    assert len(search) == 1 and search[0].run_count == 2  # failed once, retried, completed
+    assert len(state.result()["acquisitions"]) == 1
+
+
+def test_missing_sentinel1_fails_at_once_with_advice(sim_catalog, stac_url, tmp_path, fast_env, monkeypatch):
+    monkeypatch.setenv("CLOUDLULC_RETRIES", "2")
+    aoi, window = demo_aoi_and_time(sim_catalog, half_side_m=200)
+    state = map_aoi_flow(aoi=aoi, time=window.split("/")[0], output=str(tmp_path / "x.zarr"), catalog_url=stac_url,
+                         max_s1_gap_days=0.5, return_state=True)
+    assert state.is_failed()
+    msg = str(state.message)
+    assert "No sentinel-1-rtc pass" in msg and "nearest pass found" in msg and "allow_optical_only=true" in msg
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    pair = [r for r in runs if r.name.startswith("pair")]
+    assert len(pair) == 1 and pair[0].run_count == 1  # not a transient error: no retry
+    assert not (tmp_path / "x.zarr").exists()
+
+    # allowed: the same acquisition is mapped optical-only, and the store and summary say so
+    out = map_aoi_flow(aoi=aoi, time=window.split("/")[0], output=str(tmp_path / "x.zarr"), catalog_url=stac_url,
+                       max_s1_gap_days=0.5, allow_optical_only=True)
+    acq = out["acquisitions"][0]
+    assert acq["optical_only"] and acq["s1_items"] == [] and acq["s1_gap_days"] is None
+    assert any("optical-only" in w for w in out["warnings"])
+    assert xr.open_zarr(tmp_path / "x.zarr")["lulc"].isel(time=0).values.max() < 255

@@ -400,7 +400,11 @@ def train(cfg: TrainConfig, train_dataset: Dataset | None = None, val_dataset: D
     return TrainResult(model=model, history=history, out_dir=out_dir, weights_path=out_dir / "last.safetensors")
 
 
-def _save_checkpoint(model, optimizer, scheduler, scaler, epoch, step, cfg: TrainConfig, out_dir: Path, record) -> None:
+def _save_checkpoint(
+    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler, epoch: int, step: int, cfg: TrainConfig, out_dir: Path, record: dict[str, Any],
+) -> None:
+    """Weights as a loadable safetensors + JSON pair; optimizer/scheduler state as plain tensors."""
     metrics = record.get("val")
     save_pretrained(
         model, out_dir / "last",
@@ -423,10 +427,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int)
     ap.add_argument("--out-dir", type=Path)
     ap.add_argument("--device")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (1 on a shared machine)")
     ap.add_argument("--resume", action="store_true")
     args = ap.parse_args(argv)
     data = json.loads(args.config.read_text()) if args.config else {}
-    for key in ("model", "epochs", "steps_per_epoch", "batch_size", "out_dir", "device"):
+    for key in ("model", "epochs", "steps_per_epoch", "batch_size", "out_dir", "device", "threads"):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     if args.resume:

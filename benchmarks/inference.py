@@ -117,48 +117,53 @@ def load_model(name: str):
     return build_model(name).eval()
 
 
-def model_only(model, device: str, tile: int, batch: int, repeats: int, cpu_threads: int | None = None) -> float:
+def model_only(model, device: str, tile: int, batch: int, repeats: int, streams: int = 1, threads: int = 1) -> float:
     """Tile pixels per second of forward + softmax on tensors already on the device.
 
-    On CPU it runs with ``cpu_threads`` intra-op threads: the CPU share the pipeline may use with
-    its Dask worker threads, so neither side gets more cores than the other.
+    ``streams`` threads run forwards concurrently (``threads`` intra-op threads each on CPU), as the
+    pipeline's Dask worker threads do: the same compute resources on both sides of the comparison.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
 
     from cloudlulc.inference import resolve_device
 
     dev = resolve_device(device)
     previous = torch.get_num_threads()
-    if dev.type == "cpu" and cpu_threads:
-        torch.set_num_threads(cpu_threads)
-    try:
-        return _model_only(model, dev, tile, batch, repeats)
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _model_only(model, dev, tile: int, batch: int, repeats: int) -> float:
-    import torch
-
+    if dev.type == "cpu":
+        torch.set_num_threads(threads)
     m = model.to(dev)
     stride = int(getattr(model, "stride", 1))
     tile = -(-tile // stride) * stride
     g = torch.Generator().manual_seed(0)
-    optical = (0.05 + 0.3 * torch.rand((batch, 12, tile, tile), generator=g)).to(dev)
-    sar = (-15 + 5 * torch.randn((batch, 2, tile, tile), generator=g)).to(dev)
-    amp = torch.autocast("cuda", dtype=torch.float16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
-    with torch.inference_mode(), amp:
-        torch.softmax(m(optical, sar).logits.float(), 1)  # warm-up
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        for _ in range(repeats):
-            torch.softmax(m(optical, sar).logits.float(), 1)
-        if dev.type == "cuda":
-            torch.cuda.synchronize()
-        dt = time.perf_counter() - t
-    model.to("cpu")
-    return batch * tile * tile * repeats / dt
+    inputs = [
+        ((0.05 + 0.3 * torch.rand((batch, 12, tile, tile), generator=g)).to(dev),
+         (-15 + 5 * torch.randn((batch, 2, tile, tile), generator=g)).to(dev))
+        for _ in range(streams)
+    ]
+
+    def run(k: int, n: int) -> None:
+        optical, sar = inputs[k]
+        amp = torch.autocast("cuda", dtype=torch.float16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+        with torch.inference_mode(), amp:
+            for _ in range(n):
+                torch.softmax(m(optical, sar).logits.float(), 1)
+
+    try:
+        with ThreadPoolExecutor(streams) as pool:
+            list(pool.map(run, range(streams), [1] * streams))  # warm-up
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            list(pool.map(run, range(streams), [repeats] * streams))
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            dt = time.perf_counter() - t
+    finally:
+        model.to("cpu")
+        torch.set_num_threads(previous)
+    return streams * batch * tile * tile * repeats / dt
 
 
 def pipeline(cube, model, store: Path, args) -> tuple[float, int]:
@@ -276,15 +281,17 @@ def main() -> None:
                 warm_up(cube, model, tmp_path, args)
                 # model-only right before and right after the pipeline: on a shared machine the
                 # available CPU drifts, so the pipeline is compared with the mean of the two
-                cpu_threads = args.torch_threads * args.dask_workers
-                mo_before = model_only(model, args.device, args.tile, args.batch_size, args.repeats, cpu_threads)
+                streams = args.dask_workers
+                mo_before = model_only(model, args.device, args.tile, args.batch_size, args.repeats, streams,
+                                       args.torch_threads)
                 with forward_timer() as fwd:
                     seconds, pixels = pipeline(cube, model, tmp_path / "mosaic.zarr", args)
-                mo_after = model_only(model, args.device, args.tile, args.batch_size, args.repeats, cpu_threads)
+                mo_after = model_only(model, args.device, args.tile, args.batch_size, args.repeats, streams,
+                                      args.torch_threads)
         mo = (mo_before + mo_after) / 2
         mo_out = mo * adjust
         rate = pixels / seconds
-        threads_note = f", {args.torch_threads * args.dask_workers} torch threads" if dev.type == "cpu" else ""
+        threads_note = f", {args.dask_workers} concurrent streams like the Dask workers"
         print(f"model-only: {mo:,.0f} tile px/s (before {mo_before:,.0f}, after {mo_after:,.0f}{threads_note}) "
               f"= {mo_out:,.0f} output px/s at overlap {args.overlap}")
         print(f"pipeline:   {rate:,.0f} output px/s  ({pixels:,} px in {seconds:.1f} s; {what} -> model -> Zarr)")

@@ -190,3 +190,13 @@ def test_load_model_defaults_to_the_committed_demo_weights(tmp_path):
     assert via_json.sha256 == info.sha256
     with pytest.raises(pipeline.PipelineError, match="do not exist"):
         pipeline.load_model(tmp_path / "missing.safetensors")
+
+
+def test_library_modules_do_not_import_prefect():
+    import subprocess
+    import sys
+
+    code = ("import sys, cloudlulc.pipeline, cloudlulc.config, cloudlulc.dask_cluster, cloudlulc.demo; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "[]"

@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     nrt_aoi: str | None = None
     nrt_output: str = "demo-out/nrt.zarr"
     nrt_cron: str = "0 */6 * * *"
+    #: an interval schedule instead of the cron (minutes), e.g. 360
+    nrt_interval_minutes: float | None = Field(None, gt=0)
     nrt_lookback_days: float = Field(30.0, gt=0)
     #: create the NRT schedule paused (the demo does, so no scheduled run competes with it)
     nrt_paused: bool = False

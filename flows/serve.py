@@ -9,7 +9,8 @@ Deployments (defaults from ``CLOUDLULC_*`` settings, see :class:`cloudlulc.confi
 * ``map-aoi/default``  — every parameter given per run;
 * ``map-aoi/demo``     — AOI, time, catalog and output of the demo (``CLOUDLULC_DEMO_AOI``,
   ``CLOUDLULC_DEMO_TIME``, ``CLOUDLULC_CATALOG_URL``, ``CLOUDLULC_DEMO_OUTPUT``); only when set;
-* ``map-aoi-nrt/<CLOUDLULC_NRT_NAME>`` — on the cron ``CLOUDLULC_NRT_CRON`` for ``CLOUDLULC_NRT_AOI``
+* ``map-aoi-nrt/<CLOUDLULC_NRT_NAME>`` — on the cron ``CLOUDLULC_NRT_CRON`` (or every
+  ``CLOUDLULC_NRT_INTERVAL_MINUTES``) for ``CLOUDLULC_NRT_AOI``
   (default: the demo AOI), appending to ``CLOUDLULC_NRT_OUTPUT``;
 * ``build-dataset/default``, ``train/default``, ``evaluate/default``.
 """
@@ -17,6 +18,7 @@ Deployments (defaults from ``CLOUDLULC_*`` settings, see :class:`cloudlulc.confi
 from __future__ import annotations
 
 import argparse
+from datetime import timedelta
 from typing import Any
 
 from prefect import serve
@@ -55,7 +57,8 @@ def build_deployments(settings: Settings | None = None) -> list[Any]:
     if nrt_aoi:
         deps.append(
             map_aoi_nrt_flow.to_deployment(
-                s.nrt_name, entrypoint_type=_MODULE, cron=s.nrt_cron, paused=s.nrt_paused,
+                s.nrt_name, entrypoint_type=_MODULE, paused=s.nrt_paused,
+                **({"interval": timedelta(minutes=s.nrt_interval_minutes)} if s.nrt_interval_minutes else {"cron": s.nrt_cron}),
                 tags=["cloudlulc", "nrt"], concurrency_limit=1,
                 description="Near-real-time: map acquisitions newer than the store's last mapped time.",
                 parameters={"aoi": nrt_aoi, "output": s.nrt_output, "lookback_days": s.nrt_lookback_days,

@@ -218,6 +218,9 @@ def test_served_deployments():
     for d in deps.values():  # every entrypoint is importable from any working directory
         assert import_object(d.entrypoint).name == d.flow_name
     assert "map-aoi/demo" not in {f"{d.flow_name}/{d.name}" for d in build_deployments(Settings())}
+    every_hour = {d.name: d for d in build_deployments(Settings(nrt_aoi="17.69,48.23,17.70,48.24", nrt_name="x",
+                                                                nrt_interval_minutes=60))}["x"]
+    assert every_hour.schedules[0].schedule.interval.total_seconds() == 3600
 
 
 def test_prefect_yaml_deploys_to_process_and_gpu_kubernetes_pools(tmp_path):

@@ -240,3 +240,39 @@ def test_append_interrupted_between_resizes_is_healed(tmp_path, scene):
     s = write_mosaic(result, store, time=T1, attrs=ATTRS)
     assert s.time_index == 1 and s.chunks_written == 9
     assert len(mapped_times(store)) == 2
+
+
+def test_simulated_catalog_end_to_end(sim_catalog, tmp_path):
+    """SIMULATED catalog COGs -> catalog pairing -> build_cube -> CloudLULC-Net tiny -> mosaic -> COG."""
+    from rio_cogeo.cogeo import cog_validate
+
+    from cloudlulc.catalog import Pair, group_acquisitions, parse_aoi, select_s1
+    from cloudlulc.cube import build_cube, grid_for_aoi
+    from cloudlulc.export import export_cog
+    from cloudlulc.model import build_model
+
+    aoi = parse_aoi(list(sim_catalog.aoi_bbox_lonlat))
+    acq = group_acquisitions(sim_catalog.items_of("sentinel-2-l2a"), aoi)[0]
+    pair = Pair(acq, select_s1(acq, sim_catalog.items_of("sentinel-1-rtc"), aoi, 12), aoi)
+    cube = build_cube(pair, grid_for_aoi(aoi), chunksize=128)
+    torch.manual_seed(0)
+    result = predict_cube(cube, build_model("cloudlulc-net-tiny"), tile=64, overlap=16, device="cpu")
+    store = tmp_path / "sim.zarr"
+    summary = write_mosaic(result, store, time=pair.time, attrs={"model": {"name": "cloudlulc-net-tiny"}},
+                           chunk_size=128)
+    assert summary.chunks_written == summary.chunks_total
+
+    ds = open_mosaic(store)
+    inputs = cube[["optical", "sar", "cloud"]].compute()
+    nodata = inputs["optical"].isnull().all("band") & inputs["sar"].isnull().all("sar_band")
+    lulc = ds["lulc"].isel(time=0).values
+    assert (lulc[nodata.values] == NODATA).all() and (lulc[~nodata.values] < NODATA).all()
+    np.testing.assert_array_equal(ds["cloud"].isel(time=0).values, inputs["cloud"].values)
+    assert pyproj.CRS(ds.rio.crs.to_wkt()).to_epsg() == cube.rio.crs.to_epsg()
+    prov = read_provenance(store)[summary.time.astype(str) + "Z"]
+    assert prov["pairing"]["s2"]["item_ids"] == [it["id"] for it in acq.items]  # from cube.attrs["pairing"]
+    assert prov["pairing"]["s1"]["s1_item_ids"] == [it["id"] for it in pair.s1.s1_items]
+    assert prov["pairing"]["s1"]["gap_days"] == round(pair.s1.gap_days, 3)  # S1-S2 gap recorded
+    assert "?" not in json.dumps(prov)  # no query strings, so no SAS tokens
+    cog = export_cog(store, pair.time, tmp_path / "sim.tif")
+    assert cog_validate(cog, quiet=True)[0]

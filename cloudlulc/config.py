@@ -173,18 +173,15 @@ def _as_utc(dt: datetime) -> datetime:
 AoiInput = str | list[float] | tuple[float, ...] | dict[str, Any]
 
 
-class MapParams(BaseModel):
-    """Everything one ``map_aoi`` run needs, validated before any work starts.
+class MappingOptions(BaseModel):
+    """How to map (catalog, limits, model, compute), shared by one-off and near-real-time runs.
 
-    Fields left as ``None`` take their value from :class:`Settings` (environment) in
-    :meth:`resolved`, so a deployment can pin only what differs from the site defaults.
+    Fields left as ``None`` take their value from :class:`Settings` (environment), so a deployment
+    can pin only what differs from the site defaults.
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=False)
 
-    aoi: AoiInput = Field(description="GeoJSON (dict or text), bbox 'minx,miny,maxx,maxy' in lon/lat, or a vector file path")
-    time: str = Field(description="target date '2024-04-19' or range '2024-04-01/2024-04-30' (UTC)")
-    output: str = Field(description="output Zarr store: local path or fsspec URL (s3://, gs://, az://)")
     catalog_url: str | None = None
     s2_collection: str | None = None
     s1_collection: str | None = None
@@ -195,12 +192,23 @@ class MapParams(BaseModel):
     device: str | None = None
     dask_address: str | None = None
     chunk_size: int | None = Field(None, ge=64)
+    #: where PNG quicklooks go; None = ``<output parent>/quicklooks`` (local) or ``./quicklooks``
+    quicklook_dir: str | None = None
+
+
+class MapParams(MappingOptions):
+    """Everything one ``map_aoi`` run needs, validated before any work starts.
+
+    Unset options are filled from :class:`Settings` in :meth:`resolved`.
+    """
+
+    aoi: AoiInput = Field(description="GeoJSON (dict or text), bbox 'minx,miny,maxx,maxy' in lon/lat, or a vector file path")
+    time: str = Field(description="target date '2024-04-19' or range '2024-04-01/2024-04-30' (UTC)")
+    output: str = Field(description="output Zarr store: local path or fsspec URL (s3://, gs://, az://)")
     #: map only the newest acquisition of the window (True) or every acquisition in it (False)
     latest_only: bool = False
     #: skip acquisitions whose time is already in the store (near-real-time runs)
     skip_mapped: bool = False
-    #: where PNG quicklooks go; None = ``<output parent>/quicklooks`` (local) or ``./quicklooks``
-    quicklook_dir: str | None = None
 
     @field_validator("aoi", mode="before")
     @classmethod

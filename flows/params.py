@@ -12,9 +12,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from cloudlulc.config import MapParams, parse_time_window
+from cloudlulc.config import MappingOptions, MapParams, parse_time_window
 
 __all__ = ["InvalidParameters", "MapParams", "NrtParams", "validate"]
 
@@ -40,10 +40,8 @@ def validate(model: type[M], flow_name: str, values: dict[str, Any]) -> M:
         ) from None
 
 
-class NrtParams(BaseModel):
+class NrtParams(MappingOptions):
     """Near-real-time mapping: what is new since the store's last mapped time, up to ``now``."""
-
-    model_config = ConfigDict(extra="forbid")
 
     #: the mapping itself (its ``time`` is derived per run, see :meth:`map_params`)
     aoi: Any
@@ -52,17 +50,6 @@ class NrtParams(BaseModel):
     lookback_days: float = Field(30.0, gt=0, le=3650)
     #: end of the search window; None = the current time (tests and backfills pin it)
     now: str | None = None
-    catalog_url: str | None = None
-    s2_collection: str | None = None
-    s1_collection: str | None = None
-    max_cloud_cover: float | None = Field(None, ge=0, le=100)
-    max_s1_gap_days: float | None = Field(None, ge=0, le=60)
-    allow_optical_only: bool | None = None
-    weights: str | None = None
-    device: str | None = None
-    dask_address: str | None = None
-    chunk_size: int | None = Field(None, ge=64)
-    quicklook_dir: str | None = None
 
     @field_validator("now")
     @classmethod

@@ -14,23 +14,16 @@ import pytest
 
 from cloudlulc.simulate import SimCatalog, write_demo_catalog
 from cloudlulc.stac_server import serve_stac
+from pc_fixtures import find_pc_fixtures
 
 #: Demo-catalog geometry used by the test session: two 3 km S2 tiles overlapping by 300 m.
 SIM_TILE_SIZE, SIM_OVERLAP, SIM_MARGIN = 300, 30, 12
 
 
-def _find_pc_fixtures() -> Path | None:
-    here = Path(__file__).resolve()
-    for cand in (here.parents[2] / "shared" / "fixtures" / "pc-items", Path("/work/shared/fixtures/pc-items")):
-        if cand.is_dir():
-            return cand
-    return None
-
-
 @pytest.fixture(scope="session")
 def pc_fixtures_dir() -> Path:
     """Directory of the real Planetary Computer item/collection JSON (../shared/fixtures/pc-items)."""
-    d = _find_pc_fixtures()
+    d = find_pc_fixtures()
     if d is None:
         pytest.fail("real Planetary Computer fixtures not found at ../shared/fixtures/pc-items")
     return d

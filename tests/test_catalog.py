@@ -12,13 +12,13 @@ import json
 import threading
 from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 import pytest
 import shapely
 
 from cloudlulc import catalog as cat
+from pc_fixtures import PC_FIXTURES
 from cloudlulc.catalog import (
     Acquisition,
     AoiError,
@@ -33,9 +33,7 @@ from cloudlulc.catalog import (
     unsigned_href,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1] / ".." / "shared" / "fixtures" / "pc-items"
-if not FIXTURES.exists():
-    FIXTURES = Path("/work/shared/fixtures/pc-items")
+FIXTURES = PC_FIXTURES
 
 # An AOI inside S1 slice 29 of the fixture pass (Libya, EPSG:32633) and one across slices 29/30.
 AOI_S1_ONE_FRAME = (15.0, 31.5, 15.1, 31.6)

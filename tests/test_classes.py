@@ -1,15 +1,13 @@
 import json
-from pathlib import Path
-
 import numpy as np
 
 from cloudlulc import classes
+from pc_fixtures import PC_FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pc-items"
 
 
 def test_worldcover_mapping_covers_every_code_in_the_real_item():
-    item = json.loads((FIXTURES / "esa-worldcover.json").read_text())
+    item = json.loads((PC_FIXTURES / "esa-worldcover.json").read_text())
     if "features" in item:
         item = item["features"][0]
     codes = [c["value"] for c in item["assets"]["map"]["classification:classes"] if c["value"] != 0]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,11 +36,9 @@ from cloudlulc.cube import (
     utm_epsg,
 )
 from cloudlulc.http_assets import serve_assets
+from pc_fixtures import PC_FIXTURES
 
-FIXTURES = Path("/work/shared/fixtures/pc-items")
-_local = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "pc-items"
-if _local.exists():
-    FIXTURES = _local
+FIXTURES = PC_FIXTURES
 # stackstac 0.5.1 multiplies affine transforms with `*` (deprecated in affine 3).
 pytestmark = pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning")
 FAKE_TOKEN = "st=2030-01-01T00%3A00%3A00Z&se=2030-01-01T01%3A00%3A00Z&sp=rl&sv=2021-06-08&sr=c&sig=SECRETSIGNATURE"

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import rasterio
-import rioxarray
+import rioxarray  # noqa: F401  (registers the .rio accessor)
 import xarray as xr
 from rasterio.warp import Resampling, reproject
 

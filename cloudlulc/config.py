@@ -16,6 +16,7 @@ This module must stay importable without Prefect (library code never imports it)
 from __future__ import annotations
 
 import json
+import os
 import re
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -166,6 +167,18 @@ def _as_utc(dt: datetime) -> datetime:
     return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
 
 
+def _check_local_store_writable(v: str) -> None:
+    """Refuse a local output that cannot be created, before any search or compute is spent on it."""
+    p = Path(v).expanduser().absolute()
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"output {v!r} is an existing file, not a Zarr store directory")
+    existing = next(a for a in (p, *p.parents) if a.exists())
+    if not existing.is_dir():
+        raise ValueError(f"output {v!r} cannot be created: {str(existing)!r} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"output {v!r} is not writable: no write permission on {str(existing)!r}")
+
+
 # ------------------------------------------------------------------------------------------------
 # one mapping run
 
@@ -246,9 +259,7 @@ class MapParams(MappingOptions):
         if not v:
             raise ValueError("output is empty: give a Zarr store path such as 'out/aoi.zarr'")
         if not _REMOTE_STORE_RE.match(v):
-            p = Path(v).expanduser()
-            if p.exists() and p.is_file():
-                raise ValueError(f"output {v!r} is an existing file, not a Zarr store directory")
+            _check_local_store_writable(v)
         return v
 
     @field_validator("catalog_url")

@@ -58,6 +58,20 @@ def test_bad_parameters_name_the_field(changes, field, words, tmp_path):
     assert field in text and words in text, text
 
 
+def test_output_that_cannot_be_created_is_refused_before_work(tmp_path):
+    blocker = tmp_path / "not-a-dir.txt"
+    blocker.write_text("keep me")
+    base = {"aoi": "17.69,48.23,17.70,48.24", "time": "2022-01-16"}
+    for output, words in [
+        (blocker, "existing file"),
+        (blocker / "sub" / "m.zarr", "is a file, not a directory"),
+    ]:
+        with pytest.raises(ValidationError) as info:
+            MapParams.model_validate({**base, "output": str(output)})
+        assert "output" in str(info.value) and words in str(info.value), str(info.value)
+    assert blocker.read_text() == "keep me"  # nothing already there is touched
+
+
 def test_parameters_accept_the_documented_forms(tmp_path):
     geojson = '{"type": "Polygon", "coordinates": [[[17.69,48.23],[17.70,48.23],[17.70,48.24],[17.69,48.24],[17.69,48.23]]]}'
     vector = tmp_path / "aoi.geojson"

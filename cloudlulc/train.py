@@ -30,6 +30,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -68,8 +69,19 @@ class SimulatedDataConfig(BaseModel):
     #: crop season drawn uniformly from this range per patch
     season: tuple[float, float] = (0.2, 0.9)
     seed: int = 0
+    #: render scenes this large and cut ``patches_per_scene`` patches from each, so patches carry the
+    #: landscape statistics of a real tile (large forests, lakes, towns) instead of a whole miniature
+    #: landscape squeezed into one patch; None = every patch is its own scene of ``patch_size``
+    scene_size: int | None = Field(None, ge=8)
+    patches_per_scene: int = Field(1, ge=1)
     #: keep rendered patches in memory (rendering is cheap but not free on a busy CPU)
     cache: bool = True
+
+    @model_validator(mode="after")
+    def _scene_holds_patch(self) -> "SimulatedDataConfig":
+        if self.scene_size is not None and self.scene_size < self.patch_size:
+            raise ValueError(f"scene_size {self.scene_size} is smaller than patch_size {self.patch_size}")
+        return self
 
 
 class TrainConfig(BaseModel):
@@ -122,27 +134,42 @@ class SimulatedPatches(Dataset):
             raise IndexError(index)
         if index in self._cache:
             return self._cache[index]
+        c = self.config
+        per_scene = c.patches_per_scene if c.scene_size else 1
+        scene_index, _ = divmod(index, per_scene)
+        first = scene_index * per_scene
+        # one render serves every patch of the scene: cut them all now, keep them if caching
+        samples = {i: s for i, s in zip(range(first, min(first + per_scene, len(self))), self._render(scene_index))}
+        if c.cache:
+            self._cache.update(samples)
+        return samples[index]
+
+    def _render(self, scene_index: int) -> Iterator[dict[str, torch.Tensor]]:
         from cloudlulc.simulate import simulate_scene  # local: training works without the simulator for other datasets
 
         c = self.config
-        rng = np.random.default_rng([c.seed, index, 0xC10D])
+        rng = np.random.default_rng([c.seed, scene_index, 0xC10D])
         cover = float(rng.uniform(*c.cloud_cover))
         season = float(rng.uniform(*c.season))
-        scene = simulate_scene(
-            seed=int(c.seed * 1_000_003 + index), shape=(c.patch_size, c.patch_size), cloud_cover=cover, season=season
-        )
-        cloud = np.asarray(scene.cloud).astype(np.uint8)
-        sample = {
-            "optical": torch.from_numpy(np.ascontiguousarray(scene.optical, dtype=np.float32)),
-            "sar": torch.from_numpy(np.ascontiguousarray(scene.sar, dtype=np.float32)),
-            "label": torch.from_numpy(scene.labels.astype(np.int64)),
-            "cloud": torch.from_numpy(cloud),
-            "optical_clear": torch.from_numpy(np.ascontiguousarray(scene.optical_clear, dtype=np.float32)),
-            "cloud_fraction": torch.tensor(float(cloud.mean()), dtype=torch.float32),
+        size = c.scene_size or c.patch_size
+        scene = simulate_scene(seed=int(c.seed * 1_000_003 + scene_index), shape=(size, size), cloud_cover=cover, season=season)
+        layers = {
+            "optical": scene.optical,
+            "sar": scene.sar,
+            "label": scene.labels.astype(np.int64),
+            "cloud": np.asarray(scene.cloud).astype(np.uint8),
+            "optical_clear": scene.optical_clear,
         }
-        if c.cache:
-            self._cache[index] = sample
-        return sample
+        per_scene = c.patches_per_scene if c.scene_size else 1
+        for k in range(per_scene):
+            y0, x0 = rng.integers(0, size - c.patch_size + 1, 2) if c.scene_size else (0, 0)
+            win = (slice(y0, y0 + c.patch_size), slice(x0, x0 + c.patch_size))
+            sample = {
+                name: torch.from_numpy(np.ascontiguousarray(arr[(..., *win)], dtype=np.float32 if arr.dtype.kind == "f" else arr.dtype))
+                for name, arr in layers.items()
+            }
+            sample["cloud_fraction"] = torch.tensor(float(sample["cloud"].float().mean()), dtype=torch.float32)
+            yield sample
 
 
 def augment(sample: dict[str, torch.Tensor], rng: np.random.Generator) -> dict[str, torch.Tensor]:

@@ -27,8 +27,9 @@ from cloudlulc.train import SimulatedDataConfig, SimulatedPatches, TrainConfig, 
 
 MODELS = ("cloudlulc-net-tiny", "unet-optical", "unet-early-fusion")
 TRAIN_DESCRIPTION = (
-    "SIMULATED data only: {n} patches of {p}x{p} px rendered by cloudlulc.simulate.simulate_scene "
-    "(seed {seed}, cloud cover uniform in [{c0}, {c1}], crop season uniform in [0.2, 0.9]), "
+    "SIMULATED data only: {n} patches of {p}x{p} px cut from {scenes} scenes of {s}x{s} px rendered by "
+    "cloudlulc.simulate.simulate_scene (seed {seed}, cloud cover uniform in [{c0}, {c1}] per scene, crop season "
+    "uniform in [0.2, 0.9]), "
     "flip/rot90 augmentation, {steps} AdamW steps of batch {bs}, CPU. Not a real-world model."
 )
 
@@ -45,6 +46,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--patch-size", type=int, default=64)
     ap.add_argument("--n-train", type=int, default=768)
     ap.add_argument("--n-eval", type=int, default=48)
+    ap.add_argument("--scene-size", type=int, default=768,
+                    help="patches are cut from scenes this large, so they look like pieces of a real tile")
+    ap.add_argument("--patches-per-scene", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (more thrash on a shared CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--models", nargs="+", default=list(MODELS))
@@ -53,11 +57,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    train_data = SimulatedDataConfig(n_patches=args.n_train, patch_size=args.patch_size, cloud_cover=(0.0, 0.95), seed=args.seed)
-    heavy = SimulatedPatches(SimulatedDataConfig(n_patches=args.n_eval, patch_size=128, cloud_cover=(0.6, 0.95), seed=10_000 + args.seed))
-    mixed = SimulatedPatches(SimulatedDataConfig(n_patches=args.n_eval, patch_size=128, cloud_cover=(0.0, 1.0), seed=20_000 + args.seed))
-    description = TRAIN_DESCRIPTION.format(n=args.n_train, p=args.patch_size, seed=args.seed, c0=0.0, c1=0.95,
-                                           steps=args.steps, bs=args.batch_size)
+    scenes = {"scene_size": args.scene_size, "patches_per_scene": args.patches_per_scene}
+    train_data = SimulatedDataConfig(n_patches=args.n_train, patch_size=args.patch_size, cloud_cover=(0.0, 0.95), seed=args.seed, **scenes)
+    eval_scenes = {"scene_size": args.scene_size, "patches_per_scene": 4}
+    heavy = SimulatedPatches(SimulatedDataConfig(n_patches=args.n_eval, patch_size=128, cloud_cover=(0.6, 0.95), seed=10_000 + args.seed, **eval_scenes))
+    mixed = SimulatedPatches(SimulatedDataConfig(n_patches=args.n_eval, patch_size=128, cloud_cover=(0.0, 1.0), seed=20_000 + args.seed, **eval_scenes))
+    description = TRAIN_DESCRIPTION.format(n=args.n_train, p=args.patch_size, s=args.scene_size,
+                                           scenes=-(-args.n_train // args.patches_per_scene), seed=args.seed,
+                                           c0=0.0, c1=0.95, steps=args.steps, bs=args.batch_size)
     results: dict[str, dict] = {}
     for name in args.models:
         cfg = TrainConfig(
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
         if name == "cloudlulc-net-tiny" and not args.no_save:
             save_pretrained(result.model, WEIGHTS_DIR / DEMO_WEIGHTS_STEM, {
                 "training_data": description,
-                "metrics": {"evaluation_data": "SIMULATED held-out patches 128x128 (seeds disjoint from training)",
+                "metrics": {"evaluation_data": f"SIMULATED held-out patches 128x128 cut from {args.scene_size}x{args.scene_size} scenes (seeds disjoint from training)",
                             "heavy_cloud_60_95pct": m_heavy, "mixed_cloud_0_100pct": m_mixed},
                 "reproduce": "python scripts/train_demo_weights.py",
             })

@@ -43,6 +43,30 @@ def test_simulated_patches_are_seeded_and_well_typed():
     assert float(a["cloud_fraction"]) == float(a["cloud"].float().mean())
 
 
+def test_patches_cut_from_larger_scenes_are_aligned_and_seeded():
+    cfg = dict(n_patches=6, patch_size=32, scene_size=96, patches_per_scene=3, cloud_cover=(0.3, 0.6), seed=2)
+    cached = SimulatedPatches(**cfg)
+    fresh = SimulatedPatches(**cfg, cache=False)
+    samples = [cached[i] for i in (5, 0, 1, 2, 3, 4)]  # any order: a scene is rendered once for all its patches
+    for i, s in zip((5, 0, 1, 2, 3, 4), samples):
+        assert torch.equal(s["optical"], fresh[i]["optical"]) and torch.equal(s["label"], fresh[i]["label"])
+        assert s["optical"].shape == (12, 32, 32) and s["label"].shape == (32, 32)
+        # one window for every layer: most cloud-free pixels equal the clear image exactly (thin haze
+        # below the SCL threshold alters the rest; a shifted window would match almost nowhere)
+        clear = s["cloud"] == 0
+        same = (s["optical"][:, clear] == s["optical_clear"][:, clear]).all(0).float().mean()
+        assert clear.sum() > 0 and same > 0.8, float(same)
+    # patches of one scene are different windows of it
+    assert not torch.equal(cached[0]["label"], cached[1]["label"])
+
+
+def test_scene_smaller_than_patch_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="scene_size 16 is smaller than patch_size 32"):
+        SimulatedDataConfig(patch_size=32, scene_size=16)
+
+
 def test_train_writes_loadable_checkpoints_and_resumes(tmp_path):
     first = train(_cfg(tmp_path, epochs=1))
     assert len(first.history) == 1

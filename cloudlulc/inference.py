@@ -15,16 +15,23 @@ make that hold by construction:
 * **Blending is a weighted average of softmax probabilities** with a separable raised-cosine ramp over
   the ``overlap`` (the ramps of two neighbours sum to one; the accumulated weight is divided out anyway).
 
-Each tile is run once. The Dask graph has two stages: a *group* task per output chunk runs the tiles
-whose origin falls inside that chunk (reading the chunk plus a one-sided halo of ``tile`` pixels) and
-returns their weighted probability sums over the tiles' footprint; a *combine* task per output chunk
-adds the footprints of the (at most four, when ``tile <= chunk``) groups that touch it, normalises,
-and emits ``uint8`` products. Only floating-point summation order differs from a one-shot run.
+Each tile is run once per computation. The Dask graph has two stages: *group* tasks per output
+chunk run the tiles whose origin falls inside that chunk (reading the chunk plus a one-sided halo of
+``tile`` pixels) and return their weighted probability sums over the tiles' footprint; a *combine*
+task per output chunk adds the footprints of the groups that touch it (fixed order), normalises, and
+emits ``uint8`` products. Only floating-point summation order differs from a one-shot run.
 
-Memory: a task holds its chunk's padded window (chunk + tile), its tile sums and one batch; Dask
-keeps the input chunks and tile sums that the next chunk row still needs, so peak memory grows with
-the AOI *width* in chunks (about one row), not with its area (see ``benchmarks/inference.py``).
-Tiles whose footprint is entirely nodata are skipped.
+A chunk's tiles are split into groups by the chunk row and column their footprint reaches (ending
+inside the chunk, reaching down, right, down-right): a computation of some output chunks then runs
+only the tiles that touch them, never a neighbour's interior tiles.
+
+Memory: a task holds its padded window, its tile sums and one batch. Computing the whole array at
+once, Dask keeps the input chunks and tile sums that the next chunk row still needs, so memory grows
+with the AOI *width* in chunks. :func:`cloudlulc.mosaic.write_mosaic` therefore computes square
+blocks of chunks one at a time: memory is bounded by the block, and the tiles crossing a block
+border are computed in both blocks (the same group tasks on the same inputs: block-wise output equals
+a single computation, bit for bit with deterministic kernels). ``benchmarks/inference.py`` prints the
+memory and the share of recomputed tiles. Tiles whose footprint is entirely nodata are skipped.
 
 Nodata: a pixel whose optical *and* SAR bands are all NaN is nodata (255 in every product). Missing
 optical bands with valid SAR (clouds masked upstream, optical-only gaps) are filled with the model's
@@ -278,28 +285,77 @@ class _GroupPlan:
     chunk: tuple[int, int, int, int]  # y0, y1, x0, x1 of the output chunk the group belongs to
     tiles_y: tuple[int, ...]  # tile starts (may be < 0 or overhang the image)
     tiles_x: tuple[int, ...]
-    window: tuple[int, int, int, int]  # gy0, gy1, gx0, gx1: padded window covering chunk and tiles
+    window: tuple[int, int, int, int]  # gy0, gy1, gx0, gx1: padded window covering the tiles (and chunk)
     read: tuple[int, int, int, int]  # r0, r1, c0, c1: the in-image rows/cols to read for it
     extent: tuple[int, int, int, int]  # in-image footprint of the group's tiles ((0,0,0,0) if none)
+    with_valid: bool = True  # window covers the chunk and the task returns the chunk's validity mask
 
 
-def _plan_group(grid: TileGrid, chunk: tuple[int, int, int, int], shape: tuple[int, int]) -> _GroupPlan:
+def _plan_group(
+    grid: TileGrid,
+    chunk: tuple[int, int, int, int],
+    shape: tuple[int, int],
+    tiles_y: tuple[int, ...] | None = None,
+    tiles_x: tuple[int, ...] | None = None,
+    with_valid: bool = True,
+) -> _GroupPlan:
+    """Geometry of a group running tiles ``tiles_y x tiles_x`` (default: all tiles ``chunk`` owns)."""
     h, w = shape
     y0, y1, x0, x1 = chunk
-    ty = tuple(grid.start(k) for k in grid.owned(y0, y1, h))
-    tx = tuple(grid.start(k) for k in grid.owned(x0, x1, w))
+    ty = tuple(grid.start(k) for k in grid.owned(y0, y1, h)) if tiles_y is None else tuple(tiles_y)
+    tx = tuple(grid.start(k) for k in grid.owned(x0, x1, w)) if tiles_x is None else tuple(tiles_x)
     if ty and tx:
-        gy0, gy1 = min(y0, ty[0]), max(y1, ty[-1] + grid.tile)
-        gx0, gx1 = min(x0, tx[0]), max(x1, tx[-1] + grid.tile)
+        gy0, gy1 = ty[0], ty[-1] + grid.tile
+        gx0, gx1 = tx[0], tx[-1] + grid.tile
+        if with_valid:
+            gy0, gy1, gx0, gx1 = min(y0, gy0), max(y1, gy1), min(x0, gx0), max(x1, gx1)
         extent = (max(ty[0], 0), min(ty[-1] + grid.tile, h), max(tx[0], 0), min(tx[-1] + grid.tile, w))
     else:
+        if not with_valid:
+            raise ValueError("a group without tiles must at least report its chunk's validity")
         ty, tx = (), ()
         gy0, gy1, gx0, gx1 = y0, y1, x0, x1
         extent = (0, 0, 0, 0)
     ys = _reflect_index(np.arange(gy0, gy1), h)
     xs = _reflect_index(np.arange(gx0, gx1), w)
     read = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
-    return _GroupPlan(chunk, ty, tx, (gy0, gy1, gx0, gx1), read, extent)
+    return _GroupPlan(chunk, ty, tx, (gy0, gy1, gx0, gx1), read, extent, with_valid)
+
+
+def _by_reach(grid: TileGrid, starts: tuple[int, ...], chunk_starts: np.ndarray, n: int) -> list[tuple[int, ...]]:
+    """Split tile starts along one axis by the chunk holding the tile's last in-image pixel.
+
+    Tiles owned by a chunk either end inside it or reach into the next chunk(s). Keeping those
+    classes in separate tasks lets a block of chunks recompute only the neighbour tiles that reach
+    into it (see :func:`_chunk_plans`), never a neighbour's interior tiles.
+    """
+    classes: dict[int, list[int]] = {}
+    for s in starts:
+        last = min(s + grid.tile, n) - 1
+        classes.setdefault(int(np.searchsorted(chunk_starts, last, "right")) - 1, []).append(s)
+    return [tuple(classes[k]) for k in sorted(classes)]
+
+
+def _chunk_plans(
+    grid: TileGrid, chunk: tuple[int, int, int, int], shape: tuple[int, int],
+    ystarts: np.ndarray, xstarts: np.ndarray,
+) -> list[_GroupPlan]:
+    """The group tasks of one chunk: its owned tiles split by the chunk row x column they reach.
+
+    The first plan also carries the chunk's validity mask. Typically (tile <= chunk) there are four:
+    tiles ending in the chunk, reaching down, reaching right, reaching down-right.
+    """
+    h, w = shape
+    y0, y1, x0, x1 = chunk
+    ty = tuple(grid.start(k) for k in grid.owned(y0, y1, h))
+    tx = tuple(grid.start(k) for k in grid.owned(x0, x1, w))
+    if not (ty and tx):
+        return [_plan_group(grid, chunk, shape, (), (), with_valid=True)]
+    return [
+        _plan_group(grid, chunk, shape, cy, cx, with_valid=(a == 0 and b == 0))
+        for a, cy in enumerate(_by_reach(grid, ty, ystarts, h))
+        for b, cx in enumerate(_by_reach(grid, tx, xstarts, w))
+    ]
 
 
 def _run_group(
@@ -311,18 +367,18 @@ def _run_group(
     grid: TileGrid,
     batch_size: int,
     device: str,
-) -> tuple[np.ndarray | None, np.ndarray]:
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Run the group's tiles over its padded window (``optical``/``sar`` cover ``plan.window``, owned
     by this call: NaN are filled in place). Returns (weighted sums over ``plan.extent`` as [C+2, h, w]
     = C probability sums, reliability sum, weight sum; or None without tiles) and the chunk's
-    validity mask."""
+    validity mask (None unless ``plan.with_valid``)."""
     h, w = shape
     gy0, gy1, gx0, gx1 = plan.window
     opt, sr = optical, sar
 
     y0, y1, x0, x1 = plan.chunk
     data = ~(np.isnan(opt).all(axis=0) & np.isnan(sr).all(axis=0))  # pixel has some optical or SAR value
-    valid = data[y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0]
+    valid = data[y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0] if plan.with_valid else None
     t = grid.tile
     # A tile whose in-image footprint is all nodata only ever contributes to nodata pixels: skip it
     # (a decision made from global data, so chunked and one-shot runs skip the same tiles).
@@ -540,20 +596,22 @@ def _products_graph(
     token = dask.base.tokenize(optical, sar, grid, handle, batch_size, device)
     hname, gname, cname = f"cloudlulc-model-{token}", f"cloudlulc-tiles-{token}", f"cloudlulc-products-{token}"
     dsk: dict[Any, Any] = {hname: handle}
-    plans: dict[tuple[int, int], _GroupPlan] = {}
-    for i, (y0, y1) in enumerate(ybounds):
-        for j, (x0, x1) in enumerate(xbounds):
-            plan = _plan_group(grid, (y0, y1, x0, x1), (h, w))
-            plans[i, j] = plan
-            okeys, oy, ox = _block_refs(optical.name, ybounds, xbounds, plan.read)
-            skeys, _, _ = _block_refs(sar.name, ybounds, xbounds, plan.read)
-            dsk[(gname, i, j)] = (_run_group_blocks, okeys, skeys, [oy, ox], plan, [h, w], hname, grid,
-                                  batch_size, device)
-
-    # which groups' footprints touch which chunks (linear: search the chunk edges per footprint)
     ystarts = np.array([a for a, _ in ybounds])
     xstarts = np.array([a for a, _ in xbounds])
-    touching: dict[tuple[int, int], list[tuple[int, int]]] = {k: [] for k in plans}
+    plans: dict[tuple[int, int, int], _GroupPlan] = {}
+    for i, (y0, y1) in enumerate(ybounds):
+        for j, (x0, x1) in enumerate(xbounds):
+            for k, plan in enumerate(_chunk_plans(grid, (y0, y1, x0, x1), (h, w), ystarts, xstarts)):
+                plans[i, j, k] = plan
+                okeys, oy, ox = _block_refs(optical.name, ybounds, xbounds, plan.read)
+                skeys, _, _ = _block_refs(sar.name, ybounds, xbounds, plan.read)
+                dsk[(gname, i, j, k)] = (_run_group_blocks, okeys, skeys, [oy, ox], plan, [h, w], hname, grid,
+                                         batch_size, device)
+
+    # which groups' footprints touch which chunks (linear: search the chunk edges per footprint)
+    touching: dict[tuple[int, int], list[tuple[int, int, int]]] = {
+        (i, j): [] for i in range(len(ybounds)) for j in range(len(xbounds))
+    }
     for key in sorted(plans):
         ey0, ey1, ex0, ex1 = plans[key].extent
         if ey1 <= ey0 or ex1 <= ex0:
@@ -567,9 +625,9 @@ def _products_graph(
         dsk[(cname, 0, i, j)] = (
             _combine_keys,
             (y0, y1, x0, x1),
-            (gname, i, j),
-            [(gname, k, l) for k, l in keys],
-            [list(plans[k, l].extent) for k, l in keys],
+            (gname, i, j, 0),  # the chunk's first group carries its validity mask
+            [(gname, *key) for key in keys],
+            [list(plans[key].extent) for key in keys],
         )
     graph = HighLevelGraph.from_collections(cname, dsk, dependencies=[optical, sar])
     return da.Array(graph, cname, chunks=((3,), optical.chunks[1], optical.chunks[2]), dtype=np.uint8)

@@ -27,7 +27,10 @@ Writing a time that exists replaces that slice. A write interrupted mid-way leav
 computes only chunks without a ``done`` marker; a different fingerprint restarts the slice. Other
 slices are never touched. A result on a different grid or CRS is refused before anything is written.
 One writing process per store at a time (the Prefect flow serialises acquisitions); its chunk
-writes run in parallel on Dask, each chunk owned by exactly one task.
+writes run in parallel on Dask, each chunk owned by exactly one task. A slice is computed in square
+blocks of ``block_chunks`` x ``block_chunks`` chunks, one block per ``dask.compute``, so peak memory
+is bounded by the block rather than by the AOI (lazy inference would otherwise keep a row of chunks
+alive); a resumed write skips blocks whose chunks are all done.
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from cloudlulc.classes import CLASS_NAMES, CLASSES, NODATA, class_table
 __all__ = [
     "MOSAIC_VARIABLES",
     "DEFAULT_CHUNK_SIZE",
+    "DEFAULT_BLOCK_CHUNKS",
     "MosaicError",
     "MosaicGridError",
     "WriteSummary",
@@ -71,6 +75,8 @@ __all__ = [
 
 MOSAIC_VARIABLES: tuple[str, ...] = ("lulc", "confidence", "optical_reliability", "cloud")
 DEFAULT_CHUNK_SIZE = 1024
+#: side, in store chunks, of the square blocks a slice is computed and written in (one block at a time)
+DEFAULT_BLOCK_CHUNKS = 4
 _STATE_GROUP = "_resume"
 _DONE = "done"
 _TIME_UNITS = "milliseconds since 1970-01-01"
@@ -373,6 +379,17 @@ def _write_graph(stacked: da.Array, todo: list[tuple[int, int]], store: Any, t: 
     return Delayed(wname, graph)
 
 
+def _blocks(todo: list[tuple[int, int]], block_chunks: int | None) -> list[list[tuple[int, int]]]:
+    """The ``todo`` chunks grouped into square blocks of ``block_chunks`` x ``block_chunks`` chunks,
+    row-major (``None``: one block with everything). Blocks without a chunk to do are left out."""
+    if block_chunks is None:
+        return [todo] if todo else []
+    blocks: dict[tuple[int, int], list[tuple[int, int]]] = {}
+    for bi, bj in todo:
+        blocks.setdefault((bi // block_chunks, bj // block_chunks), []).append((bi, bj))
+    return [blocks[k] for k in sorted(blocks)]
+
+
 def _set_provenance(root: zarr.Group, key: str, entry: dict[str, Any]) -> None:
     prov = dict(root.attrs.get("provenance", {}))
     prov[key] = entry
@@ -388,6 +405,7 @@ def write_mosaic(
     attrs: Mapping[str, Any] | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     resume: bool = True,
+    block_chunks: int | None = DEFAULT_BLOCK_CHUNKS,
 ) -> WriteSummary:
     """Write one acquisition's products into the mosaic ``store`` at ``time`` (append or replace).
 
@@ -399,10 +417,21 @@ def write_mosaic(
     ``chunk_size`` applies when the store is created (an existing store keeps its chunking).
     With ``resume`` (default), an interrupted write of the same time with the same attrs continues
     where it stopped; otherwise, and for a completed slice, the slice is rewritten.
+
+    ``block_chunks``: the slice is computed and written in square blocks of ``block_chunks`` x
+    ``block_chunks`` store chunks, one block (one ``dask.compute``) at a time, so peak memory is
+    bounded by the block size whatever the AOI size. Each block's graph is culled to what its chunks
+    need: with :func:`~cloudlulc.inference.predict_cube` that is the block's tiles plus the neighbour
+    tiles that reach into it, recomputed in both blocks (same inputs, same results: block-wise output
+    equals a single compute). Without blocks (``None``) Dask would keep about one row of input chunks
+    and tile sums alive, so memory would grow with the AOI width. Larger blocks recompute fewer border
+    tiles and give Dask more parallel chunks; smaller ones use less memory.
     """
     import rioxarray  # noqa: F401
 
     _check_result(result)
+    if block_chunks is not None and block_chunks < 1:
+        raise MosaicError(f"block_chunks must be >= 1 or None, got {block_chunks}")
     t = _to_datetime64(time)
     key = _iso(t)
     entry: dict[str, Any] = _jsonable(strip_query(dict(attrs or {})))
@@ -456,8 +485,9 @@ def write_mosaic(
         raise MosaicError(f"store chunk grid {finished.shape} does not match the result's {(nby, nbx)}")
     store_arg = str(store) if isinstance(store, Path) else store
     todo = [(bi, bj) for bi in range(nby) for bj in range(nbx) if not finished[bi, bj]]
-    if todo:
-        dask.compute(_write_graph(stacked, todo, store_arg, idx, chunk_size))
+    for block in _blocks(todo, block_chunks):
+        # one block at a time: each compute holds only its block's inputs, tile sums and products
+        dask.compute(_write_graph(stacked, block, store_arg, idx, chunk_size))
 
     if not np.asarray(done[idx]).astype(bool).all():
         raise MosaicError(f"slice {key}: some chunks have no completion marker after the write; re-run to resume")

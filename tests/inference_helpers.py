@@ -149,3 +149,18 @@ def make_cube(
     )
     ds = ds.assign_coords(band=("band", list(S2_BANDS)), sar_band=("sar_band", list(S1_BANDS)))
     return ds.rio.write_crs(epsg)
+
+
+def assert_matches_reference(products: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> None:
+    """Chunked products equal one-shot products (``predict_arrays`` with probabilities) up to the float
+    summation order of the blending: same class wherever the top two probabilities are not a tie,
+    confidence and reliability within one percent (rounding of 100 * p at x.5)."""
+    probs = ref["probabilities"]
+    top2 = np.sort(probs, axis=0)[-2:]
+    decisive = (top2[1] - top2[0]) > 1e-4
+    lulc = products["lulc"]
+    assert np.array_equal(lulc[decisive], ref["lulc"][decisive])
+    assert (lulc != ref["lulc"]).sum() <= (~decisive).sum()
+    for name in ("confidence", "optical_reliability"):
+        diff = np.abs(products[name].astype(int) - ref[name].astype(int))
+        assert diff.max() <= 1, name

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import httpx
 
+from cloudlulc.local_processes import free_port, stop_process
 from cloudlulc.simulate.catalog import SimCatalog
 
 _NAV_RELS = frozenset({"self", "root", "parent", "collection"})
@@ -106,12 +107,6 @@ def _port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def _free_port(host: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 class StacServer:
     """A running ``rustac serve`` process; prefer the :func:`serve_stac` context manager."""
 
@@ -182,7 +177,7 @@ class StacServer:
                 )
             attempts = [self.requested_port]
         else:
-            attempts = [_free_port(self.host) for _ in range(3)]  # a port can be taken between pick and bind
+            attempts = [free_port(self.host) for _ in range(3)]  # a port can be taken between pick and bind
         last_error: StacServerError | None = None
         for port in attempts:
             try:
@@ -239,13 +234,8 @@ class StacServer:
     def stop(self) -> None:
         """Terminate the process (SIGTERM, then SIGKILL after 5 s)."""
         proc, self.process = self.process, None
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+        if proc is not None:
+            stop_process(proc, timeout=5)
         self.port = None
 
     def close(self) -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from cloudlulc.http_assets import _die_with_parent
+from cloudlulc.local_processes import free_port, stop_process
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 POSTGIS_CONTROL = Path("/usr/share/postgresql/15/extension/postgis.control")
@@ -36,12 +36,6 @@ def missing_requirements() -> str | None:
     if not POSTGIS_CONTROL.exists():
         return f"PostGIS for PostgreSQL 15 not found ({POSTGIS_CONTROL}; apt-get install postgresql-15-postgis-3)"
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -177,10 +171,5 @@ def serve_pgstac(collections: Iterable[dict], items: Iterable[dict], timeout: fl
                 time.sleep(0.2)
             yield PgstacServer(dsn=dsn, api_url=url, workdir=workdir)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc)
             log.close()

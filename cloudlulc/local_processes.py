@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import time
+from collections.abc import Callable
+
+import httpx
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -26,3 +30,30 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def wait_until_ready(
+    ready: Callable[[], bool],
+    proc: subprocess.Popen,
+    *,
+    timeout: float,
+    on_exit: Callable[[int], Exception],
+    on_timeout: Callable[[], Exception],
+    interval: float = 0.2,
+) -> None:
+    """Poll ``ready()`` until it is true; raise ``on_exit(returncode)`` if ``proc`` dies first, or
+    ``on_timeout()`` after ``timeout`` seconds. ``ready`` raising an ``httpx`` error or reading an
+    unparsable body counts as "not yet": a server that is still starting refuses connections."""
+    deadline = time.monotonic() + timeout
+    while True:
+        code = proc.poll()
+        if code is not None:
+            raise on_exit(code)
+        try:
+            if ready():
+                return
+        except (httpx.HTTPError, ValueError):
+            pass
+        if time.monotonic() > deadline:
+            raise on_timeout()
+        time.sleep(interval)

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import httpx
 
-from cloudlulc.local_processes import free_port, stop_process
+from cloudlulc.local_processes import free_port, stop_process, wait_until_ready
 from cloudlulc.simulate.catalog import SimCatalog
 
 _NAV_RELS = frozenset({"self", "root", "parent", "collection"})
@@ -199,31 +199,28 @@ class StacServer:
             cmd, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
         )
         self.port = port
-        deadline = time.monotonic() + self.startup_timeout
         base = f"http://{self.host}:{port}"
         with httpx.Client(timeout=2.0, trust_env=False) as http:
-            while True:
-                code = self.process.poll()
-                if code is not None:
-                    raise StacServerError(
-                        f"`rustac serve` exited with status {code} before serving on {self.host}:{port}. "
-                        f"Command: {' '.join(cmd)}\nOutput:\n{self.output()}"
-                    )
-                try:
-                    root = http.get(base + "/")
-                    cols = http.get(base + "/collections")
-                    if root.status_code == 200 and cols.status_code == 200:
-                        n = len(cols.json().get("collections", []))
-                        if self.expected_collections is None or n >= self.expected_collections:
-                            return
-                except (httpx.TransportError, ValueError):
-                    pass
-                if time.monotonic() > deadline:
-                    raise StacServerError(
-                        f"`rustac serve` did not become ready on {base} within {self.startup_timeout:.0f} s "
-                        f"(expected {self.expected_collections} collections). Output:\n{self.output()}"
-                    )
-                time.sleep(0.05)
+
+            def serving_all_collections() -> bool:
+                root = http.get(base + "/")
+                cols = http.get(base + "/collections")
+                if root.status_code != 200 or cols.status_code != 200:
+                    return False
+                n = len(cols.json().get("collections", []))
+                return self.expected_collections is None or n >= self.expected_collections
+
+            wait_until_ready(
+                serving_all_collections, self.process, timeout=self.startup_timeout, interval=0.05,
+                on_exit=lambda code: StacServerError(
+                    f"`rustac serve` exited with status {code} before serving on {self.host}:{port}. "
+                    f"Command: {' '.join(cmd)}\nOutput:\n{self.output()}"
+                ),
+                on_timeout=lambda: StacServerError(
+                    f"`rustac serve` did not become ready on {base} within {self.startup_timeout:.0f} s "
+                    f"(expected {self.expected_collections} collections). Output:\n{self.output()}"
+                ),
+            )
 
     def output(self) -> str:
         """What rustac printed so far (stdout and stderr)."""

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from cloudlulc.local_processes import free_port
+from cloudlulc.local_processes import free_port, wait_until_ready
 
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -107,18 +107,11 @@ def prefect_server(home: Path, *, port: int | None = None, ui: bool = False, tim
     }
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with _process(cmd, env, server.log_path, "prefect server") as proc:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise LocalServerError(f"prefect server exited with {proc.returncode}; log {server.log_path}:\n{_tail(server.log_path)}")
-            try:
-                if httpx.get(f"{api}/health", timeout=2.0).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise LocalServerError(f"prefect server not healthy after {timeout:.0f} s; log {server.log_path}:\n{_tail(server.log_path)}")
-            time.sleep(0.5)
+        wait_until_ready(
+            lambda: httpx.get(f"{api}/health", timeout=2.0).status_code == 200, proc, timeout=timeout, interval=0.5,
+            on_exit=lambda code: LocalServerError(f"prefect server exited with {code}; log {server.log_path}:\n{_tail(server.log_path)}"),
+            on_timeout=lambda: LocalServerError(f"prefect server not healthy after {timeout:.0f} s; log {server.log_path}:\n{_tail(server.log_path)}"),
+        )
         yield server
 
 

@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 import httpx
 
 from cloudlulc.http_assets import _die_with_parent
-from cloudlulc.local_processes import free_port, stop_process
+from cloudlulc.local_processes import free_port, stop_process, wait_until_ready
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 POSTGIS_CONTROL = Path("/usr/share/postgresql/15/extension/postgis.control")
@@ -155,20 +154,13 @@ def serve_pgstac(collections: Iterable[dict], items: Iterable[dict], timeout: fl
         )
         url = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(
-                        f"stac-fastapi-pgstac exited with {proc.returncode}: {(workdir / 'api.log').read_text()[-2000:]}"
-                    )
-                try:
-                    if httpx.get(f"{url}/collections", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"stac-fastapi-pgstac did not answer on {url} within {timeout:.0f} s")
-                time.sleep(0.2)
+            wait_until_ready(
+                lambda: httpx.get(f"{url}/collections", timeout=2).status_code == 200, proc, timeout=timeout,
+                on_exit=lambda code: RuntimeError(
+                    f"stac-fastapi-pgstac exited with {code}: {(workdir / 'api.log').read_text()[-2000:]}"
+                ),
+                on_timeout=lambda: RuntimeError(f"stac-fastapi-pgstac did not answer on {url} within {timeout:.0f} s"),
+            )
             yield PgstacServer(dsn=dsn, api_url=url, workdir=workdir)
         finally:
             stop_process(proc)

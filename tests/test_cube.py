@@ -36,6 +36,7 @@ from cloudlulc.cube import (
     utm_epsg,
 )
 from cloudlulc.http_assets import serve_assets
+from cube_checks import reflectance_at
 from pc_fixtures import PC_FIXTURES
 
 FIXTURES = PC_FIXTURES
@@ -310,15 +311,7 @@ def test_cube_pixels_equal_cog_pixels_at_the_same_location(sim, sim_aoi):
         for r, c in zip(ys, xs, strict=True):
             x, y = grid.x[c], grid.y[r]
             got = float(cube["optical"].sel(band="B03").isel(y=r, x=c).values)
-            expected = np.nan
-            for it in acq.items:  # least cloudy first, as the mosaic
-                with rasterio.open(it["assets"]["B03"]["href"]) as src:
-                    row, col = src.index(x, y)
-                    if 0 <= row < src.height and 0 <= col < src.width:
-                        dn = src.read(1, window=((row, row + 1), (col, col + 1)))[0, 0]
-                        if dn != 0:
-                            expected = float(harmonise_s2(np.array([dn]), baseline_offset(it))[0])
-                            break
+            expected = reflectance_at(acq.items, "B03", x, y)  # items least cloudy first, as the mosaic
             assert got == pytest.approx(expected, abs=1e-7, nan_ok=True)
 
 

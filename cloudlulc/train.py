@@ -90,18 +90,19 @@ class TrainConfig(BaseModel):
     model_overrides: dict[str, Any] = Field(default_factory=dict)
     train_data: SimulatedDataConfig = Field(default_factory=SimulatedDataConfig)
     val_data: SimulatedDataConfig | None = None
-    epochs: int = 1
+    epochs: int = Field(1, ge=1)
     #: optimiser steps per epoch; None = one pass over the training set
-    steps_per_epoch: int | None = None
-    batch_size: int = 8
-    lr: float = 2e-3
-    weight_decay: float = 1e-2
-    warmup_steps: int = 20
-    min_lr_ratio: float = 0.02
-    grad_clip: float = 1.0
-    anchor_weight: float = 0.2
-    reliability_weight: float = 0.3
-    reconstruction_weight: float = 1.0
+    steps_per_epoch: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(2e-3, gt=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    warmup_steps: int = Field(20, ge=0)
+    min_lr_ratio: float = Field(0.02, ge=0, le=1)
+    #: max gradient norm; 0 = no clipping
+    grad_clip: float = Field(1.0, ge=0)
+    anchor_weight: float = Field(0.2, ge=0)
+    reliability_weight: float = Field(0.3, ge=0)
+    reconstruction_weight: float = Field(1.0, ge=0)
     augment: bool = True
     amp: bool = True
     device: str = "auto"

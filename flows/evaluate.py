@@ -6,8 +6,6 @@ comparison, cloud sweep); the flow publishes the Markdown report as an artifact 
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +13,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from cloudlulc.evaluate import EvaluationParams
-from flows.params import validate
+from flows.params import run_with_config_file, validate
 
 
 @flow(name="evaluate", log_prints=True, validate_parameters=False)
@@ -35,12 +33,7 @@ def evaluate_flow(params: EvaluationParams | dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m flows.evaluate", description="Evaluate through Prefect.")
-    ap.add_argument("--config", required=True, help="JSON file with cloudlulc.evaluate.EvaluationParams")
-    a = ap.parse_args(argv)
-    with open(a.config) as f:
-        params = validate(EvaluationParams, "evaluate", json.load(f))
-    print(json.dumps(evaluate_flow(params), indent=2, default=str))
+    run_with_config_file(EvaluationParams, "evaluate", evaluate_flow, argv)
 
 
 if __name__ == "__main__":

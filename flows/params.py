@@ -9,6 +9,9 @@ parameters fail *before any work starts* with a message naming each bad field.
 
 from __future__ import annotations
 
+import argparse
+import json
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, TypeVar
 
@@ -38,6 +41,16 @@ def validate(model: type[M], flow_name: str, values: dict[str, Any]) -> M:
         raise InvalidParameters(
             f"{flow_name}: parameters rejected before any work started:\n" + "\n".join(lines)
         ) from None
+
+
+def run_with_config_file(model: type[M], flow_name: str, flow_fn: Callable[[M], Any], argv: list[str] | None) -> None:
+    """``python -m flows.<name> --config params.json``: validate the JSON as ``model``, run the flow, print its result."""
+    ap = argparse.ArgumentParser(prog=f"python -m flows.{flow_name}", description=f"Run the {flow_name} flow through Prefect.")
+    ap.add_argument("--config", required=True, help=f"JSON file with {model.__module__}.{model.__name__}")
+    a = ap.parse_args(argv)
+    with open(a.config) as f:
+        params = validate(model, flow_name, json.load(f))
+    print(json.dumps(flow_fn(params), indent=2, default=str))
 
 
 class NrtParams(MappingOptions):

@@ -7,15 +7,13 @@ pool (``deploy/prefect.yaml``) it runs on a GPU node; locally it trains on the C
 
 from __future__ import annotations
 
-import argparse
-import json
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from cloudlulc.train import TrainConfig
-from flows.params import validate
+from flows.params import run_with_config_file, validate
 
 
 @flow(name="train", log_prints=True, validate_parameters=False)
@@ -39,12 +37,7 @@ def train_flow(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m flows.train", description="Train through Prefect.")
-    ap.add_argument("--config", required=True, help="JSON file with a cloudlulc.train.TrainConfig")
-    a = ap.parse_args(argv)
-    with open(a.config) as f:
-        cfg = validate(TrainConfig, "train", json.load(f))
-    print(json.dumps(train_flow(cfg), indent=2, default=str))
+    run_with_config_file(TrainConfig, "train", train_flow, argv)
 
 
 if __name__ == "__main__":

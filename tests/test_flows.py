@@ -6,13 +6,19 @@ the network the tiny CloudLULC-Net (demo weights when committed, else untrained)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 from prefect.states import Failed
 from prefect.testing.utilities import prefect_test_harness
 from prefect.utilities.importtools import import_object
@@ -22,8 +28,8 @@ from cloudlulc.mosaic import mapped_times
 from cloudlulc.simulate import DEFAULT_S1, DEFAULT_S2, write_demo_catalog
 from cloudlulc.stac_server import serve_stac
 from flows.build_dataset import build_dataset_flow, parse_sets
-from flows.evaluate import evaluate_flow
 from flows.demo import demo_aoi_and_time
+from flows.evaluate import evaluate_flow
 from flows.map_aoi import map_aoi_flow, retry_on_transient, search_task
 from flows.nrt import map_aoi_nrt_flow
 from flows.params import InvalidParameters
@@ -349,3 +355,14 @@ def test_missing_sentinel1_fails_at_once_with_advice(sim_catalog, stac_url, tmp_
     assert acq["optical_only"] and acq["s1_items"] == [] and acq["s1_gap_days"] is None
     assert any("optical-only" in w for w in out["warnings"])
     assert xr.open_zarr(tmp_path / "x.zarr")["lulc"].isel(time=0).values.max() < 255
+
+
+@pytest.mark.parametrize("module, field", [("flows.train", "batch_size"), ("flows.evaluate", "batch_size")])
+def test_config_file_cli_rejects_bad_parameters_before_work(module, field, tmp_path):
+    import importlib
+
+    config = tmp_path / "params.json"
+    config.write_text(json.dumps({field: -1, "out_dir": str(tmp_path / "run")}))
+    with pytest.raises(InvalidParameters, match=rf"parameters rejected before any work started:\n(.|\n)*{field}"):
+        importlib.import_module(module).main(["--config", str(config)])
+    assert not (tmp_path / "run").exists()

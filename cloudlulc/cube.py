@@ -1,8 +1,11 @@
 """Lazy Dask cubes of one paired acquisition on one grid (stackstac).
 
 Every layer of a target date (Sentinel-2 reflectance, SCL / cloud mask, Sentinel-1 dB, labels) is
-warped by GDAL straight onto the same :class:`Grid`: one EPSG, 10 m pixels, bounds on 10 m
-multiples, so the arrays share ``x``/``y`` exactly and the model can stack them. Nothing is read
+brought onto the same :class:`Grid`: one EPSG, 10 m pixels, bounds on 10 m multiples, so the arrays
+share ``x``/``y`` exactly and the model can stack them. Assets already on that grid (the usual case
+for S2 and S1 RTC in the AOI's UTM zone) are read with windowed RasterIO, everything else through
+GDAL's warper (:mod:`cloudlulc.aligned_read`: same values, several times faster). Each chunk reads
+all bands of an item in one task. Nothing is read
 until ``.compute()``; unreadable assets fail with :class:`~cloudlulc.catalog.AssetReadError` (no
 token in the message) unless ``errors_as_nodata=True``.
 
@@ -32,6 +35,7 @@ from rasterio.enums import Resampling
 from stackstac.nodata_reader import exception_matches, nodata_for_window
 from stackstac.rio_reader import AutoParallelRioReader
 
+from .aligned_read import aligned_dataset
 from .catalog import (
     AssetReadError,
     CatalogError,
@@ -173,6 +177,9 @@ class CheckedRioReader(AutoParallelRioReader):
     :class:`AssetReadWarning` and return nodata for that window.
     """
 
+    #: read assets already on the target grid without the warper (same values; off to compare)
+    fast_aligned_reads: bool = True
+
     def __init__(self, *, errors_as_nodata: tuple[Exception, ...] = (), **kwargs: Any) -> None:
         super().__init__(errors_as_nodata=(), **kwargs)
         self._lenient = tuple(errors_as_nodata)
@@ -181,6 +188,23 @@ class CheckedRioReader(AutoParallelRioReader):
         state = super().__getstate__()
         state["errors_as_nodata"] = self._lenient  # restored by __setstate__ -> __init__
         return state
+
+    def _open(self):  # type: ignore[override]
+        """Skip GDAL's warper for assets already on the target grid (see :mod:`cloudlulc.aligned_read`)."""
+        from stackstac.rio_reader import SelfCleaningDatasetReader
+
+        if self.fast_aligned_reads:
+            with self.gdal_env.open:
+                try:
+                    ds = SelfCleaningDatasetReader(self.url, sharing=False)
+                except Exception:
+                    ds = None  # stackstac's own open reports the error
+            if ds is not None:
+                fast = aligned_dataset(ds, self.spec, self.resampling, self.gdal_env)
+                if fast is not None:
+                    return fast
+                ds.close()
+        return super()._open()
 
     def read(self, window, **kwargs) -> np.ndarray:  # type: ignore[override]
         try:
@@ -223,7 +247,7 @@ def _stack(
         bounds=grid.bounds,
         snap_bounds=False,
         resampling=resampling,
-        chunksize=(1, 1, chunksize, chunksize),
+        chunksize=(1, -1, chunksize, chunksize),
         dtype=np.dtype(dtype),
         fill_value=fill_value,
         rescale=False,
@@ -270,13 +294,20 @@ def baseline_offset(item: dict) -> float:
     return S2_BOA_OFFSET if (major, minor) >= BASELINE_OFFSET_FROM else 0.0
 
 
-def harmonise_s2(dn: np.ndarray | xr.DataArray, offset: float) -> Any:
-    """L2A DN -> surface reflectance: (DN - offset) / 10000, DN 0 (nodata) -> NaN, as float32."""
-    dn = dn.astype(np.float32)
-    refl = (dn - np.float32(offset)) / np.float32(S2_QUANTIFICATION)
-    return xr.where(dn > 0, refl, np.float32(np.nan)) if isinstance(dn, xr.DataArray) else np.where(
-        dn > 0, refl, np.float32(np.nan)
-    ).astype(np.float32)
+def harmonise_s2(dn: np.ndarray | xr.DataArray, offset: float | np.ndarray) -> Any:
+    """L2A DN -> surface reflectance: (DN - offset) / 10000, DN 0 (nodata) -> NaN, as float32.
+
+    ``offset`` broadcasts against ``dn`` (one value, or one per item along a leading axis). The
+    numpy path makes one float32 array and works in place: it runs per chunk on every cube.
+    """
+    if isinstance(dn, xr.DataArray):
+        return xr.apply_ufunc(harmonise_s2, dn, offset, dask="parallelized", output_dtypes=[np.float32])
+    dn = np.asarray(dn)
+    out = np.subtract(dn, np.asarray(offset, dtype=np.float32), dtype=np.float32)
+    out /= np.float32(S2_QUANTIFICATION)
+    with np.errstate(invalid="ignore"):
+        np.copyto(out, np.float32(np.nan), where=~(dn > 0))  # DN 0 and NaN (outside the asset)
+    return out
 
 
 def linear_to_db(linear: np.ndarray | xr.DataArray) -> Any:
@@ -321,7 +352,7 @@ def optical_cube(
     )
     by_id = {it["id"]: baseline_offset(it) for it in items}
     offsets = xr.DataArray(np.array([by_id[i] for i in dn["id"].values], np.float32), dims="time")
-    refl = ((dn - offsets) / np.float32(S2_QUANTIFICATION)).where(dn > 0).astype(np.float32)
+    refl = harmonise_s2(dn, offsets)
     out = _mosaic(refl, np.nan).assign_coords(band=list(S2_BANDS))
     out.attrs.update(units="1", long_name="surface reflectance (Sentinel-2 L2A, harmonised)")
     return out.transpose("band", "y", "x")

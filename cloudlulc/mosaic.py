@@ -80,7 +80,7 @@ DEFAULT_BLOCK_CHUNKS = 4
 _STATE_GROUP = "_resume"
 _DONE = "done"
 _TIME_UNITS = "milliseconds since 1970-01-01"
-_CODEC = GzipCodec(level=4)
+_CODEC = GzipCodec(level=1)
 _VOLATILE_KEYS = {"created", "creation_time"}
 
 _VARIABLE_ATTRS: dict[str, dict[str, Any]] = {
@@ -379,14 +379,31 @@ def _write_graph(stacked: da.Array, todo: list[tuple[int, int]], store: Any, t: 
     return Delayed(wname, graph)
 
 
-def _blocks(todo: list[tuple[int, int]], block_chunks: int | None) -> list[list[tuple[int, int]]]:
-    """The ``todo`` chunks grouped into square blocks of ``block_chunks`` x ``block_chunks`` chunks,
+def _axis_block(i: int, n: int, block_chunks: int) -> int:
+    """Block index of chunk ``i`` of ``n`` along one axis: runs of ``block_chunks`` chunks, a short
+    remainder (under half a block) joining the last full run.
+
+    Tiles crossing a block border are computed in both blocks; a sliver block (a grid one pixel
+    taller than a multiple of the block, say) would recompute a whole row of tiles for almost no
+    pixels. Merging it keeps blocks at most 1.5x the side, so the memory bound still holds.
+    """
+    full, rest = divmod(n, block_chunks)
+    nblocks = max(1, full) if rest < (block_chunks + 1) // 2 else full + 1
+    return min(i // block_chunks, nblocks - 1)
+
+
+def _blocks(
+    todo: list[tuple[int, int]], block_chunks: int | None, grid: tuple[int, int]
+) -> list[list[tuple[int, int]]]:
+    """The ``todo`` chunks of a ``grid`` of (rows, cols) chunks grouped into square blocks of
+    ``block_chunks`` x ``block_chunks`` chunks (short remainders merged, see :func:`_axis_block`),
     row-major (``None``: one block with everything). Blocks without a chunk to do are left out."""
     if block_chunks is None:
         return [todo] if todo else []
+    nby, nbx = grid
     blocks: dict[tuple[int, int], list[tuple[int, int]]] = {}
     for bi, bj in todo:
-        blocks.setdefault((bi // block_chunks, bj // block_chunks), []).append((bi, bj))
+        blocks.setdefault((_axis_block(bi, nby, block_chunks), _axis_block(bj, nbx, block_chunks)), []).append((bi, bj))
     return [blocks[k] for k in sorted(blocks)]
 
 
@@ -485,7 +502,7 @@ def write_mosaic(
         raise MosaicError(f"store chunk grid {finished.shape} does not match the result's {(nby, nbx)}")
     store_arg = str(store) if isinstance(store, Path) else store
     todo = [(bi, bj) for bi in range(nby) for bj in range(nbx) if not finished[bi, bj]]
-    for block in _blocks(todo, block_chunks):
+    for block in _blocks(todo, block_chunks, (nby, nbx)):
         # one block at a time: each compute holds only its block's inputs, tile sums and products
         dask.compute(_write_graph(stacked, block, store_arg, idx, chunk_size))
 

@@ -246,10 +246,17 @@ def test_block_wise_write_equals_one_shot_and_recomputes_only_border_tiles(tmp_p
     def touching(a: int, b: int, n: int) -> int:
         return sum(1 for k in range(grid.count(n)) if max(grid.start(k), 0) < b and min(grid.start(k) + tile, n) > a)
 
-    for block_chunks in (1, 2, 3, 5):
-        side = block_chunks * chunk
-        expected = sum(touching(y, min(y + side, H), H) * touching(x, min(x + side, W), W)
-                       for y in range(0, H, side) for x in range(0, W, side))
+    # block extents in chunks along (y: 6 chunks, x: 8 chunks); a remainder under half a block joins
+    # the last full block (block_chunks=5: the sixth row of chunks would be a sliver block of its own)
+    extents = {
+        1: ([(i, i + 1) for i in range(6)], [(j, j + 1) for j in range(8)]),
+        2: ([(0, 2), (2, 4), (4, 6)], [(0, 2), (2, 4), (4, 6), (6, 8)]),
+        3: ([(0, 3), (3, 6)], [(0, 3), (3, 6), (6, 8)]),
+        5: ([(0, 6)], [(0, 5), (5, 8)]),
+    }
+    for block_chunks, (rows, cols) in extents.items():
+        expected = sum(touching(a * chunk, min(b * chunk, H), H) * touching(c * chunk, min(d * chunk, W), W)
+                       for a, b in rows for c, d in cols)
         assert calls[block_chunks] == expected, block_chunks
     assert calls[1] > calls[2] >= calls[3] >= calls[5] > unique  # larger blocks: fewer border tiles
     with pytest.raises(MosaicError, match="block_chunks"):

@@ -91,7 +91,8 @@ def main() -> None:
                 print(f"{d!s:<12}{sb / 1e6:>10.1f}{sb / 1e6 / tp:>15.1f}{sb / 1e6 / tc:>11.1f}{ob / 1e6 / tc:>15.1f}{tp / tc:>15.2f}")
             sb, tp, tc, ob = (float(np.sum([r[i] for r in rows])) for i in (1, 2, 3, 4))
             print(f"{'total':<12}{sb / 1e6:>10.1f}{sb / 1e6 / tp:>15.1f}{sb / 1e6 / tc:>11.1f}{ob / 1e6 / tc:>15.1f}{tp / tc:>15.2f}")
-            print("cube = warp to one 10 m grid + harmonise + mosaic + dB; rasterio = raw native-resolution windows")
+            print("cube = onto one 10 m grid (aligned windowed reads + upsampling, the warper only for other grids) "
+                  "+ harmonise + mosaic + dB; rasterio = raw native-resolution windows")
 
 
 if __name__ == "__main__":

@@ -28,10 +28,12 @@ only the tiles that touch them, never a neighbour's interior tiles.
 Memory: a task holds its padded window, its tile sums and one batch. Computing the whole array at
 once, Dask keeps the input chunks and tile sums that the next chunk row still needs, so memory grows
 with the AOI *width* in chunks. :func:`cloudlulc.mosaic.write_mosaic` therefore computes square
-blocks of chunks one at a time: memory is bounded by the block, and the tiles crossing a block
-border are computed in both blocks (the same group tasks on the same inputs: block-wise output equals
-a single computation, bit for bit with deterministic kernels). ``benchmarks/inference.py`` prints the
-memory and the share of recomputed tiles. Tiles whose footprint is entirely nodata are skipped.
+blocks of chunks one at a time: memory is bounded by the block. The tile groups crossing a block
+border run once and wait on disk for the next blocks (:mod:`cloudlulc.block_compute`; where workers
+do not share this host's disk they are recomputed in each block instead). Either way the same group
+tasks run on the same inputs: block-wise output equals a single computation, bit for bit with
+deterministic kernels. ``benchmarks/inference.py`` prints the memory and the share of recomputed
+tiles. Tiles whose footprint is entirely nodata are skipped.
 
 Nodata: a pixel whose optical *and* SAR bands are all NaN is nodata (255 in every product). Missing
 optical bands with valid SAR (clouds masked upstream, optical-only gaps) are filled with the model's
@@ -61,6 +63,7 @@ import xarray as xr
 from cloudlulc.classes import CLASS_NAMES, CLASSES, NODATA, S1_BANDS, S2_BANDS
 
 __all__ = [
+    "TILE_GROUP_PREFIX",
     "TileGrid",
     "predict_cube",
     "predict_arrays",
@@ -187,6 +190,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
+
+#: name prefix of the tile-group tasks (the network runs): what block-wise writers carry between blocks
+TILE_GROUP_PREFIX = "cloudlulc-tiles-"
 
 _CACHE_LOCK = threading.Lock()
 _DEVICE_MODELS: OrderedDict[tuple[str, str], torch.nn.Module] = OrderedDict()
@@ -594,7 +600,7 @@ def _products_graph(
     h, w = optical.shape[1:]
     ybounds, xbounds = _chunk_bounds(optical.chunks[1]), _chunk_bounds(optical.chunks[2])
     token = dask.base.tokenize(optical, sar, grid, handle, batch_size, device)
-    hname, gname, cname = f"cloudlulc-model-{token}", f"cloudlulc-tiles-{token}", f"cloudlulc-products-{token}"
+    hname, gname, cname = f"cloudlulc-model-{token}", f"{TILE_GROUP_PREFIX}{token}", f"cloudlulc-products-{token}"
     dsk: dict[Any, Any] = {hname: handle}
     ystarts = np.array([a for a, _ in ybounds])
     xstarts = np.array([a for a, _ in xbounds])

@@ -30,7 +30,8 @@ One writing process per store at a time (the Prefect flow serialises acquisition
 writes run in parallel on Dask, each chunk owned by exactly one task. A slice is computed in square
 blocks of ``block_chunks`` x ``block_chunks`` chunks, one block per ``dask.compute``, so peak memory
 is bounded by the block rather than by the AOI (lazy inference would otherwise keep a row of chunks
-alive); a resumed write skips blocks whose chunks are all done.
+alive); tile groups shared by neighbouring blocks run once and are carried on disk
+(:mod:`cloudlulc.block_compute`); a resumed write skips blocks whose chunks are all done.
 """
 
 from __future__ import annotations
@@ -44,10 +45,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Mapping
 
-import dask
 import dask.array as da
-from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph
 import numpy as np
 import pandas as pd
 import pyproj
@@ -55,7 +53,9 @@ import xarray as xr
 import zarr
 from zarr.codecs import GzipCodec
 
+from cloudlulc.block_compute import compute_blocks
 from cloudlulc.classes import CLASS_NAMES, CLASSES, NODATA, class_table
+from cloudlulc.inference import TILE_GROUP_PREFIX
 
 __all__ = [
     "MOSAIC_VARIABLES",
@@ -359,26 +359,6 @@ def _write_block(block: np.ndarray, store: Any, t: int, bi: int, bj: int, chunk_
     return 1
 
 
-def _count(values: list[int]) -> int:
-    return int(sum(values))
-
-
-def _write_graph(stacked: da.Array, todo: list[tuple[int, int]], store: Any, t: int, chunk_size: int) -> Delayed:
-    """One Delayed writing the ``todo`` blocks of ``stacked`` (each a task: compute, write, mark).
-
-    A single low-level graph keeps construction linear in the number of chunks; blocks already
-    marked done are not in it, so culling drops their upstream inference too.
-    """
-    token = dask.base.tokenize(stacked, todo, str(store), t, chunk_size)
-    wname = f"cloudlulc-write-{token}"
-    dsk: dict[Any, Any] = {
-        (wname, bi, bj): (_write_block, (stacked.name, 0, bi, bj), store, t, bi, bj, chunk_size) for bi, bj in todo
-    }
-    dsk[wname] = (_count, [(wname, bi, bj) for bi, bj in todo])
-    graph = HighLevelGraph.from_collections(wname, dsk, dependencies=[stacked])
-    return Delayed(wname, graph)
-
-
 def _axis_block(i: int, n: int, block_chunks: int) -> int:
     """Block index of chunk ``i`` of ``n`` along one axis: runs of ``block_chunks`` chunks, a short
     remainder (under half a block) joining the last full run.
@@ -423,6 +403,7 @@ def write_mosaic(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     resume: bool = True,
     block_chunks: int | None = DEFAULT_BLOCK_CHUNKS,
+    carry_border_tiles: bool = True,
 ) -> WriteSummary:
     """Write one acquisition's products into the mosaic ``store`` at ``time`` (append or replace).
 
@@ -441,8 +422,12 @@ def write_mosaic(
     need: with :func:`~cloudlulc.inference.predict_cube` that is the block's tiles plus the neighbour
     tiles that reach into it, recomputed in both blocks (same inputs, same results: block-wise output
     equals a single compute). Without blocks (``None``) Dask would keep about one row of input chunks
-    and tile sums alive, so memory would grow with the AOI width. Larger blocks recompute fewer border
-    tiles and give Dask more parallel chunks; smaller ones use less memory.
+    and tile sums alive, so memory would grow with the AOI width.
+
+    ``carry_border_tiles``: tile groups needed by more than one block run once and wait on disk for
+    the later blocks (:mod:`cloudlulc.block_compute`; local schedulers and same-host clusters), so
+    block borders cost no recomputation and no neighbour inputs; off, or on a remote cluster, each
+    block recomputes them. The output is the same either way.
     """
     import rioxarray  # noqa: F401
 
@@ -502,9 +487,15 @@ def write_mosaic(
         raise MosaicError(f"store chunk grid {finished.shape} does not match the result's {(nby, nbx)}")
     store_arg = str(store) if isinstance(store, Path) else store
     todo = [(bi, bj) for bi in range(nby) for bj in range(nbx) if not finished[bi, bj]]
-    for block in _blocks(todo, block_chunks, (nby, nbx)):
-        # one block at a time: each compute holds only its block's inputs, tile sums and products
-        dask.compute(_write_graph(stacked, block, store_arg, idx, chunk_size))
+    # one block at a time: each compute holds only its block's inputs, tile sums and products; tile
+    # groups shared with later blocks run once and wait on disk (cloudlulc.block_compute)
+    compute_blocks(
+        stacked,
+        _blocks(todo, block_chunks, (nby, nbx)),
+        lambda chunk, key: (_write_block, key, store_arg, idx, chunk[0], chunk[1], chunk_size),
+        carry_prefix=TILE_GROUP_PREFIX,
+        carry=carry_border_tiles,
+    )
 
     if not np.asarray(done[idx]).astype(bool).all():
         raise MosaicError(f"slice {key}: some chunks have no completion marker after the write; re-run to resume")

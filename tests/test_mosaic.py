@@ -213,36 +213,42 @@ def test_resume_after_crash_recomputes_only_unfinished_chunks(tmp_path, scene):
     np.testing.assert_array_equal(resumed["lulc"].isel(time=0).values, earlier["lulc"].values)  # untouched
 
 
-def test_block_wise_write_equals_one_shot_and_recomputes_only_border_tiles(tmp_path, scene):
-    """Blocks of chunks are computed one at a time (bounded memory); tiles straddling a block border
-    are computed in both blocks, so the map equals one-shot inference for every block size."""
+@pytest.mark.parametrize("scheduler", ["threads", "sync"])
+def test_block_wise_write_equals_one_shot_and_runs_each_tile_once(tmp_path, scene, scheduler):
+    """Blocks of chunks are computed one at a time (bounded memory). Tile groups straddling a block
+    border run once and are carried to the next blocks on disk; with carrying off they run in every
+    block they touch. Either way the map equals one-shot inference, bit for bit across block sizes."""
     optical, sar, _ = scene
     tile, overlap, chunk = 16, 4, 16  # 6 x 8 chunks
     ref = predict_arrays(optical, sar, ContextNet(seed=5), tile=tile, overlap=overlap, batch_size=1, device="cpu",
                          return_probabilities=True)
     grid = TileGrid(tile, overlap)
     unique = grid.count(H) * grid.count(W)
-    maps: dict[int | None, dict[str, np.ndarray]] = {}
-    calls: dict[int | None, int] = {}
-    with dask.config.set(scheduler="threads", num_workers=2):
-        for block_chunks in (None, 1, 2, 3, 5):
-            name = f"blocks-{block_chunks}"
+    runs = [(None, True)] + [(bc, carry) for bc in (1, 2, 3, 5) for carry in (True, False)]
+    maps: dict[tuple[int | None, bool], dict[str, np.ndarray]] = {}
+    calls: dict[tuple[int | None, bool], int] = {}
+    with dask.config.set(scheduler=scheduler, num_workers=2):
+        for block_chunks, carry in runs:
+            name = f"blocks-{block_chunks}-{carry}-{scheduler}"
             store = tmp_path / f"{name}.zarr"
             s = write_mosaic(_result(scene, CountingNet(name, seed=5), chunks=chunk, tile=tile, overlap=overlap),
-                             store, time=T0, attrs=ATTRS, chunk_size=chunk, block_chunks=block_chunks)
+                             store, time=T0, attrs=ATTRS, chunk_size=chunk, block_chunks=block_chunks,
+                             carry_border_tiles=carry)
             assert (s.chunks_total, s.chunks_written) == (48, 48)
             slice_ = open_mosaic(store).isel(time=0)
-            maps[block_chunks] = {v: slice_[v].values for v in MOSAIC_VARIABLES}
-            calls[block_chunks] = CALLS[name]
-    for block_chunks, products in maps.items():
+            maps[block_chunks, carry] = {v: slice_[v].values for v in MOSAIC_VARIABLES}
+            calls[block_chunks, carry] = CALLS[name]
+    for key, products in maps.items():
         assert_matches_reference(products, ref)
         for v in MOSAIC_VARIABLES:  # the same tasks on the same inputs: bit-identical across block sizes
-            np.testing.assert_array_equal(products[v], maps[None][v], err_msg=f"{v}, block_chunks={block_chunks}")
+            np.testing.assert_array_equal(products[v], maps[None, True][v], err_msg=f"{v}, {key}")
     assert len(np.unique(ref["lulc"])) >= 4  # a varied map, so seams would show
-    # one tile per forward (batch_size=1): without blocks every grid tile runs once; with blocks each block
-    # runs exactly the tiles whose footprint touches it (its own and its neighbours' border-crossing ones)
-    assert calls[None] == unique
+    # one tile per forward (batch_size=1): carried, every grid tile runs exactly once whatever the blocks
+    for block_chunks in (None, 1, 2, 3, 5):
+        assert calls[block_chunks, True] == unique, block_chunks
 
+    # not carried: each block runs exactly the tiles whose footprint touches it (its own and its
+    # neighbours' border-crossing ones)
     def touching(a: int, b: int, n: int) -> int:
         return sum(1 for k in range(grid.count(n)) if max(grid.start(k), 0) < b and min(grid.start(k) + tile, n) > a)
 
@@ -257,8 +263,8 @@ def test_block_wise_write_equals_one_shot_and_recomputes_only_border_tiles(tmp_p
     for block_chunks, (rows, cols) in extents.items():
         expected = sum(touching(a * chunk, min(b * chunk, H), H) * touching(c * chunk, min(d * chunk, W), W)
                        for a, b in rows for c, d in cols)
-        assert calls[block_chunks] == expected, block_chunks
-    assert calls[1] > calls[2] >= calls[3] >= calls[5] > unique  # larger blocks: fewer border tiles
+        assert calls[block_chunks, False] == expected, block_chunks
+    assert calls[1, False] > calls[2, False] >= calls[3, False] >= calls[5, False] > unique
     with pytest.raises(MosaicError, match="block_chunks"):
         write_mosaic(_result(scene), tmp_path / "refused.zarr", time=T0, block_chunks=0)
 

@@ -3,18 +3,17 @@
 Prints (never asserts):
 
 1. **model-only** throughput: forward passes on pre-loaded tensors already on the device, in tile
-   pixels/s, and the output-pixel rate those tiles can give at the chosen overlap
-   over the benchmark AOI: the tiles a one-shot run of that AOI needs (overlap and edge overhang
-   included), each forwarded once;
+   pixels/s, and the output-pixel rate those tiles give over the benchmark AOI: the tiles a one-shot
+   run of that AOI needs (overlap and edge overhang included), each forwarded once;
 2. **pipeline** throughput on the same device, AOI and tiling: COG read -> cube -> model -> Zarr
    mosaic, in output pixels/s, and its ratio to the model-only rate over the AOI (target >= 80 %):
-   what the cube reads, chunking, blending, block-border recomputation and writing cost;
+   what the cube reads, chunking, blending and writing cost, median over interleaved rounds;
 3. **memory**: peak RSS of the pipeline (fresh process each) for an AOI and one 16x its area
    (target: < 25 % growth, i.e. memory bounded by the chunk size, not the AOI), and the share of
-   tiles recomputed along the borders of ``write_mosaic``'s blocks. ``write_mosaic`` computes
-   square blocks of ``--block-chunks`` chunks a side one at a time, so memory is bounded by the
-   block: the smaller AOI must span at least one block for the comparison to measure that (the
-   default sizes are one block side and four times it; an AOI smaller than a block under-fills it).
+   tiles recomputed along the borders of ``write_mosaic``'s blocks (none where border tile groups are
+   carried between blocks, see :mod:`cloudlulc.block_compute`). ``write_mosaic`` computes square
+   blocks of ``--block-chunks`` chunks a side one at a time, so memory is bounded by the block; the
+   default sizes are one block side and four times it (an AOI smaller than a block under-fills it).
 
 Source of the pipeline input: ``--source demo`` writes a simulated Planetary-Computer-shaped catalog
 sized for a ``--size`` x ``--size`` pixel AOI across its two Sentinel-2 tiles

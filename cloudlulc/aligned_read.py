@@ -143,13 +143,15 @@ class AlignedWindowDataset:
         """Nodata of the source pixel under each target pixel centre: the warper's rule for which
         upsampled pixels are nodata (a bilinear value next to a gap is kept, one inside it is not)."""
         al = self.alignment
-        rows = (np.arange(y0, y1) - al.row0) // al.ky
-        cols = (np.arange(x0, x1) - al.col0) // al.kx
+        r0, r1 = (y0 - al.row0) // al.ky, (y1 - 1 - al.row0) // al.ky + 1  # source rows under the window
+        c0, c1 = (x0 - al.col0) // al.kx, (x1 - 1 - al.col0) // al.kx + 1
         native = self.inner.read(
-            window=Window(int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)),
-            indexes=1, out_dtype=self.src_dtype, masked=False,
+            window=Window(c0, r0, c1 - c0, r1 - r0), indexes=1, out_dtype=self.src_dtype, masked=False
         )
-        return self._is_nodata(native)[np.ix_(rows - rows[0], cols - cols[0])]
+        # each source pixel covers exactly ky x kx target pixels: repeat, then cut the window out
+        up = np.repeat(np.repeat(self._is_nodata(native), al.ky, axis=0), al.kx, axis=1)
+        oy, ox = (y0 - al.row0) - r0 * al.ky, (x0 - al.col0) - c0 * al.kx
+        return up[oy : oy + (y1 - y0), ox : ox + (x1 - x0)]
 
     def close(self) -> None:
         self.inner.close()

@@ -31,12 +31,14 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-from dask._task_spec import (
-    convert_legacy_graph,  # dask's task objects (GraphNode.substitute)
-)
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 from dask.optimization import cull
+
+try:  # dask's task objects (GraphNode.substitute): private API, so carrying degrades to recomputing
+    from dask._task_spec import convert_legacy_graph
+except ImportError:  # pragma: no cover - a dask without it
+    convert_legacy_graph = None
 
 __all__ = ["BlockRunStats", "carry_supported", "compute_blocks"]
 
@@ -54,6 +56,8 @@ class BlockRunStats:
 
 def carry_supported() -> bool:
     """Whether the current Dask scheduler runs every task on this host (so a scratch dir is shared)."""
+    if convert_legacy_graph is None:
+        return False
     get = dask.base.get_scheduler()
     if get is None:
         return True  # dask's default for arrays: the local threaded scheduler

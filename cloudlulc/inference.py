@@ -191,6 +191,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+#: tile groups are cut into tasks of at most this many batches (see :func:`_chunk_plans`)
+GROUP_BATCHES = 2
+
 #: name prefix of the tile-group tasks (the network runs): what block-wise writers carry between blocks
 TILE_GROUP_PREFIX = "cloudlulc-tiles-"
 
@@ -344,12 +347,16 @@ def _by_reach(grid: TileGrid, starts: tuple[int, ...], chunk_starts: np.ndarray,
 
 def _chunk_plans(
     grid: TileGrid, chunk: tuple[int, int, int, int], shape: tuple[int, int],
-    ystarts: np.ndarray, xstarts: np.ndarray,
+    ystarts: np.ndarray, xstarts: np.ndarray, max_tiles: int | None = None,
 ) -> list[_GroupPlan]:
     """The group tasks of one chunk: its owned tiles split by the chunk row x column they reach.
 
     The first plan also carries the chunk's validity mask. Typically (tile <= chunk) there are four:
-    tiles ending in the chunk, reaching down, reaching right, reaching down-right.
+    tiles ending in the chunk, reaching down, reaching right, reaching down-right. With
+    ``max_tiles``, a group holding more tiles is cut into bands of tile rows of at most that many
+    tiles: several workers share a large chunk (a one-chunk AOI keeps them all busy) and no single
+    long task leaves the others idle at the end of a block. The cut never changes which blocks
+    need a tile (all tiles of a group reach the same chunks).
     """
     h, w = shape
     y0, y1, x0, x1 = chunk
@@ -357,11 +364,14 @@ def _chunk_plans(
     tx = tuple(grid.start(k) for k in grid.owned(x0, x1, w))
     if not (ty and tx):
         return [_plan_group(grid, chunk, shape, (), (), with_valid=True)]
-    return [
-        _plan_group(grid, chunk, shape, cy, cx, with_valid=(a == 0 and b == 0))
-        for a, cy in enumerate(_by_reach(grid, ty, ystarts, h))
-        for b, cx in enumerate(_by_reach(grid, tx, xstarts, w))
-    ]
+    plans = []
+    for a, cy in enumerate(_by_reach(grid, ty, ystarts, h)):
+        for b, cx in enumerate(_by_reach(grid, tx, xstarts, w)):
+            rows = len(cy) if max_tiles is None else max(1, max_tiles // len(cx))
+            for r in range(0, len(cy), rows):
+                plans.append(_plan_group(grid, chunk, shape, cy[r : r + rows], cx,
+                                         with_valid=(a == 0 and b == 0 and r == 0)))
+    return plans
 
 
 def _run_group(
@@ -607,7 +617,8 @@ def _products_graph(
     plans: dict[tuple[int, int, int], _GroupPlan] = {}
     for i, (y0, y1) in enumerate(ybounds):
         for j, (x0, x1) in enumerate(xbounds):
-            for k, plan in enumerate(_chunk_plans(grid, (y0, y1, x0, x1), (h, w), ystarts, xstarts)):
+            for k, plan in enumerate(_chunk_plans(grid, (y0, y1, x0, x1), (h, w), ystarts, xstarts,
+                                                  max_tiles=GROUP_BATCHES * batch_size)):
                 plans[i, j, k] = plan
                 okeys, oy, ox = _block_refs(optical.name, ybounds, xbounds, plan.read)
                 skeys, _, _ = _block_refs(sar.name, ybounds, xbounds, plan.read)

@@ -315,7 +315,7 @@ def main() -> None:
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--block-chunks", type=int, default=None,
-                   help="write_mosaic block side in chunks (default: its DEFAULT_BLOCK_CHUNKS; 0: no blocks)")
+                   help="write_mosaic block side in chunks (default: auto_block_chunks(--chunk); 0: no blocks)")
     p.add_argument("--gdal-cachemax", type=int, default=64, help="GDAL block cache (MB) in the memory runs")
     p.add_argument("--torch-threads", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     p.add_argument("--dask-workers", type=int, default=2)
@@ -323,9 +323,9 @@ def main() -> None:
     p.add_argument("--cog-dir", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.block_chunks is None:
-        from cloudlulc.mosaic import DEFAULT_BLOCK_CHUNKS
+        from cloudlulc.mosaic import auto_block_chunks
 
-        args.block_chunks = DEFAULT_BLOCK_CHUNKS
+        args.block_chunks = auto_block_chunks(args.chunk)
 
     if args.memory_run:
         memory_run(args)

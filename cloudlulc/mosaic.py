@@ -43,7 +43,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import dask.array as da
 import numpy as np
@@ -60,7 +60,8 @@ from cloudlulc.inference import TILE_GROUP_PREFIX
 __all__ = [
     "MOSAIC_VARIABLES",
     "DEFAULT_CHUNK_SIZE",
-    "DEFAULT_BLOCK_CHUNKS",
+    "DEFAULT_BLOCK_PIXELS",
+    "auto_block_chunks",
     "MosaicError",
     "MosaicGridError",
     "WriteSummary",
@@ -75,8 +76,14 @@ __all__ = [
 
 MOSAIC_VARIABLES: tuple[str, ...] = ("lulc", "confidence", "optical_reliability", "cloud")
 DEFAULT_CHUNK_SIZE = 1024
-#: side, in store chunks, of the square blocks a slice is computed and written in (one block at a time)
-DEFAULT_BLOCK_CHUNKS = 4
+#: side, in pixels, of the square blocks a slice is computed and written in (one block at a time) when
+#: ``block_chunks="auto"``: 4 chunks of 512 px, 2 of 1024 px. Memory is bounded by the block.
+DEFAULT_BLOCK_PIXELS = 2048
+
+
+def auto_block_chunks(chunk_size: int) -> int:
+    """Block side in chunks for a store chunk size: :data:`DEFAULT_BLOCK_PIXELS` of pixels, >= 1 chunk."""
+    return max(1, round(DEFAULT_BLOCK_PIXELS / chunk_size))
 _STATE_GROUP = "_resume"
 _DONE = "done"
 _TIME_UNITS = "milliseconds since 1970-01-01"
@@ -402,7 +409,7 @@ def write_mosaic(
     attrs: Mapping[str, Any] | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     resume: bool = True,
-    block_chunks: int | None = DEFAULT_BLOCK_CHUNKS,
+    block_chunks: int | Literal["auto"] | None = "auto",
     carry_border_tiles: bool = True,
 ) -> WriteSummary:
     """Write one acquisition's products into the mosaic ``store`` at ``time`` (append or replace).
@@ -417,7 +424,7 @@ def write_mosaic(
     where it stopped; otherwise, and for a completed slice, the slice is rewritten.
 
     ``block_chunks``: the slice is computed and written in square blocks of ``block_chunks`` x
-    ``block_chunks`` store chunks, one block (one ``dask.compute``) at a time, so peak memory is
+    ``block_chunks`` store chunks (``"auto"``: :func:`auto_block_chunks` of the store's chunk size), one block (one ``dask.compute``) at a time, so peak memory is
     bounded by the block size whatever the AOI size. Each block's graph is culled to what its chunks
     need: with :func:`~cloudlulc.inference.predict_cube` that is the block's tiles plus the neighbour
     tiles that reach into it, recomputed in both blocks (same inputs, same results: block-wise output
@@ -432,8 +439,8 @@ def write_mosaic(
     import rioxarray  # noqa: F401
 
     _check_result(result)
-    if block_chunks is not None and block_chunks < 1:
-        raise MosaicError(f"block_chunks must be >= 1 or None, got {block_chunks}")
+    if block_chunks is not None and block_chunks != "auto" and (not isinstance(block_chunks, int) or block_chunks < 1):
+        raise MosaicError(f"block_chunks must be >= 1, 'auto' or None, got {block_chunks!r}")
     t = _to_datetime64(time)
     key = _iso(t)
     entry: dict[str, Any] = _jsonable(strip_query(dict(attrs or {})))
@@ -491,7 +498,7 @@ def write_mosaic(
     # groups shared with later blocks run once and wait on disk (cloudlulc.block_compute)
     compute_blocks(
         stacked,
-        _blocks(todo, block_chunks, (nby, nbx)),
+        _blocks(todo, auto_block_chunks(chunk_size) if block_chunks == "auto" else block_chunks, (nby, nbx)),
         lambda chunk, key: (_write_block, key, store_arg, idx, chunk[0], chunk[1], chunk_size),
         carry_prefix=TILE_GROUP_PREFIX,
         carry=carry_border_tiles,

@@ -18,8 +18,9 @@ Prints (never asserts):
 Source of the pipeline input: ``--source demo`` writes a simulated Planetary-Computer-shaped catalog
 sized for a ``--size`` x ``--size`` pixel AOI across its two Sentinel-2 tiles
 (:func:`cloudlulc.simulate.write_demo_catalog`, SIMULATED DATA; ``--size 0``: the small demo AOI) and
-reads it through ``cloudlulc.catalog`` pairing and :func:`cloudlulc.cube.build_cube`; ``--source synthetic`` (and the memory runs, which need a
-chosen AOI size) write synthetic COGs and open them lazily with ``rioxarray.open_rasterio``.
+reads it through ``cloudlulc.catalog`` pairing and :func:`cloudlulc.cube.build_cube`.
+``--source synthetic`` (and the memory runs, which need a chosen AOI size) write synthetic COGs and
+open them lazily with ``rioxarray.open_rasterio``.
 
 Examples::
 
@@ -262,17 +263,16 @@ def memory_run(args) -> None:
                       "tiles_unique": unique_tiles(model, cube.sizes["y"], cube.sizes["x"], args)}))
 
 
-def _effective_tile(model, args) -> int:
+def tile_grid(model, args):
+    """The inference's tile grid for this model (tile rounded up to the model's stride)."""
     from cloudlulc.inference import _effective_grid
 
-    return _effective_grid(model, args.tile, args.overlap).tile
+    return _effective_grid(model, args.tile, args.overlap)
 
 
 def unique_tiles(model, h: int, w: int, args) -> int:
     """Tiles of the global grid (what a one-shot run computes; the synthetic AOI has no nodata)."""
-    from cloudlulc.inference import _effective_grid
-
-    grid = _effective_grid(model, args.tile, args.overlap)
+    grid = tile_grid(model, args)
     return grid.count(h) * grid.count(w)
 
 
@@ -369,7 +369,7 @@ def main() -> None:
                     runs.append((seconds, dict(fwd)))
         h, w = cube.sizes["y"], cube.sizes["x"]
         grid_tiles = unique_tiles(model, h, w, args)
-        tile_px = _effective_tile(model, args) ** 2
+        tile_px = tile_grid(model, args).tile ** 2
         print(f"AOI:        {h} x {w} px = {grid_tiles} tiles of {args.tile} px at overlap {args.overlap} "
               f"({grid_tiles * tile_px / (h * w):.2f} tile px per output px); {what} -> model -> Zarr")
         ratios = []

@@ -24,7 +24,6 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Callable, Hashable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +39,9 @@ try:  # dask's task objects (GraphNode.substitute): private API, so carrying deg
 except ImportError:  # pragma: no cover - a dask without it
     convert_legacy_graph = None
 
-__all__ = ["BlockRunStats", "carry_supported", "compute_blocks"]
+__all__ = ["carry_supported", "compute_blocks"]
 
 _LOCAL_HOSTS = ("inproc://", "tcp://127.0.0.1:", "tcp://localhost:", "tls://127.0.0.1:", "ucx://127.0.0.1:")
-
-
-@dataclass
-class BlockRunStats:
-    """What a block-wise computation did: blocks run, shared tasks carried on disk, bytes carried."""
-
-    blocks: int = 0
-    carried: int = 0
-    carried_bytes: int = 0
 
 
 def carry_supported() -> bool:
@@ -71,11 +61,9 @@ def carry_supported() -> bool:
     return bool(workers) and all(str(addr).startswith(_LOCAL_HOSTS) for addr in workers)
 
 
-def _store(value: tuple[np.ndarray | None, ...], path: str) -> int:
-    """Save a task result (a tuple of arrays or None) to ``path`` (.npz, no pickle); returns its bytes."""
-    arrays = {f"a{i}": v for i, v in enumerate(value) if v is not None}
-    np.savez(path, n=np.array(len(value)), **arrays)
-    return int(sum(v.nbytes for v in arrays.values()))
+def _store(value: tuple[np.ndarray | None, ...], path: str) -> None:
+    """Save a task result (a tuple of arrays or None) to ``path`` (.npz, no pickle)."""
+    np.savez(path, n=np.array(len(value)), **{f"a{i}": v for i, v in enumerate(value) if v is not None})
 
 
 def _load(path: str) -> tuple[np.ndarray | None, ...]:
@@ -83,8 +71,8 @@ def _load(path: str) -> tuple[np.ndarray | None, ...]:
         return tuple(z.get(f"a{i}") for i in range(int(z["n"])))
 
 
-def _total(values: Sequence[int]) -> int:
-    return int(sum(values))
+def _done(_: Sequence[Any]) -> None:
+    """The one sink of a block's graph: its writes (and stores) have run."""
 
 
 def compute_blocks(
@@ -94,7 +82,7 @@ def compute_blocks(
     *,
     carry_prefix: str | None,
     carry: bool = True,
-) -> BlockRunStats:
+) -> None:
     """Compute ``task_for(chunk, input_key)`` for every chunk, one block of chunks per ``dask.compute``.
 
     ``target`` is a (band, y, x) array with one chunk along its first axis; ``blocks`` lists the
@@ -104,7 +92,6 @@ def compute_blocks(
     between blocks on disk (see the module docstring); ``carry=False`` or an unsupported scheduler
     computes each block on its own.
     """
-    stats = BlockRunStats()
     token = dask.base.tokenize(target, [list(b) for b in blocks])
     name = f"cloudlulc-block-{token}"
 
@@ -114,11 +101,10 @@ def compute_blocks(
     if not (carry and carry_prefix and len(blocks) > 1 and carry_supported()):
         for b, block in enumerate(blocks):
             tasks = block_tasks(b, block)
-            tasks[(name, b)] = (_total, list(tasks))
+            tasks[(name, b)] = (_done, list(tasks))
             graph = HighLevelGraph.from_collections((name, b), tasks, dependencies=[target])
             dask.compute(Delayed((name, b), graph))
-            stats.blocks += 1
-        return stats
+        return
 
     (optimized,) = dask.optimize(target)
     writes = [block_tasks(b, block) for b, block in enumerate(blocks)]
@@ -141,11 +127,11 @@ def compute_blocks(
         for b, tasks in enumerate(writes):
             # loaded results get keys of their own: a distributed scheduler must never see one key
             # with two different tasks (the group's, then the load's) across computes
-            loaded = {k: (f"{name}-carried", ids[k]) for k in needs[b] & shared if first[k] < b}
-            stored = sorted((k for k in needs[b] & shared if first[k] == b), key=str)
-            out, stored_out = (name, b), (name, "stored", b)
-            stores = {(f"{name}-store", b, ids[k]): (_store, k, paths[k]) for k in stored}
-            extra: dict[Hashable, Any] = {out: (_total, list(tasks)), stored_out: (_total, list(stores)), **stores}
+            shared_here = needs[b] & shared
+            loaded = {k: (f"{name}-carried", ids[k]) for k in shared_here if first[k] < b}
+            stores = {(f"{name}-store", ids[k]): (_store, k, paths[k]) for k in shared_here if first[k] == b}
+            out = (name, b)
+            extra: dict[Hashable, Any] = {out: (_done, list(tasks) + list(stores)), **stores}
             extra.update({nk: (_load, paths[k]) for k, nk in loaded.items()})
             graph = dict(per_block[b])
             per_block[b] = {}  # done with it: free as we go
@@ -155,17 +141,13 @@ def compute_blocks(
             for key, node in graph.items():
                 if node.dependencies & loaded.keys():
                     graph[key] = node.substitute(loaded)
-            culled, _ = cull(graph, [out, stored_out])  # drops what only the loaded groups needed
-            _, carried_bytes = dask.compute(Delayed(out, culled), Delayed(stored_out, culled))
-            stats.blocks += 1
-            stats.carried += len(stores)
-            stats.carried_bytes += int(carried_bytes)
-            for k in needs[b] & shared:
+            culled, _ = cull(graph, [out])  # drops what only the loaded groups needed
+            dask.compute(Delayed(out, culled))
+            for k in shared_here:
                 if last[k] == b:
                     Path(paths[k]).unlink(missing_ok=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    return stats
 
 
 def _is_carried(key: Hashable, prefix: str) -> bool:

@@ -80,10 +80,6 @@ DEFAULT_CHUNK_SIZE = 1024
 #: ``block_chunks="auto"``: 4 chunks of 512 px, 2 of 1024 px. Memory is bounded by the block.
 DEFAULT_BLOCK_PIXELS = 2048
 
-
-def auto_block_chunks(chunk_size: int) -> int:
-    """Block side in chunks for a store chunk size: :data:`DEFAULT_BLOCK_PIXELS` of pixels, >= 1 chunk."""
-    return max(1, round(DEFAULT_BLOCK_PIXELS / chunk_size))
 _STATE_GROUP = "_resume"
 _DONE = "done"
 _TIME_UNITS = "milliseconds since 1970-01-01"
@@ -366,13 +362,18 @@ def _write_block(block: np.ndarray, store: Any, t: int, bi: int, bj: int, chunk_
     return 1
 
 
+def auto_block_chunks(chunk_size: int) -> int:
+    """Block side in chunks for a store chunk size: :data:`DEFAULT_BLOCK_PIXELS` of pixels, >= 1 chunk."""
+    return max(1, round(DEFAULT_BLOCK_PIXELS / chunk_size))
+
+
 def _axis_block(i: int, n: int, block_chunks: int) -> int:
     """Block index of chunk ``i`` of ``n`` along one axis: runs of ``block_chunks`` chunks, a short
     remainder (under half a block) joining the last full run.
 
-    Tiles crossing a block border are computed in both blocks; a sliver block (a grid one pixel
-    taller than a multiple of the block, say) would recompute a whole row of tiles for almost no
-    pixels. Merging it keeps blocks at most 1.5x the side, so the memory bound still holds.
+    A sliver block (a grid one pixel taller than a multiple of the block, say) would cost a whole
+    extra row of border tiles (recomputed, or carried through disk) and a ``dask.compute`` for
+    almost no pixels. Merging it keeps blocks at most 1.5x the side, so the memory bound still holds.
     """
     full, rest = divmod(n, block_chunks)
     nblocks = max(1, full) if rest < (block_chunks + 1) // 2 else full + 1

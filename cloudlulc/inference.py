@@ -517,7 +517,8 @@ def _as_bands(arr: xr.DataArray | None, bands: tuple[str, ...], like: xr.DataArr
         names = [str(b) for b in arr[band_dim].values]
         if set(bands) - set(names):
             raise ValueError(f"cube variable {name!r} lacks bands {sorted(set(bands) - set(names))}; needs {bands}")
-        arr = arr.sel({band_dim: list(bands)})
+        if names != list(bands):  # selecting copies every chunk: only when the order differs
+            arr = arr.sel({band_dim: list(bands)})
     if arr.sizes[band_dim] != len(bands):
         raise ValueError(f"cube variable {name!r} needs {len(bands)} bands {bands}, has {arr.sizes[band_dim]}")
     arr = arr.transpose(band_dim, "y", "x")
@@ -525,14 +526,47 @@ def _as_bands(arr: xr.DataArray | None, bands: tuple[str, ...], like: xr.DataArr
     return data.astype(np.float32)
 
 
-def _block_refs(name: str, bounds_y: list[tuple[int, int]], bounds_x: list[tuple[int, int]],
-                read: tuple[int, int, int, int]) -> tuple[list[list[tuple]], list[int], list[int]]:
-    """Keys of the input blocks covering ``read`` (rows r0:r1, cols c0:c1) and their origins."""
-    r0, r1, c0, c1 = read
-    iy = [i for i, (a, b) in enumerate(bounds_y) if a < r1 and b > r0]
-    ix = [j for j, (a, b) in enumerate(bounds_x) if a < c1 and b > c0]
-    keys = [[(name, 0, i, j) for j in ix] for i in iy]
-    return keys, [bounds_y[i][0] for i in iy], [bounds_x[j][0] for j in ix]
+def _halo_strip(block: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """A copy of a block's first ``rows`` x ``cols`` pixels: what the tiles of the chunks above and to
+    the left read of it. Groups reading a neighbour's halo depend on this copy, not on the block, so
+    the block is freed as soon as its own groups have run (in a block-wise write, the chunks just
+    past the block's edge are read only for their strips)."""
+    return block[:, :rows, :cols].copy()
+
+
+def _window_refs(name: str, strip_name: str, bounds_y: list[tuple[int, int]], bounds_x: list[tuple[int, int]],
+                 plan: _GroupPlan, halo: int, dsk: dict[Any, Any]) -> tuple[list[list[tuple]], list[int], list[int]]:
+    """Keys of the input pieces covering ``plan.read`` and their origins (one grid of pieces).
+
+    A block outside the group's own chunk row (column) that is read only within its first ``halo``
+    rows (columns) is referenced through a :func:`_halo_strip` task (added to ``dsk``); anything else
+    through the whole block.
+    """
+    r0, r1, c0, c1 = plan.read
+    oy0, _, ox0, _ = plan.chunk
+
+    def pieces(bounds: list[tuple[int, int]], lo: int, hi: int, own: int) -> list[tuple[int, int]]:
+        out = []
+        for i, (a, b) in enumerate(bounds):
+            if a < hi and b > lo:
+                partial = a != own and lo <= a and hi <= a + halo < b
+                out.append((i, halo if partial else b - a))
+        return out
+
+    rows, cols = pieces(bounds_y, r0, r1, oy0), pieces(bounds_x, c0, c1, ox0)
+    keys = []
+    for i, nr in rows:
+        row = []
+        for j, nc in cols:
+            full = (name, 0, i, j)
+            if (nr, nc) == (bounds_y[i][1] - bounds_y[i][0], bounds_x[j][1] - bounds_x[j][0]):
+                row.append(full)
+                continue
+            key = (strip_name, i, j, nr, nc)
+            dsk.setdefault(key, (_halo_strip, full, nr, nc))
+            row.append(key)
+        keys.append(row)
+    return keys, [bounds_y[i][0] for i, _ in rows], [bounds_x[j][0] for j, _ in cols]
 
 
 def _runs(dst: np.ndarray, src: np.ndarray) -> list[tuple[slice, Any]]:
@@ -620,8 +654,10 @@ def _products_graph(
             for k, plan in enumerate(_chunk_plans(grid, (y0, y1, x0, x1), (h, w), ystarts, xstarts,
                                                   max_tiles=GROUP_BATCHES * batch_size)):
                 plans[i, j, k] = plan
-                okeys, oy, ox = _block_refs(optical.name, ybounds, xbounds, plan.read)
-                skeys, _, _ = _block_refs(sar.name, ybounds, xbounds, plan.read)
+                okeys, oy, ox = _window_refs(optical.name, f"cloudlulc-halo-{optical.name}", ybounds, xbounds, plan,
+                                             grid.tile, dsk)
+                skeys, _, _ = _window_refs(sar.name, f"cloudlulc-halo-{sar.name}", ybounds, xbounds, plan,
+                                           grid.tile, dsk)
                 dsk[(gname, i, j, k)] = (_run_group_blocks, okeys, skeys, [oy, ox], plan, [h, w], hname, grid,
                                          batch_size, device)
 

@@ -223,3 +223,33 @@ def test_tiles_over_nodata_only_are_skipped(scene):
     assert (result["lulc"].values[:, :90] == NODATA).all()
     assert (result["lulc"].values[:, 90:] < NUM_CLASSES).all()
     _assert_matches_reference(result, ref)
+
+
+def test_neighbour_chunks_are_read_through_halo_strips(scene):
+    """Tiles reaching into the next chunk depend on a copy of its first ``tile`` rows or columns, not
+    on the whole chunk: a block-wise write frees the chunks just past its edge as soon as they are read
+    (memory bounded by the block, not by the block plus a ring of neighbour chunks)."""
+    from dask.core import get_dependencies
+
+    from cloudlulc.inference import TILE_GROUP_PREFIX
+
+    optical, sar, cloud = (a[..., :128, :128] for a in scene)  # chunks of 64 all deeper than the tile
+    cube = make_cube(optical, sar, cloud, (64, 64))
+    result = predict_cube(cube, ContextNet(), tile=32, overlap=8, device="cpu")
+    graph = dict(result["lulc"].data.__dask_graph__())
+    strips = 0
+    for key in graph:
+        if not (isinstance(key, tuple) and str(key[0]).startswith(TILE_GROUP_PREFIX)):
+            continue
+        _, i, j, _ = key
+        for dep in get_dependencies(graph, key):
+            if isinstance(dep, tuple) and str(dep[0]).startswith("cloudlulc-halo-"):
+                _, bi, bj, rows, cols = dep
+                assert (bi, bj) != (i, j) and (bi >= i and bj >= j)
+                assert rows == 32 or cols == 32  # a strip as deep as the tile, never a whole chunk
+                strips += 1
+            elif isinstance(dep, tuple) and len(dep) == 4:  # a whole input chunk (name, 0, row, col)
+                assert dep[2:] == (i, j), (key, dep)  # only the group's own chunk
+    assert strips > 0
+    _assert_matches_reference(result.compute(), predict_arrays(optical, sar, ContextNet(), tile=32, overlap=8,
+                                                              device="cpu", return_probabilities=True))

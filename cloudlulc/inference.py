@@ -25,10 +25,13 @@ A chunk's tiles are split into groups by the chunk row and column their footprin
 inside the chunk, reaching down, right, down-right): a computation of some output chunks then runs
 only the tiles that touch them, never a neighbour's interior tiles.
 
-Memory: a task holds its padded window, its tile sums and one batch. Computing the whole array at
-once, Dask keeps the input chunks and tile sums that the next chunk row still needs, so memory grows
-with the AOI *width* in chunks. :func:`cloudlulc.mosaic.write_mosaic` therefore computes square
-blocks of chunks one at a time: memory is bounded by the block. The tile groups crossing a block
+Memory: a task holds its padded window (its tiles only; a chunk's validity mask is taken from the
+input chunk itself), its tile sums and one batch. Tiles reaching into the next chunk read a copy of
+that chunk's first ``tile`` rows or columns (a *halo strip* task), never the whole chunk, so a chunk
+read only for its halo is freed at once. Computing the whole array at once, Dask keeps the input
+chunks and tile sums that the next chunk row still needs, so memory grows with the AOI *width* in
+chunks. :func:`cloudlulc.mosaic.write_mosaic` therefore computes square blocks of chunks one at a
+time: memory is bounded by the block (plus the halo strips along its far edges). The tile groups crossing a block
 border run once and wait on disk for the next blocks (:mod:`cloudlulc.block_compute`; where workers
 do not share this host's disk they are recomputed in each block instead). Either way the same group
 tasks run on the same inputs: block-wise output equals a single computation, bit for bit with
@@ -294,10 +297,10 @@ class _GroupPlan:
     chunk: tuple[int, int, int, int]  # y0, y1, x0, x1 of the output chunk the group belongs to
     tiles_y: tuple[int, ...]  # tile starts (may be < 0 or overhang the image)
     tiles_x: tuple[int, ...]
-    window: tuple[int, int, int, int]  # gy0, gy1, gx0, gx1: padded window covering the tiles (and chunk)
-    read: tuple[int, int, int, int]  # r0, r1, c0, c1: the in-image rows/cols to read for it
+    window: tuple[int, int, int, int]  # gy0, gy1, gx0, gx1: padded window covering the tiles
+    read: tuple[int, int, int, int]  # r0, r1, c0, c1: the in-image rows/cols to read (window, and chunk)
     extent: tuple[int, int, int, int]  # in-image footprint of the group's tiles ((0,0,0,0) if none)
-    with_valid: bool = True  # window covers the chunk and the task returns the chunk's validity mask
+    with_valid: bool = True  # the task also returns the chunk's validity mask (so it reads the chunk)
 
 
 def _plan_group(
@@ -316,18 +319,19 @@ def _plan_group(
     if ty and tx:
         gy0, gy1 = ty[0], ty[-1] + grid.tile
         gx0, gx1 = tx[0], tx[-1] + grid.tile
-        if with_valid:
-            gy0, gy1, gx0, gx1 = min(y0, gy0), max(y1, gy1), min(x0, gx0), max(x1, gx1)
         extent = (max(ty[0], 0), min(ty[-1] + grid.tile, h), max(tx[0], 0), min(tx[-1] + grid.tile, w))
+        ys = _reflect_index(np.arange(gy0, gy1), h)
+        xs = _reflect_index(np.arange(gx0, gx1), w)
+        read = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
     else:
         if not with_valid:
             raise ValueError("a group without tiles must at least report its chunk's validity")
         ty, tx = (), ()
-        gy0, gy1, gx0, gx1 = y0, y1, x0, x1
+        gy0, gy1, gx0, gx1 = y0, y0, x0, x0
         extent = (0, 0, 0, 0)
-    ys = _reflect_index(np.arange(gy0, gy1), h)
-    xs = _reflect_index(np.arange(gx0, gx1), w)
-    read = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1)
+        read = chunk
+    if with_valid:  # the validity mask is taken from the chunk's own inputs, not from a gathered copy
+        read = (min(read[0], y0), max(read[1], y1), min(read[2], x0), max(read[3], x1))
     return _GroupPlan(chunk, ty, tx, (gy0, gy1, gx0, gx1), read, extent, with_valid)
 
 
@@ -383,18 +387,15 @@ def _run_group(
     grid: TileGrid,
     batch_size: int,
     device: str,
-) -> tuple[np.ndarray | None, np.ndarray | None]:
+) -> np.ndarray | None:
     """Run the group's tiles over its padded window (``optical``/``sar`` cover ``plan.window``, owned
-    by this call: NaN are filled in place). Returns (weighted sums over ``plan.extent`` as [C+2, h, w]
-    = C probability sums, reliability sum, weight sum; or None without tiles) and the chunk's
-    validity mask (None unless ``plan.with_valid``)."""
+    by this call: NaN are filled in place). Returns the weighted sums over ``plan.extent`` as
+    [C+2, h, w] = C probability sums, reliability sum, weight sum (None when every tile was skipped)."""
     h, w = shape
     gy0, gy1, gx0, gx1 = plan.window
     opt, sr = optical, sar
 
-    y0, y1, x0, x1 = plan.chunk
-    data = ~(np.isnan(opt).all(axis=0) & np.isnan(sr).all(axis=0))  # pixel has some optical or SAR value
-    valid = data[y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0] if plan.with_valid else None
+    data = _has_data(opt, sr)
     t = grid.tile
     # A tile whose in-image footprint is all nodata only ever contributes to nodata pixels: skip it
     # (a decision made from global data, so chunked and one-shot runs skip the same tiles).
@@ -405,7 +406,7 @@ def _run_group(
         if data[max(sy, 0) - gy0 : min(sy + t, h) - gy0, max(sx, 0) - gx0 : min(sx + t, w) - gx0].any()
     ]
     if not starts:
-        return None, valid
+        return None
 
     dev = resolve_device(device)
     model = handle.on(dev)
@@ -441,7 +442,27 @@ def _run_group(
     assert acc is not None
     if not has_rel:
         acc[-2] = np.nan  # marks "model has no reliability output" for the combine step
-    return acc, valid
+    return acc
+
+
+def _has_data(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
+    """Pixels with some optical or SAR value: the others are nodata in every product."""
+    return ~(np.isnan(optical).all(axis=0) & np.isnan(sar).all(axis=0))
+
+
+def _chunk_validity(optical_blocks: list[list[np.ndarray]], sar_blocks: list[list[np.ndarray]],
+                    origins: tuple[list[int], list[int]], chunk: tuple[int, int, int, int]) -> np.ndarray:
+    """The chunk's :func:`_has_data` mask, computed on the input pieces where they overlap it."""
+    y0, y1, x0, x1 = chunk
+    valid = np.zeros((y1 - y0, x1 - x0), dtype=bool)
+    for orow, srow, by0 in zip(optical_blocks, sar_blocks, origins[0]):
+        for ob, sb, bx0 in zip(orow, srow, origins[1]):
+            ay0, ay1 = max(y0, by0), min(y1, by0 + ob.shape[1])
+            ax0, ax1 = max(x0, bx0), min(x1, bx0 + ob.shape[2])
+            if ay0 < ay1 and ax0 < ax1:
+                sl = (slice(None), slice(ay0 - by0, ay1 - by0), slice(ax0 - bx0, ax1 - bx0))
+                valid[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0] = _has_data(ob[sl], sb[sl])
+    return valid
 
 
 def _combine(
@@ -614,15 +635,19 @@ def _run_group_blocks(
     plan: _GroupPlan,
     shape: tuple[int, int],
     *args: Any,
-) -> tuple[np.ndarray | None, np.ndarray]:
-    """Gather the group's padded window from the input blocks, then :func:`_run_group`."""
+) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Gather the group's padded window from the input blocks, then :func:`_run_group`; the chunk's
+    validity mask (``plan.with_valid``) comes straight from the blocks."""
     h, w = shape
+    valid = _chunk_validity(optical_blocks, sar_blocks, origins, plan.chunk) if plan.with_valid else None
+    if not plan.tiles_y:
+        return None, valid
     gy0, gy1, gx0, gx1 = plan.window
     ys = _reflect_index(np.arange(gy0, gy1), h)
     xs = _reflect_index(np.arange(gx0, gx1), w)
     optical = _gather_window(optical_blocks, origins[0], origins[1], ys, xs)
     sar = _gather_window(sar_blocks, origins[0], origins[1], ys, xs)
-    return _run_group(optical, sar, plan, shape, *args)
+    return _run_group(optical, sar, plan, shape, *args), valid
 
 
 def _combine_keys(chunk: tuple[int, int, int, int], group: Any, parts: list[Any], extents: list[Any]) -> np.ndarray:

@@ -427,10 +427,11 @@ def write_mosaic(
     ``block_chunks``: the slice is computed and written in square blocks of ``block_chunks`` x
     ``block_chunks`` store chunks (``"auto"``: :func:`auto_block_chunks` of the store's chunk size), one block (one ``dask.compute``) at a time, so peak memory is
     bounded by the block size whatever the AOI size. Each block's graph is culled to what its chunks
-    need: with :func:`~cloudlulc.inference.predict_cube` that is the block's tiles plus the neighbour
-    tiles that reach into it, recomputed in both blocks (same inputs, same results: block-wise output
-    equals a single compute). Without blocks (``None``) Dask would keep about one row of input chunks
-    and tile sums alive, so memory would grow with the AOI width.
+    need: with :func:`~cloudlulc.inference.predict_cube` that is the block's tiles, the halo strips of
+    the chunks just past its far edges, and the neighbour tiles that reach into it (see
+    ``carry_border_tiles``; same inputs, same results: block-wise output equals a single compute).
+    Without blocks (``None``) Dask would keep about one row of input chunks and tile sums alive, so
+    memory would grow with the AOI width.
 
     ``carry_border_tiles``: tile groups needed by more than one block run once and wait on disk for
     the later blocks (:mod:`cloudlulc.block_compute`; local schedulers and same-host clusters), so

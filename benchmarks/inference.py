@@ -25,7 +25,7 @@ open them lazily with ``rioxarray.open_rasterio``.
 Examples::
 
     python benchmarks/inference.py                       # CPU here, GPU where present
-    python benchmarks/inference.py --device cuda --tile 512 --batch-size 16 --chunk 2048
+    python benchmarks/inference.py --device cuda --tile 512 --batch-size 16 --chunk 2048 --read-chunk 2048
     python benchmarks/inference.py --skip-memory --source synthetic --size 1024
 """
 
@@ -238,7 +238,8 @@ def forward_timer():
 def warm_up(cube, model, workdir: Path, args) -> None:
     """One small run first: imports, the per-process device copy of the model, Zarr codecs. A
     long-running worker has these warm; timing them would measure start-up, not throughput."""
-    small = cube.isel(y=slice(0, min(args.chunk, cube.sizes["y"])), x=slice(0, min(args.chunk, cube.sizes["x"])))
+    small = cube.isel(y=slice(0, min(args.read_chunk, cube.sizes["y"])),
+                      x=slice(0, min(args.read_chunk, cube.sizes["x"])))
     pipeline(small, model, workdir / "warmup.zarr", args)
 
 
@@ -249,7 +250,7 @@ def memory_run(args) -> None:
 
     torch.set_num_threads(args.torch_threads)
     with tempfile.TemporaryDirectory() as tmp:
-        cube = synthetic_cube({k: Path(args.cog_dir) / f"{k}.tif" for k in ("optical", "sar", "cloud")}, args.chunk)
+        cube = synthetic_cube({k: Path(args.cog_dir) / f"{k}.tif" for k in ("optical", "sar", "cloud")}, args.read_chunk)
         model = load_model(args.model)
         with dask.config.set(scheduler="threads", num_workers=args.dask_workers):
             warm_up(cube, model, Path(tmp), args)
@@ -304,7 +305,9 @@ def main() -> None:
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--overlap", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--chunk", type=int, default=512, help="cube and mosaic chunk size")
+    p.add_argument("--chunk", type=int, default=1024, help="mosaic (Zarr) chunk size, as the pipeline's chunk_size")
+    p.add_argument("--read-chunk", type=int, default=None,
+                   help="cube chunk size (reads and inference); default: the pipeline's read_chunk_size(--chunk)")
     p.add_argument("--source", choices=("demo", "synthetic"), default="demo")
     p.add_argument("--size", type=int, default=2048,
                    help="AOI side in pixels (demo: a simulated catalog sized for it; 0 = the small demo AOI)")
@@ -322,6 +325,9 @@ def main() -> None:
     p.add_argument("--_memory-run", dest="memory_run", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cog-dir", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
+    from cloudlulc.pipeline import read_chunk_size
+
+    args.read_chunk = read_chunk_size(args.chunk, args.read_chunk)
     if args.block_chunks is None:
         from cloudlulc.mosaic import auto_block_chunks
 
@@ -340,17 +346,17 @@ def main() -> None:
     dev = resolve_device(args.device)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device={dev} model={args.model} tile={args.tile} overlap={args.overlap} batch={args.batch_size} "
-          f"chunk={args.chunk} torch_threads={args.torch_threads} dask_workers={args.dask_workers} "
+          f"chunk={args.chunk} read_chunk={args.read_chunk} torch_threads={args.torch_threads} dask_workers={args.dask_workers} "
           f"cpus={os.cpu_count()} load_avg_1min={load:.1f}")
     model = load_model(args.model)
     if not args.skip_throughput:
         with tempfile.TemporaryDirectory() as tmp:
             tmp_path = Path(tmp)
             if args.source == "demo":
-                cube, _ = demo_cube(tmp_path, args.chunk, args.size or None)
+                cube, _ = demo_cube(tmp_path, args.read_chunk, args.size or None)
                 what = "simulated catalog (COGs, 2 S2 tiles, 2 S1 frames) -> catalog pairing -> build_cube"
             else:
-                cube = synthetic_cube(write_synthetic_cogs(tmp_path / "cogs", args.size), args.chunk)
+                cube = synthetic_cube(write_synthetic_cogs(tmp_path / "cogs", args.size), args.read_chunk)
                 what = "synthetic COGs -> rioxarray.open_rasterio"
             with dask.config.set(scheduler="threads", num_workers=args.dask_workers):
                 warm_up(cube, model, tmp_path, args)
@@ -407,6 +413,7 @@ def main() -> None:
                 cmd = [sys.executable, __file__, "--_memory-run", "--cog-dir", str(cog_dir), "--device", args.device,
                        "--model", args.model, "--tile", str(args.tile), "--overlap", str(args.overlap),
                        "--batch-size", str(args.batch_size), "--chunk", str(args.chunk),
+                       "--read-chunk", str(args.read_chunk),
                        "--torch-threads", str(args.torch_threads), "--dask-workers", str(args.dask_workers),
                        "--block-chunks", str(args.block_chunks)]
                 # as a Dask worker runs (its nanny sets MALLOC_TRIM_THRESHOLD_), with GDAL's block cache

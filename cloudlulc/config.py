@@ -61,7 +61,12 @@ class Settings(BaseSettings):
     allow_optical_only: bool = False
 
     # --- cube / inference -----------------------------------------------------------------------
+    #: chunk side of the Zarr mosaic (store chunks, DESIGN.md: about 1024)
     chunk_size: int = Field(1024, ge=64)
+    #: chunk side of the input cube (reads and inference tasks); must divide the store chunk. None =
+    #: the largest divisor of ``chunk_size`` up to 512: several read chunks per store chunk keep every
+    #: worker busy on small AOIs (2048 px AOI: 80 % of model-only throughput vs 64 % at 1024)
+    read_chunk_size: int | None = Field(None, ge=32)
     tile: int = Field(256, ge=32)
     overlap: int = Field(64, ge=0)
     batch_size: int = Field(4, ge=1)

@@ -69,6 +69,7 @@ __all__ = [
     "open_mosaic",
     "mapped_times",
     "read_provenance",
+    "store_chunk_size",
     "strip_query",
     "export_cog",
     "quicklook_png",
@@ -515,6 +516,14 @@ def write_mosaic(
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(store_arg)
     return WriteSummary(t, idx, action, nby * nbx, len(todo), nby * nbx - len(todo))
+
+
+def store_chunk_size(store: Any) -> int | None:
+    """The chunk side of an existing mosaic (None when there is no mosaic at ``store`` yet)."""
+    root = _open_group(store)
+    if root is None or "lulc" not in root:
+        return None
+    return int(root.attrs.get("chunk_size", root["lulc"].chunks[1]))
 
 
 def read_provenance(store: Any) -> dict[str, dict[str, Any]]:

@@ -78,8 +78,8 @@ def pair_task(params: MapParams, acquisitions: list[Any]) -> list[Any]:
 
 
 @task(name="cube", **_TASK_OPTS)
-def cube_task(params: MapParams, pairs: list[Any]) -> list[Any]:
-    cubes = pipeline.cube_stage(params, pairs)
+def cube_task(params: MapParams, pairs: list[Any], settings: Settings) -> list[Any]:
+    cubes = pipeline.cube_stage(params, pairs, settings)
     for c in cubes:
         get_run_logger().info("cube %s: %s", pipeline.iso_time(c["time"].values) if "time" in c.coords else "?",
                               dict(c.sizes))
@@ -124,7 +124,7 @@ def run_mapping(params: MapParams, settings: Settings | None = None) -> pipeline
 
     with dask_client(s, address=p.dask_address) as client:
         logger.info("Dask dashboard: %s", client.dashboard_link)
-        cubes = cube_task.with_options(**retry)(p, pairs)
+        cubes = cube_task.with_options(**retry)(p, pairs, s)
         times = [
             infer_write_task.with_options(**retry)(
                 pipeline.iso_time(pair.time), p, quote(pair), quote(cube), quote(model), info, s

@@ -233,9 +233,9 @@ def test_neighbour_chunks_are_read_through_halo_strips(scene):
 
     from cloudlulc.inference import TILE_GROUP_PREFIX
 
-    optical, sar, cloud = (a[..., :128, :128] for a in scene)  # chunks of 64 all deeper than the tile
+    optical, sar, cloud = (a[..., :128, :128] for a in scene)  # chunks of 64: four tiles deep
     cube = make_cube(optical, sar, cloud, (64, 64))
-    result = predict_cube(cube, ContextNet(), tile=32, overlap=8, device="cpu")
+    result = predict_cube(cube, ContextNet(), tile=16, overlap=4, device="cpu")
     graph = dict(result["lulc"].data.__dask_graph__())
     strips = 0
     for key in graph:
@@ -246,10 +246,10 @@ def test_neighbour_chunks_are_read_through_halo_strips(scene):
             if isinstance(dep, tuple) and str(dep[0]).startswith("cloudlulc-halo-"):
                 _, bi, bj, rows, cols = dep
                 assert (bi, bj) != (i, j) and (bi >= i and bj >= j)
-                assert rows == 32 or cols == 32  # a strip as deep as the tile, never a whole chunk
+                assert rows == 16 or cols == 16  # a strip as deep as the tile, never a whole chunk
                 strips += 1
             elif isinstance(dep, tuple) and len(dep) == 4:  # a whole input chunk (name, 0, row, col)
                 assert dep[2:] == (i, j), (key, dep)  # only the group's own chunk
     assert strips > 0
-    _assert_matches_reference(result.compute(), predict_arrays(optical, sar, ContextNet(), tile=32, overlap=8,
+    _assert_matches_reference(result.compute(), predict_arrays(optical, sar, ContextNet(), tile=16, overlap=4,
                                                               device="cpu", return_probabilities=True))

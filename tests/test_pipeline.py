@@ -183,6 +183,17 @@ def test_map_aoi_library_end_to_end(sim_catalog, stac_url, tmp_path):
     md = result.to_markdown()
     assert str(out) in md and acq.s2_items[0] in md and "km²" in md
 
+    # a later run reads in chunks that divide the store's own chunks, whatever chunk_size it asks for
+    from cloudlulc.mosaic import store_chunk_size
+
+    assert store_chunk_size(out) == 64 and store_chunk_size(tmp_path / "none.zarr") is None
+    wide, _ = demo_aoi_and_time(sim_catalog, half_side_m=1280)  # 256 px: several chunks (lazy, never read)
+    params = MapParams.model_validate({"aoi": wide, "time": day, "output": str(out), "chunk_size": 1024})
+    params = params.resolved(settings)
+    pairs = pipeline.pair_stage(params, pipeline.search_stage(params)[0])
+    chunks = pipeline.cube_stage(params, pairs, settings)[0]["optical"].chunks
+    assert chunks[-1][0] == chunks[-2][0] == 64 and len(chunks[-1]) >= 4
+
     # the same request with skip_mapped finds the slice and maps nothing
     again = pipeline.map_aoi({"aoi": aoi, "time": day, "output": str(out), "skip_mapped": True}, settings=settings)
     assert again.acquisitions == [] and len(again.skipped_times) == 1
@@ -214,3 +225,13 @@ def test_library_modules_do_not_import_prefect():
             "print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_read_chunk_size_divides_the_store_chunk():
+    assert pipeline.read_chunk_size(1024) == 512  # several read chunks per store chunk keep workers busy
+    assert pipeline.read_chunk_size(768) == 384
+    assert pipeline.read_chunk_size(1000) == 500
+    assert pipeline.read_chunk_size(64) == 64
+    assert pipeline.read_chunk_size(1024, 256) == 256
+    with pytest.raises(ValueError, match="must divide the mosaic's chunk_size=1024"):
+        pipeline.read_chunk_size(1024, 300)

@@ -8,11 +8,12 @@ Why
 tiles reach into it; computed per block, those groups would run the network once per block they
 touch (about +20 % compute on large AOIs) and hold the neighbours' input chunks in memory.
 
-Here each shared *expensive* task (keys whose name starts with a given prefix: the tile groups) runs
-once, in the first block that needs it; its result goes to a scratch directory on disk and later
-blocks load it instead of recomputing it, so their graphs no longer read the neighbours' inputs
-either. Memory stays bounded by the block (the carried results wait on disk, not in RAM); disk use
-is a strip of tile sums along block borders, deleted as soon as the last block using it is done.
+Here each shared *expensive* task (keys whose name starts with given prefixes: the tile groups,
+and the input chunks a block reads for its neighbours' halo) runs once, in the first block that
+needs it; its result goes to a scratch directory on disk and later blocks load it instead of
+recomputing (or re-reading) it. Memory stays bounded by the block (the carried results wait on disk,
+not in RAM); disk use is a strip of tile sums and input chunks along block borders, deleted as soon
+as the last block using it is done.
 
 Carrying needs workers that see the scratch directory: the local schedulers (threads, sync,
 processes) and a ``distributed`` cluster whose workers all run on this host. Anywhere else the blocks
@@ -61,14 +62,18 @@ def carry_supported() -> bool:
     return bool(workers) and all(str(addr).startswith(_LOCAL_HOSTS) for addr in workers)
 
 
-def _store(value: tuple[np.ndarray | None, ...], path: str) -> None:
-    """Save a task result (a tuple of arrays or None) to ``path`` (.npz, no pickle)."""
+def _store(value: np.ndarray | tuple[np.ndarray | None, ...], path: str) -> None:
+    """Save a task result (an array, or a tuple of arrays or None) to ``path`` (.npz, no pickle)."""
+    if isinstance(value, np.ndarray):
+        np.savez(path, n=np.array(-1), a0=value)
+        return
     np.savez(path, n=np.array(len(value)), **{f"a{i}": v for i, v in enumerate(value) if v is not None})
 
 
-def _load(path: str) -> tuple[np.ndarray | None, ...]:
+def _load(path: str) -> np.ndarray | tuple[np.ndarray | None, ...]:
     with np.load(path, allow_pickle=False) as z:
-        return tuple(z.get(f"a{i}") for i in range(int(z["n"])))
+        n = int(z["n"])
+        return z["a0"] if n < 0 else tuple(z.get(f"a{i}") for i in range(n))
 
 
 def _done(_: Sequence[Any]) -> None:
@@ -80,7 +85,7 @@ def compute_blocks(
     blocks: Sequence[Sequence[tuple[int, int]]],
     task_for: Callable[[tuple[int, int], Hashable], tuple],
     *,
-    carry_prefix: str | None,
+    carry_prefix: str | tuple[str, ...] | None,
     carry: bool = True,
 ) -> None:
     """Compute ``task_for(chunk, input_key)`` for every chunk, one block of chunks per ``dask.compute``.
@@ -88,7 +93,7 @@ def compute_blocks(
     ``target`` is a (band, y, x) array with one chunk along its first axis; ``blocks`` lists the
     (row, col) chunk indices of each block in run order; ``task_for`` returns the task (a Dask tuple)
     that consumes the target chunk ``input_key`` (a side-effecting write, say). Tasks whose key name
-    starts with ``carry_prefix`` and that more than one block needs are computed once and carried
+    starts with ``carry_prefix`` (one prefix or a tuple) and that more than one block needs are computed once and carried
     between blocks on disk (see the module docstring); ``carry=False`` or an unsupported scheduler
     computes each block on its own.
     """
@@ -150,6 +155,6 @@ def compute_blocks(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def _is_carried(key: Hashable, prefix: str) -> bool:
+def _is_carried(key: Hashable, prefix: str | tuple[str, ...]) -> bool:
     head = key[0] if isinstance(key, tuple) and key else key
     return isinstance(head, str) and head.startswith(prefix)

@@ -67,6 +67,7 @@ from cloudlulc.classes import CLASS_NAMES, CLASSES, NODATA, S1_BANDS, S2_BANDS
 
 __all__ = [
     "TILE_GROUP_PREFIX",
+    "INPUT_PREFIX",
     "TileGrid",
     "predict_cube",
     "predict_arrays",
@@ -199,6 +200,10 @@ GROUP_BATCHES = 2
 
 #: name prefix of the tile-group tasks (the network runs): what block-wise writers carry between blocks
 TILE_GROUP_PREFIX = "cloudlulc-tiles-"
+
+#: name prefix of the input chunks the tile groups read: a block-wise writer carries those that the
+#: next block needs too (the chunks just past a block's edge), so no chunk is read from COGs twice
+INPUT_PREFIX = "cloudlulc-input-"
 
 _CACHE_LOCK = threading.Lock()
 _DEVICE_MODELS: OrderedDict[tuple[str, str], torch.nn.Module] = OrderedDict()
@@ -656,6 +661,16 @@ def _combine_keys(chunk: tuple[int, int, int, int], group: Any, parts: list[Any]
     return _combine(chunk, group, [(p, tuple(e)) for p, e in zip(parts, extents)])
 
 
+def _same(block: np.ndarray) -> np.ndarray:
+    return block
+
+
+def _named_input(arr: da.Array, what: str) -> da.Array:
+    """``arr`` under a name starting with :data:`INPUT_PREFIX` (fused with the read when Dask
+    optimises, so it costs no task of its own)."""
+    return arr.map_blocks(_same, name=f"{INPUT_PREFIX}{what}-{dask.base.tokenize(arr.name)}", dtype=arr.dtype)
+
+
 def _products_graph(
     optical: da.Array, sar: da.Array, grid: TileGrid, handle: _ModelHandle, batch_size: int, device: str
 ) -> da.Array:
@@ -666,8 +681,8 @@ def _products_graph(
     """
     from dask.highlevelgraph import HighLevelGraph
 
-    optical = optical.rechunk({0: -1})
-    sar = sar.rechunk({0: -1})
+    optical = _named_input(optical.rechunk({0: -1}), "optical")
+    sar = _named_input(sar.rechunk({0: -1}), "sar")
     h, w = optical.shape[1:]
     ybounds, xbounds = _chunk_bounds(optical.chunks[1]), _chunk_bounds(optical.chunks[2])
     token = dask.base.tokenize(optical, sar, grid, handle, batch_size, device)

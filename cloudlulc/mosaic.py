@@ -55,7 +55,7 @@ from zarr.codecs import GzipCodec
 
 from cloudlulc.block_compute import compute_blocks
 from cloudlulc.classes import CLASS_NAMES, CLASSES, NODATA, class_table
-from cloudlulc.inference import TILE_GROUP_PREFIX
+from cloudlulc.inference import INPUT_PREFIX, TILE_GROUP_PREFIX
 
 __all__ = [
     "MOSAIC_VARIABLES",
@@ -503,7 +503,7 @@ def write_mosaic(
         stacked,
         _blocks(todo, auto_block_chunks(chunk_size) if block_chunks == "auto" else block_chunks, (nby, nbx)),
         lambda chunk, key: (_write_block, key, store_arg, idx, chunk[0], chunk[1], chunk_size),
-        carry_prefix=TILE_GROUP_PREFIX,
+        carry_prefix=(TILE_GROUP_PREFIX, INPUT_PREFIX),
         carry=carry_border_tiles,
     )
 

@@ -272,7 +272,6 @@ def cube_stage(params: MapParams, pairs: Sequence[Any], settings: Settings | Non
     """
     from cloudlulc.catalog import items_need_resign, parse_aoi, resign_pair
     from cloudlulc.cube import build_cube, grid_for_aoi
-
     from cloudlulc.mosaic import store_chunk_size
 
     s = settings or get_settings()

@@ -96,3 +96,45 @@ def test_crash_mid_run_leaves_no_scratch_and_resumes(tmp_path, scene, monkeypatc
     products = {v: open_mosaic(store)[v].isel(time=0).values for v in MOSAIC_VARIABLES}
     assert_matches_reference(products, _reference(scene))
     assert list(scratch_root.iterdir()) == []
+
+
+def test_input_chunks_past_a_block_edge_are_read_once(tmp_path, scene):
+    """A block reads the chunks just past its edge for its tiles' halo; they are carried to the block
+    they belong to instead of being read from the source again (reads are what COG decoding costs)."""
+    import threading
+    from collections import Counter
+
+    import dask.array as da
+
+    optical, sar, cloud = scene
+
+    def counted_cube(reads: Counter):
+        lock = threading.Lock()
+
+        def load(block_info=None, *, src):
+            (y0, y1), (x0, x1) = block_info[None]["array-location"][1:]
+            with lock:
+                reads[src.shape[0], y0, x0] += 1
+            return src[:, y0:y1, x0:x1].copy()
+
+        def lazy(src):
+            chunks = ((src.shape[0],), (CHUNK,) * (H // CHUNK), (CHUNK,) * (W // CHUNK))
+            return da.map_blocks(load, dtype=np.float32, chunks=chunks, src=src)
+
+        cube = make_cube(optical, sar, cloud, CHUNK)
+        return cube.assign(optical=(cube["optical"].dims, lazy(optical)), sar=(cube["sar"].dims, lazy(sar)))
+
+    runs = {}
+    for carry in (True, False):
+        reads: Counter = Counter()
+        result = predict_cube(counted_cube(reads), CountingNet(f"reads-{carry}", seed=5), tile=TILE,
+                              overlap=OVERLAP, batch_size=1, device="cpu")
+        with dask.config.set(scheduler="threads", num_workers=2):
+            write_mosaic(result, tmp_path / f"{carry}.zarr", time=T0, chunk_size=CHUNK, block_chunks=2,
+                         carry_border_tiles=carry)
+        runs[carry] = reads
+    n_chunks = (H // CHUNK) * (W // CHUNK)
+    assert len(runs[True]) == 2 * n_chunks and set(runs[True].values()) == {1}  # optical and SAR, once each
+    assert sum(runs[False].values()) > 2 * n_chunks  # without carrying, halo chunks are read twice
+    products = {v: open_mosaic(tmp_path / "True.zarr")[v].isel(time=0).values for v in MOSAIC_VARIABLES}
+    assert_matches_reference(products, _reference(scene))

@@ -31,9 +31,10 @@ that chunk's first ``tile`` rows or columns (a *halo strip* task), never the who
 read only for its halo is freed at once. Computing the whole array at once, Dask keeps the input
 chunks and tile sums that the next chunk row still needs, so memory grows with the AOI *width* in
 chunks. :func:`cloudlulc.mosaic.write_mosaic` therefore computes square blocks of chunks one at a
-time: memory is bounded by the block (plus the halo strips along its far edges). The tile groups crossing a block
-border run once and wait on disk for the next blocks (:mod:`cloudlulc.block_compute`; where workers
-do not share this host's disk they are recomputed in each block instead). Either way the same group
+time: memory is bounded by the block (plus the halo strips along its far edges). The tile groups
+crossing a block border run once and wait on disk for the next blocks, as do the input chunks read
+for their halo (:mod:`cloudlulc.block_compute`; where workers do not share this host's disk both are
+recomputed in each block instead). Either way the same group
 tasks run on the same inputs: block-wise output equals a single computation, bit for bit with
 deterministic kernels. ``benchmarks/inference.py`` prints the memory and the share of recomputed
 tiles. Tiles whose footprint is entirely nodata are skipped.
@@ -560,8 +561,8 @@ def _halo_strip(block: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return block[:, :rows, :cols].copy()
 
 
-def _window_refs(name: str, strip_name: str, bounds_y: list[tuple[int, int]], bounds_x: list[tuple[int, int]],
-                 plan: _GroupPlan, halo: int, dsk: dict[Any, Any]) -> tuple[list[list[tuple]], list[int], list[int]]:
+def _window_refs(name: str, bounds_y: list[tuple[int, int]], bounds_x: list[tuple[int, int]], plan: _GroupPlan,
+                 halo: int, dsk: dict[Any, Any]) -> tuple[list[list[tuple]], list[int], list[int]]:
     """Keys of the input pieces covering ``plan.read`` and their origins (one grid of pieces).
 
     A block outside the group's own chunk row (column) that is read only within its first ``halo``
@@ -590,7 +591,7 @@ def _window_refs(name: str, strip_name: str, bounds_y: list[tuple[int, int]], bo
             if (nr, nc) == (bounds_y[i][1] - bounds_y[i][0], bounds_x[j][1] - bounds_x[j][0]):
                 row.append(full)
                 continue
-            key = (strip_name, i, j, nr, nc)
+            key = (f"cloudlulc-halo-{name}", i, j, nr, nc)
             dsk.setdefault(key, (_halo_strip, full, nr, nc))
             row.append(key)
         keys.append(row)
@@ -696,10 +697,8 @@ def _products_graph(
             for k, plan in enumerate(_chunk_plans(grid, (y0, y1, x0, x1), (h, w), ystarts, xstarts,
                                                   max_tiles=GROUP_BATCHES * batch_size)):
                 plans[i, j, k] = plan
-                okeys, oy, ox = _window_refs(optical.name, f"cloudlulc-halo-{optical.name}", ybounds, xbounds, plan,
-                                             grid.tile, dsk)
-                skeys, _, _ = _window_refs(sar.name, f"cloudlulc-halo-{sar.name}", ybounds, xbounds, plan,
-                                           grid.tile, dsk)
+                okeys, oy, ox = _window_refs(optical.name, ybounds, xbounds, plan, grid.tile, dsk)
+                skeys, _, _ = _window_refs(sar.name, ybounds, xbounds, plan, grid.tile, dsk)
                 dsk[(gname, i, j, k)] = (_run_group_blocks, okeys, skeys, [oy, ox], plan, [h, w], hname, grid,
                                          batch_size, device)
 

@@ -426,18 +426,19 @@ def write_mosaic(
     where it stopped; otherwise, and for a completed slice, the slice is rewritten.
 
     ``block_chunks``: the slice is computed and written in square blocks of ``block_chunks`` x
-    ``block_chunks`` store chunks (``"auto"``: :func:`auto_block_chunks` of the store's chunk size), one block (one ``dask.compute``) at a time, so peak memory is
-    bounded by the block size whatever the AOI size. Each block's graph is culled to what its chunks
+    ``block_chunks`` store chunks (``"auto"``: :func:`auto_block_chunks` of the store's chunk size),
+    one block (one ``dask.compute``) at a time, so peak memory is bounded by the block size whatever
+    the AOI size. Each block's graph is culled to what its chunks
     need: with :func:`~cloudlulc.inference.predict_cube` that is the block's tiles, the halo strips of
     the chunks just past its far edges, and the neighbour tiles that reach into it (see
     ``carry_border_tiles``; same inputs, same results: block-wise output equals a single compute).
     Without blocks (``None``) Dask would keep about one row of input chunks and tile sums alive, so
     memory would grow with the AOI width.
 
-    ``carry_border_tiles``: tile groups needed by more than one block run once and wait on disk for
-    the later blocks (:mod:`cloudlulc.block_compute`; local schedulers and same-host clusters), so
-    block borders cost no recomputation and no neighbour inputs; off, or on a remote cluster, each
-    block recomputes them. The output is the same either way.
+    ``carry_border_tiles``: tile groups and input chunks needed by more than one block are computed
+    (read) once and wait on disk for the later blocks (:mod:`cloudlulc.block_compute`; local
+    schedulers and same-host clusters), so block borders cost no recomputation and no second COG
+    read; off, or on a remote cluster, each block recomputes them. The output is the same either way.
     """
     import rioxarray  # noqa: F401
 
@@ -463,7 +464,7 @@ def write_mosaic(
         if root.metadata.zarr_format != 3 or "lulc" not in root or "time" not in root:
             raise MosaicError(f"{store} exists but is not a CloudLULC Zarr v3 mosaic; choose another path")
         _check_grid(root, result)
-        chunk_size = int(root.attrs.get("chunk_size", root["lulc"].chunks[1]))
+        chunk_size = _chunk_size_of(root)
         n = _repair_lengths(root)
         times = _stored_times(root)[:n]
         hits = np.nonzero(times == t)[0]
@@ -521,8 +522,10 @@ def write_mosaic(
 def store_chunk_size(store: Any) -> int | None:
     """The chunk side of an existing mosaic (None when there is no mosaic at ``store`` yet)."""
     root = _open_group(store)
-    if root is None or "lulc" not in root:
-        return None
+    return None if root is None or "lulc" not in root else _chunk_size_of(root)
+
+
+def _chunk_size_of(root: zarr.Group) -> int:
     return int(root.attrs.get("chunk_size", root["lulc"].chunks[1]))
 
 

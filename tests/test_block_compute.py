@@ -1,6 +1,7 @@
-"""Block-wise mosaic writes carry border tile groups between blocks only where the scheduler's workers
-share this host's disk (a real distributed LocalCluster here), and fall back to recomputing them
-elsewhere, with the same map either way; a crash mid-run leaves no scratch files behind."""
+"""Block-wise mosaic writes carry border tile groups (and the input chunks read for their halo) between
+blocks only where the scheduler's workers share this host's disk (a real distributed LocalCluster
+here), and fall back to recomputing them elsewhere, with the same map either way; a crash mid-run
+leaves no scratch files behind."""
 
 from __future__ import annotations
 

@@ -243,16 +243,34 @@ def warm_up(cube, model, workdir: Path, args) -> None:
     pipeline(small, model, workdir / "warmup.zarr", args)
 
 
+@contextlib.contextmanager
+def scheduler(args):
+    """The Dask scheduler of the pipeline runs: ``threads`` is what the ``map-aoi`` flow uses by
+    default (``dask_cluster="threads"``: Dask's threaded scheduler, ``--dask-workers`` threads);
+    ``distributed`` is ``dask_cluster="local"`` (an in-process LocalCluster, one worker with
+    ``--dask-workers`` threads, as the flow creates it)."""
+    import dask
+
+    if args.scheduler == "threads":
+        with dask.config.set(scheduler="threads", num_workers=args.dask_workers):
+            yield
+        return
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(processes=False, n_workers=1, threads_per_worker=args.dask_workers,
+                      dashboard_address=None) as cluster, Client(cluster):
+        yield
+
+
 def memory_run(args) -> None:
     """Child process: one synthetic-COG pipeline run; prints JSON with peak RSS."""
-    import dask
     import torch
 
     torch.set_num_threads(args.torch_threads)
     with tempfile.TemporaryDirectory() as tmp:
         cube = synthetic_cube({k: Path(args.cog_dir) / f"{k}.tif" for k in ("optical", "sar", "cloud")}, args.read_chunk)
         model = load_model(args.model)
-        with dask.config.set(scheduler="threads", num_workers=args.dask_workers):
+        with scheduler(args):
             warm_up(cube, model, Path(tmp), args)
             rss0 = _rss_kb("VmRSS")
             reset = _reset_peak_rss()  # so the peak below is the timed run's, not the warm-up's
@@ -321,7 +339,10 @@ def main() -> None:
                    help="write_mosaic block side in chunks (default: auto_block_chunks(--chunk); 0: no blocks)")
     p.add_argument("--gdal-cachemax", type=int, default=64, help="GDAL block cache (MB) in the memory runs")
     p.add_argument("--torch-threads", type=int, default=max(1, (os.cpu_count() or 2) // 2))
-    p.add_argument("--dask-workers", type=int, default=2)
+    p.add_argument("--dask-workers", type=int, default=2, help="Dask worker threads")
+    p.add_argument("--scheduler", choices=("threads", "distributed"), default="threads",
+                   help="threads: the map-aoi default (dask_cluster=threads); distributed: dask_cluster=local "
+                        "(in-process LocalCluster)")
     p.add_argument("--_memory-run", dest="memory_run", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cog-dir", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -337,7 +358,6 @@ def main() -> None:
         memory_run(args)
         return
 
-    import dask
     import torch
 
     from cloudlulc.inference import resolve_device
@@ -347,6 +367,7 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device={dev} model={args.model} tile={args.tile} overlap={args.overlap} batch={args.batch_size} "
           f"chunk={args.chunk} read_chunk={args.read_chunk} torch_threads={args.torch_threads} dask_workers={args.dask_workers} "
+          f"scheduler={args.scheduler} "
           f"cpus={os.cpu_count()} load_avg_1min={load:.1f}")
     model = load_model(args.model)
     if not args.skip_throughput:
@@ -358,7 +379,7 @@ def main() -> None:
             else:
                 cube = synthetic_cube(write_synthetic_cogs(tmp_path / "cogs", args.size), args.read_chunk)
                 what = "synthetic COGs -> rioxarray.open_rasterio"
-            with dask.config.set(scheduler="threads", num_workers=args.dask_workers):
+            with scheduler(args):
                 warm_up(cube, model, tmp_path, args)
                 # model-only before and after each pipeline run: on a shared machine the available
                 # CPU drifts by tens of percent, so each run is compared with the mean of the two
@@ -415,6 +436,7 @@ def main() -> None:
                        "--batch-size", str(args.batch_size), "--chunk", str(args.chunk),
                        "--read-chunk", str(args.read_chunk),
                        "--torch-threads", str(args.torch_threads), "--dask-workers", str(args.dask_workers),
+                       "--scheduler", args.scheduler,
                        "--block-chunks", str(args.block_chunks)]
                 # as a Dask worker runs (its nanny sets MALLOC_TRIM_THRESHOLD_), with GDAL's block cache
                 # capped (default: 5 % of RAM, which would otherwise count as AOI-dependent memory)

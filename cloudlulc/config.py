@@ -77,8 +77,11 @@ class Settings(BaseSettings):
     # --- dask -----------------------------------------------------------------------------------
     #: scheduler address of a running cluster; overrides ``dask_cluster``
     dask_address: str | None = None
-    dask_cluster: Literal["local", "kubernetes", "coiled"] = "local"
+    #: threads: Dask's threaded scheduler in this process (fastest on one machine, no dashboard);
+    #: local: a distributed LocalCluster (dashboard, task resources); kubernetes / coiled: see dask_cluster.py
+    dask_cluster: Literal["threads", "local", "kubernetes", "coiled"] = "threads"
     dask_n_workers: int | None = Field(None, ge=1)
+    #: threads per worker (LocalCluster) or of the threaded scheduler; None = one per core
     dask_threads_per_worker: int | None = Field(None, ge=1)
     #: LocalCluster with worker processes (True) or threads in this process (False, lighter)
     dask_processes: bool = False

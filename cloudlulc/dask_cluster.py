@@ -4,7 +4,14 @@ Prefect tasks stay coarse (search, cube, infer, write, publish); the pixels are 
 The same pipeline code then scales from a laptop to a cluster by configuration only:
 
 * ``dask_address`` set: connect to that running scheduler (any deployment: Helm, dask-gateway...).
-* ``dask_cluster="local"`` (default): a :class:`distributed.LocalCluster` on this machine.
+* ``dask_cluster="threads"`` (default): Dask's local threaded scheduler in this process, no
+  ``distributed`` client. On one machine it is the fastest choice: a ``LocalCluster``'s event loop,
+  profiler and monitors compete with the inference threads for the CPU (measured on 2 cores, 2048 px
+  AOI: the pipeline took 14-16 s on an in-process LocalCluster against 10-12 s on threads, the
+  tile tasks themselves running 15-35 % slower). Memory needs no worker memory manager: the mosaic
+  writer computes block by block.
+* ``dask_cluster="local"``: a :class:`distributed.LocalCluster` on this machine (dashboard, task
+  resources such as ``{"GPU": 1}``).
 * ``dask_cluster="kubernetes"``: a dask-kubernetes operator ``KubeCluster`` from the YAML spec in
   ``deploy/dask/`` (GPU workers advertise ``resources={"GPU": 1}``).
 * ``dask_cluster="coiled"``: a ``coiled.Cluster`` with keyword arguments from ``deploy/dask/coiled.yaml``.
@@ -35,11 +42,24 @@ def dask_client(settings: Settings | None = None, *, address: str | None = None)
 
     ``address`` overrides ``settings.dask_address`` (the ``map-aoi`` flow passes its parameter).
     A cluster created here is closed on exit; a cluster reached by address is left running.
+    With ``dask_cluster="threads"`` (and no address) it yields None with Dask's threaded scheduler
+    set as the default for the duration (``dask_threads_per_worker`` threads, else one per core).
     """
-    from distributed import Client
-
     s = settings or get_settings()
     address = address or s.dask_address
+    if not address and s.dask_cluster == "threads":
+        import dask
+
+        if s.dask_task_resources:
+            log.warning("dask_task_resources %s are ignored by the threaded scheduler; set "
+                        "CLOUDLULC_DASK_CLUSTER=local (or a cluster address) to enforce them", s.dask_task_resources)
+        with dask.config.set(scheduler="threads", num_workers=s.dask_threads_per_worker):
+            log.info("Dask threaded scheduler, %s threads", s.dask_threads_per_worker or "one per core")
+            yield None
+        return
+
+    from distributed import Client
+
     if address:
         try:
             client = Client(address, timeout=s.dask_connect_timeout)
@@ -70,6 +90,8 @@ def dask_client(settings: Settings | None = None, *, address: str | None = None)
 def make_cluster(settings: Settings) -> Any:
     """Create (but do not connect to) the cluster that ``settings.dask_cluster`` selects."""
     kind = settings.dask_cluster
+    if kind == "threads":
+        raise DaskClusterError("dask_cluster='threads' is Dask's threaded scheduler, not a cluster; use dask_client()")
     if kind == "local":
         from distributed import LocalCluster
 
@@ -87,7 +109,7 @@ def make_cluster(settings: Settings) -> Any:
         return _kube_cluster(settings)
     if kind == "coiled":
         return _coiled_cluster(settings)
-    raise DaskClusterError(f"unknown dask_cluster {kind!r}: use local, kubernetes or coiled")
+    raise DaskClusterError(f"unknown dask_cluster {kind!r}: use threads, local, kubernetes or coiled")
 
 
 def load_spec(path: Path) -> dict[str, Any]:

@@ -123,7 +123,8 @@ def run_mapping(params: MapParams, settings: Settings | None = None) -> pipeline
     logger.info("model: %s%s", info.name, f" (sha256 {info.sha256[:12]})" if info.sha256 else "")
 
     with dask_client(s, address=p.dask_address) as client:
-        logger.info("Dask dashboard: %s", client.dashboard_link)
+        if client is not None:
+            logger.info("Dask dashboard: %s", client.dashboard_link)
         cubes = cube_task.with_options(**retry)(p, pairs, s)
         times = [
             infer_write_task.with_options(**retry)(

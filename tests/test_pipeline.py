@@ -141,7 +141,14 @@ def test_class_areas_use_the_grid_resolution():
 
 
 def test_dask_cluster_selection():
-    cluster = make_cluster(Settings())
+    import dask
+
+    with dask_client(Settings(dask_threads_per_worker=3)) as client:  # the default: threaded scheduler
+        assert client is None
+        assert dask.base.get_scheduler() is dask.threaded.get and dask.config.get("num_workers") == 3
+    with pytest.raises(DaskClusterError, match="threaded scheduler"):
+        make_cluster(Settings())
+    cluster = make_cluster(Settings(dask_cluster="local"))
     try:
         assert type(cluster).__name__ == "LocalCluster" and len(cluster.workers) == 1
     finally:

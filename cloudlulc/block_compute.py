@@ -18,13 +18,22 @@ as the last block using it is done.
 Carrying needs workers that see the scratch directory: the local schedulers (threads, sync,
 processes) and a ``distributed`` cluster whose workers all run on this host. Anywhere else the blocks
 are computed independently, recomputing shared tasks as before (same results either way).
+
+On Dask's threaded scheduler (the pipeline's default) consecutive blocks overlap: the next block
+starts as soon as the running one leaves a worker idle, so its reads fill the previous block's tail
+(:class:`_OverlappingRunner`); a load then waits for the store it needs. Other schedulers run one
+block after the other.
 """
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
-from collections.abc import Callable, Hashable, Sequence
+import threading
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -34,15 +43,22 @@ import numpy as np
 from dask.delayed import Delayed
 from dask.highlevelgraph import HighLevelGraph
 from dask.optimization import cull
+from dask.system import CPU_COUNT
 
 try:  # dask's task objects (GraphNode.substitute): private API, so carrying degrades to recomputing
     from dask._task_spec import convert_legacy_graph
 except ImportError:  # pragma: no cover - a dask without it
     convert_legacy_graph = None
 
-__all__ = ["carry_supported", "compute_blocks"]
+__all__ = ["BlockAborted", "carry_supported", "compute_blocks"]
 
 _LOCAL_HOSTS = ("inproc://", "tcp://127.0.0.1:", "tcp://localhost:", "tls://127.0.0.1:", "ucx://127.0.0.1:")
+
+
+def _distributed_client() -> Any:
+    """The ``distributed.Client`` Dask would compute on now, or None for a local scheduler."""
+    client = getattr(dask.base.get_scheduler(), "__self__", None)
+    return client if hasattr(client, "scheduler_info") else None
 
 
 def carry_supported() -> bool:
@@ -52,14 +68,44 @@ def carry_supported() -> bool:
     get = dask.base.get_scheduler()
     if get is None:
         return True  # dask's default for arrays: the local threaded scheduler
-    client = getattr(get, "__self__", None)
-    if client is None or not hasattr(client, "scheduler_info"):
+    client = _distributed_client()
+    if client is None:
         return str(getattr(get, "__module__", "")).startswith("dask.")  # threaded / sync / multiprocessing
     try:
         workers = client.scheduler_info().get("workers", {})
     except Exception:  # noqa: BLE001 - a scheduler we cannot query: do not assume a shared disk
         return False
     return bool(workers) and all(str(addr).startswith(_LOCAL_HOSTS) for addr in workers)
+
+
+def _annotated(array: da.Array) -> bool:
+    """Whether any layer of the array's graph has annotations (task resources such as {"GPU": 1})."""
+    return any(layer.annotations for layer in array.__dask_graph__().layers.values())
+
+
+class BlockAborted(RuntimeError):
+    """A block stopped because another block of the same run failed."""
+
+
+class _CarryBoard:
+    """Carried results on disk, with an event per result so that a block started before the
+    previous one finished (threaded scheduler, see :class:`_OverlappingRunner`) waits for the stores
+    it loads. In-process only: never pickled (the other schedulers use :func:`_store` / :func:`_load`)."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+        self._stored = [threading.Event() for _ in self.paths]
+        self.failed = threading.Event()
+
+    def store(self, value: Any, i: int) -> None:
+        _store(value, self.paths[i])
+        self._stored[i].set()
+
+    def load(self, i: int) -> Any:
+        while not self._stored[i].wait(0.1):
+            if self.failed.is_set():
+                raise BlockAborted("an earlier block failed before storing a result this block needs")
+        return _load(self.paths[i])
 
 
 def _store(value: np.ndarray | tuple[np.ndarray | None, ...], path: str) -> None:
@@ -80,6 +126,146 @@ def _done(_: Sequence[Any]) -> None:
     """The one sink of a block's graph: its writes (and stores) have run."""
 
 
+class _Run:
+    """One submitted block: ``future`` resolves when its compute returns; ``spare`` is set once it
+    leaves a worker idle (its tail) or has finished, i.e. when the next block may start."""
+
+    def __init__(self, b: int, future: Future, spare: threading.Event) -> None:
+        self.b, self.future, self.spare = b, future, spare
+
+
+class _SequentialRunner:
+    """Any scheduler but the local threaded one: each block's ``dask.compute`` in turn, in this thread."""
+
+    board_ok = False  # tasks may run in other processes: carried results go by path only
+
+    def submit(self, b: int, graph: Mapping, out: Hashable) -> _Run:
+        future: Future = Future()
+        dask.compute(Delayed(out, graph))
+        future.set_result(None)
+        spare = threading.Event()
+        spare.set()
+        return _Run(b, future, spare)
+
+    def stop(self, runs: Sequence[_Run]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class _DistributedRunner:
+    """A ``distributed`` cluster, for blocks that do not depend on each other (nothing carried): two
+    blocks are submitted at a time, the later one at a lower priority, so the scheduler gives idle
+    workers (the earlier block's tail, a GPU waiting on reads) the next block's tasks and the earlier
+    block's tasks always go first."""
+
+    board_ok = False
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def submit(self, b: int, graph: Mapping, out: Hashable) -> _Run:
+        spare = threading.Event()
+        spare.set()
+        return _Run(b, self.client.compute(Delayed(out, graph), priority=-b), spare)
+
+    def stop(self, runs: Sequence[_Run]) -> None:
+        self.client.cancel([run.future for run in runs])
+
+    def close(self) -> None:
+        pass
+
+
+class _OverlappingRunner:
+    """Dask's local threaded scheduler, the next block starting as soon as the running one leaves a
+    worker idle, at most two blocks at a time.
+
+    Why: each block's ``dask.compute`` ends with a tail of fewer tasks than workers (the last tile
+    groups and writes) and starts with reads before the first forward; run back to back, both leave
+    workers idle at every block border (on a GPU worker, the GPU). The two blocks run in separate
+    thread pools, so a load waiting for the earlier block's store never holds a thread that store
+    needs. Memory stays bounded: the later block starts only once the earlier one is down to its
+    last tasks. (On 2 busy CPU cores the gain was within the run-to-run noise: 4096 px AOI, four
+    blocks, 38-43 s overlapped against 37-42 s one after the other.)
+    """
+
+    board_ok = True
+
+    def __init__(self, num_workers: int) -> None:
+        self.num_workers = num_workers
+        self.pools = [ThreadPoolExecutor(num_workers, thread_name_prefix="cloudlulc-block-worker") for _ in range(2)]
+        self.drivers = ThreadPoolExecutor(2, thread_name_prefix="cloudlulc-block")
+        self.abort = threading.Event()
+
+    def submit(self, b: int, graph: Mapping, out: Hashable) -> _Run:
+        spare = threading.Event()
+        n = self.num_workers
+
+        def pretask(key: Hashable, dsk: Any, state: dict) -> None:
+            if self.abort.is_set():
+                raise BlockAborted("another block of this run failed")
+
+        def posttask(key: Hashable, result: Any, dsk: Any, state: dict, worker_id: Any) -> None:
+            if len(state["ready"]) + len(state["running"]) < n:
+                spare.set()
+
+        future = self.drivers.submit(dask.compute, Delayed(out, graph), scheduler="threads", pool=self.pools[b % 2],
+                                     callbacks=[(None, None, pretask, posttask, None)])
+        future.add_done_callback(lambda _: spare.set())
+        return _Run(b, future, spare)
+
+    def stop(self, runs: Sequence[_Run]) -> None:
+        self.abort.set()
+
+    def close(self) -> None:
+        self.drivers.shutdown(wait=True)
+        for pool in self.pools:  # tasks an aborted block had already started finish before we return
+            pool.shutdown(wait=True)
+
+
+_Runner = _SequentialRunner | _DistributedRunner | _OverlappingRunner
+
+
+def _runner(independent: bool) -> _Runner:
+    """How blocks run on the current scheduler; ``independent``: no block loads another's results."""
+    get = dask.base.get_scheduler()
+    if (get is None or get is dask.threaded.get) and dask.config.get("pool", None) is None:
+        return _OverlappingRunner(dask.config.get("num_workers", None) or CPU_COUNT)
+    client = _distributed_client()
+    if independent and client is not None:
+        return _DistributedRunner(client)
+    return _SequentialRunner()
+
+
+def _run_blocks(prepared: Iterable[tuple[Mapping, Hashable]], runner: _Runner,
+                on_done: Callable[[int], None] = lambda b: None) -> None:
+    """Submit each prepared (graph, output key) in order once the previous block has spare workers;
+    blocks finish in order (``on_done(b)`` after each); the first failure stops the others."""
+    inflight: deque[_Run] = deque()
+    try:
+        for b, (graph, out) in enumerate(prepared):  # the next graph is prepared while a block runs
+            if inflight:
+                inflight[-1].spare.wait()
+            while inflight and (len(inflight) >= 2 or inflight[0].future.done()):
+                run = inflight.popleft()
+                run.future.result()
+                on_done(run.b)
+            inflight.append(runner.submit(b, graph, out))
+        while inflight:
+            run = inflight.popleft()
+            run.future.result()
+            on_done(run.b)
+    except BaseException:
+        runner.stop(list(inflight))
+        for run in inflight:  # let the others stop at their next task before the caller cleans up
+            with contextlib.suppress(BaseException):
+                run.future.result()
+        raise
+    finally:
+        runner.close()
+
+
 def compute_blocks(
     target: da.Array,
     blocks: Sequence[Sequence[tuple[int, int]]],
@@ -93,9 +279,10 @@ def compute_blocks(
     ``target`` is a (band, y, x) array with one chunk along its first axis; ``blocks`` lists the
     (row, col) chunk indices of each block in run order; ``task_for`` returns the task (a Dask tuple)
     that consumes the target chunk ``input_key`` (a side-effecting write, say). Tasks whose key name
-    starts with ``carry_prefix`` (one prefix or a tuple) and that more than one block needs are computed once and carried
-    between blocks on disk (see the module docstring); ``carry=False`` or an unsupported scheduler
-    computes each block on its own.
+    starts with ``carry_prefix`` (one prefix or a tuple) and that more than one block needs are
+    computed once and carried between blocks on disk (see the module docstring); ``carry=False`` or an
+    unsupported scheduler computes each block on its own. On the local threaded scheduler a block
+    starts while the previous one finishes its last tasks (:class:`_OverlappingRunner`).
     """
     token = dask.base.tokenize(target, [list(b) for b in blocks])
     name = f"cloudlulc-block-{token}"
@@ -103,14 +290,22 @@ def compute_blocks(
     def block_tasks(b: int, block: Sequence[tuple[int, int]]) -> dict[Hashable, Any]:
         return {(name, b, bi, bj): task_for((bi, bj), (target.name, 0, bi, bj)) for bi, bj in block}
 
+    # carried graphs are flattened to plain task dicts, which lose layer annotations: on a cluster
+    # that would drop the inference tasks' resource restrictions (one model per GPU), so recompute
+    carry = carry and not (_annotated(target) and _distributed_client() is not None)
     if not (carry and carry_prefix and len(blocks) > 1 and carry_supported()):
-        for b, block in enumerate(blocks):
-            tasks = block_tasks(b, block)
-            tasks[(name, b)] = (_done, list(tasks))
-            graph = HighLevelGraph.from_collections((name, b), tasks, dependencies=[target])
-            dask.compute(Delayed((name, b), graph))
+        runner = _runner(independent=True)
+
+        def independent() -> Iterator[tuple[Mapping, Hashable]]:
+            for b, block in enumerate(blocks):
+                tasks = block_tasks(b, block)
+                tasks[(name, b)] = (_done, list(tasks))
+                yield HighLevelGraph.from_collections((name, b), tasks, dependencies=[target]), (name, b)
+
+        _run_blocks(independent(), runner)
         return
 
+    runner = _runner(independent=False)
     (optimized,) = dask.optimize(target)
     writes = [block_tasks(b, block) for b, block in enumerate(blocks)]
     full = convert_legacy_graph({**dict(optimized.__dask_graph__()), **{k: v for t in writes for k, v in t.items()}})
@@ -128,16 +323,19 @@ def compute_blocks(
     scratch = Path(tempfile.mkdtemp(prefix="cloudlulc-carry-"))
     ids = {k: i for i, k in enumerate(sorted(shared, key=str))}
     paths = {k: str(scratch / f"{i}.npz") for k, i in ids.items()}
-    try:
+    board = _CarryBoard([paths[k] for k in sorted(shared, key=ids.__getitem__)]) if runner.board_ok else None
+
+    def carried() -> Iterator[tuple[Mapping, Hashable]]:
         for b, tasks in enumerate(writes):
             # loaded results get keys of their own: a distributed scheduler must never see one key
             # with two different tasks (the group's, then the load's) across computes
             shared_here = needs[b] & shared
             loaded = {k: (f"{name}-carried", ids[k]) for k in shared_here if first[k] < b}
-            stores = {(f"{name}-store", ids[k]): (_store, k, paths[k]) for k in shared_here if first[k] == b}
+            stores = {(f"{name}-store", ids[k]): (board.store, k, ids[k]) if board else (_store, k, paths[k])
+                      for k in shared_here if first[k] == b}
             out = (name, b)
             extra: dict[Hashable, Any] = {out: (_done, list(tasks) + list(stores)), **stores}
-            extra.update({nk: (_load, paths[k]) for k, nk in loaded.items()})
+            extra.update({nk: (board.load, ids[k]) if board else (_load, paths[k]) for k, nk in loaded.items()})
             graph = dict(per_block[b])
             per_block[b] = {}  # done with it: free as we go
             graph.update(convert_legacy_graph(extra, all_keys=set(graph) | set(extra)))
@@ -147,11 +345,18 @@ def compute_blocks(
                 if node.dependencies & loaded.keys():
                     graph[key] = node.substitute(loaded)
             culled, _ = cull(graph, [out])  # drops what only the loaded groups needed
-            dask.compute(Delayed(out, culled))
-            for k in shared_here:
-                if last[k] == b:
-                    Path(paths[k]).unlink(missing_ok=True)
+            yield culled, out
+
+    def delete_finished(b: int) -> None:
+        for k in needs[b] & shared:
+            if last[k] == b:
+                Path(paths[k]).unlink(missing_ok=True)
+
+    try:
+        _run_blocks(carried(), runner, delete_finished)
     finally:
+        if board is not None:
+            board.failed.set()
         shutil.rmtree(scratch, ignore_errors=True)
 
 

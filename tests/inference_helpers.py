@@ -111,6 +111,30 @@ class CountingNet(ContextNet):
         return super().forward(optical, sar)
 
 
+#: forwards running right now and the most seen at once, per ConcurrencyNet name
+ACTIVE: dict[str, int] = {}
+PEAK: dict[str, int] = {}
+
+
+class ConcurrencyNet(CountingNet):
+    """CountingNet that records in ``PEAK[name]`` how many of its forwards ever ran at the same time
+    (module-level counters: a Dask cluster pickles the model, even in-process)."""
+
+    def __init__(self, name: str, seed: int = 5) -> None:
+        super().__init__(name, seed)
+        ACTIVE[name] = PEAK[name] = 0
+
+    def forward(self, optical: torch.Tensor, sar: torch.Tensor) -> ModelOutput:
+        with _CALLS_LOCK:
+            ACTIVE[self.name] += 1
+            PEAK[self.name] = max(PEAK[self.name], ACTIVE[self.name])
+        try:
+            return super().forward(optical, sar)
+        finally:
+            with _CALLS_LOCK:
+                ACTIVE[self.name] -= 1
+
+
 def random_scene(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Spatially smooth reflectance [12,h,w], SAR dB [2,h,w] and a cloud mask {0,1} [h,w]."""
     rng = np.random.default_rng(seed)

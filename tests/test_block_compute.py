@@ -6,6 +6,7 @@ leaves no scratch files behind."""
 from __future__ import annotations
 
 import tempfile
+import threading
 from pathlib import Path
 
 import dask
@@ -14,6 +15,8 @@ import pytest
 import torch
 from inference_helpers import (
     CALLS,
+    PEAK,
+    ConcurrencyNet,
     CountingNet,
     assert_matches_reference,
     make_cube,
@@ -138,4 +141,101 @@ def test_input_chunks_past_a_block_edge_are_read_once(tmp_path, scene):
     assert len(runs[True]) == 2 * n_chunks and set(runs[True].values()) == {1}  # optical and SAR, once each
     assert sum(runs[False].values()) > 2 * n_chunks  # without carrying, halo chunks are read twice
     products = {v: open_mosaic(tmp_path / "True.zarr")[v].isel(time=0).values for v in MOSAIC_VARIABLES}
+    assert_matches_reference(products, _reference(scene))
+
+
+def test_next_block_starts_while_the_previous_one_finishes_its_tail():
+    """On the threaded scheduler a block whose last task leaves a worker idle lets the next block
+    start: here the last write of block 0 only completes once a write of block 1 has run, which
+    run back to back (one compute per block) could never happen."""
+    import threading
+
+    import dask.array as da
+
+    from cloudlulc.block_compute import compute_blocks
+
+    target = da.zeros((1, 2, 4), chunks=(1, 1, 1))
+    block1_started = threading.Event()
+    order = []
+
+    def write(chunk, _value):
+        if chunk == (0, 3):  # block 0's tail: waits for block 1
+            assert block1_started.wait(30), "block 1 did not start while block 0 had an idle worker"
+        if chunk[0] == 1:
+            block1_started.set()
+        order.append(chunk)
+
+    blocks = [[(0, j) for j in range(4)], [(1, j) for j in range(4)]]
+    with dask.config.set(scheduler="threads", num_workers=2):
+        compute_blocks(target, blocks, lambda chunk, key: (write, chunk, key), carry_prefix=None)
+    assert sorted(order) == sorted(c for b in blocks for c in b)
+    assert order.index((0, 3)) > min(order.index((1, j)) for j in range(4))
+
+
+_BLOCK1_STARTED = threading.Event()
+_WRITTEN: list = []
+
+
+def _write_after_block1(chunk, _value):
+    """Module level: a distributed cluster pickles the tasks (by reference here, in-process)."""
+    if chunk == (0, 3):
+        assert _BLOCK1_STARTED.wait(30), "block 1 did not start while block 0 had an idle worker"
+    if chunk[0] == 1:
+        _BLOCK1_STARTED.set()
+    _WRITTEN.append(chunk)
+
+
+def test_distributed_blocks_overlap_when_nothing_is_carried():
+    """On a cluster, blocks that do not depend on each other are submitted two at a time (the later at
+    lower priority), so an idle worker at the end of one block takes the next block's tasks."""
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    from cloudlulc.block_compute import compute_blocks
+
+    _BLOCK1_STARTED.clear()
+    _WRITTEN.clear()
+    blocks = [[(0, j) for j in range(4)], [(1, j) for j in range(4)]]
+    with LocalCluster(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as cluster, \
+            Client(cluster):
+        compute_blocks(da.zeros((1, 2, 4), chunks=(1, 1, 1)), blocks, lambda chunk, key: (_write_after_block1, chunk, key),
+                       carry_prefix=None)
+    assert sorted(_WRITTEN) == sorted(c for b in blocks for c in b)
+    assert _WRITTEN.index((0, 3)) > min(_WRITTEN.index((1, j)) for j in range(4))
+
+
+def test_a_failing_block_stops_the_next_one_and_raises_its_own_error():
+    import dask.array as da
+
+    from cloudlulc.block_compute import compute_blocks
+
+    target = da.zeros((1, 3, 4), chunks=(1, 1, 1))
+    written = []
+
+    def write(chunk, _value):
+        if chunk == (0, 3):
+            raise OSError("disk full")
+        written.append(chunk)
+
+    blocks = [[(i, j) for j in range(4)] for i in range(3)]
+    with dask.config.set(scheduler="threads", num_workers=2), pytest.raises(OSError, match="disk full"):
+        compute_blocks(target, blocks, lambda chunk, key: (write, chunk, key), carry_prefix=None)
+    assert not any(c[0] == 2 for c in written)  # the block after the next never started
+
+
+def test_task_resources_hold_on_a_cluster(tmp_path, scene):
+    """Inference tasks annotated with a resource (the pipeline's dask_task_resources, e.g. one GPU)
+    run one at a time on a worker with one unit of it, with multi-block writes too; carrying, which
+    flattens the graph and would drop the annotation, is not used then."""
+    from distributed import Client, LocalCluster
+
+    optical, sar, cloud = scene
+    with LocalCluster(processes=False, n_workers=1, threads_per_worker=2, resources={"GPU": 1},
+                      dashboard_address=":0") as cluster, Client(cluster):
+        with dask.annotate(resources={"GPU": 1}):
+            result = predict_cube(make_cube(optical, sar, cloud, CHUNK), ConcurrencyNet("gpu", seed=5), tile=TILE,
+                                  overlap=OVERLAP, batch_size=1, device="cpu")
+        write_mosaic(result, tmp_path / "g.zarr", time=T0, chunk_size=CHUNK, block_chunks=2)
+    assert CALLS["gpu"] >= _unique_tiles() and PEAK["gpu"] == 1
+    products = {v: open_mosaic(tmp_path / "g.zarr")[v].isel(time=0).values for v in MOSAIC_VARIABLES}
     assert_matches_reference(products, _reference(scene))

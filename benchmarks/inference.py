@@ -4,7 +4,8 @@ Prints (never asserts):
 
 1. **model-only** throughput: forward passes on pre-loaded tensors already on the device, in tile
    pixels/s, and the output-pixel rate those tiles give over the benchmark AOI: the tiles a one-shot
-   run of that AOI needs (overlap and edge overhang included), each forwarded once;
+   run of that AOI needs (overlap and edge overhang included), each forwarded once (timed over as many
+   tiles as that, so it spans a stretch of time comparable to the pipeline run);
 2. **pipeline** throughput on the same device, AOI and tiling: COG read -> cube -> model -> Zarr
    mosaic, in output pixels/s, and its ratio to the model-only rate over the AOI (target >= 80 %):
    what the cube reads, chunking, blending and writing cost, median over interleaved rounds;
@@ -329,7 +330,9 @@ def main() -> None:
     p.add_argument("--source", choices=("demo", "synthetic"), default="demo")
     p.add_argument("--size", type=int, default=2048,
                    help="AOI side in pixels (demo: a simulated catalog sized for it; 0 = the small demo AOI)")
-    p.add_argument("--repeats", type=int, default=3, help="timed batches for model-only")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed batches per stream for model-only (default: the AOI's tile count, so both "
+                        "sides run the same number of tiles over a comparable stretch of time)")
     p.add_argument("--rounds", type=int, default=3, help="pipeline runs, each between two model-only runs")
     p.add_argument("--memory-sizes", default="auto",
                    help="two AOI sides, the second 4x the first = 16x area (auto: one block side and 4x it)")
@@ -385,13 +388,17 @@ def main() -> None:
                 # CPU drifts by tens of percent, so each run is compared with the mean of the two
                 # model-only runs around it, and the median over the rounds is reported
                 streams = args.dask_workers
-                mo_runs = [model_only(model, args.device, args.tile, args.batch_size, args.repeats, streams,
+                # as many tiles as the pipeline runs: a few batches would take a second or two, short
+                # enough for a neighbour's burst on a shared machine to swing the figure by 20 %
+                repeats = args.repeats or -(-unique_tiles(model, cube.sizes["y"], cube.sizes["x"], args)
+                                            // (args.batch_size * streams))
+                mo_runs = [model_only(model, args.device, args.tile, args.batch_size, repeats, streams,
                                       args.torch_threads)]
                 runs = []
                 for r in range(args.rounds):
                     with forward_timer() as fwd:
                         seconds, pixels = pipeline(cube, model, tmp_path / f"mosaic{r}.zarr", args)
-                    mo_runs.append(model_only(model, args.device, args.tile, args.batch_size, args.repeats, streams,
+                    mo_runs.append(model_only(model, args.device, args.tile, args.batch_size, repeats, streams,
                                               args.torch_threads))
                     runs.append((seconds, dict(fwd)))
         h, w = cube.sizes["y"], cube.sizes["x"]

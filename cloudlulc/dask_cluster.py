@@ -7,8 +7,8 @@ The same pipeline code then scales from a laptop to a cluster by configuration o
 * ``dask_cluster="threads"`` (default): Dask's local threaded scheduler in this process, no
   ``distributed`` client. On one machine it is the fastest choice: a ``LocalCluster``'s event loop,
   profiler and monitors compete with the inference threads for the CPU (measured on 2 cores, 2048 px
-  AOI: the pipeline took 14-16 s on an in-process LocalCluster against 10-12 s on threads, the
-  tile tasks themselves running 15-35 % slower). Memory needs no worker memory manager: the mosaic
+  AOI: the pipeline took 15.0-18.3 s on an in-process LocalCluster against 11.8-12.7 s on threads,
+  the tile tasks themselves running 15-35 % slower). Memory needs no worker memory manager: the mosaic
   writer computes block by block.
 * ``dask_cluster="local"``: a :class:`distributed.LocalCluster` on this machine (dashboard, task
   resources such as ``{"GPU": 1}``).
@@ -53,8 +53,13 @@ def dask_client(settings: Settings | None = None, *, address: str | None = None)
         if s.dask_task_resources:
             log.warning("dask_task_resources %s are ignored by the threaded scheduler; set "
                         "CLOUDLULC_DASK_CLUSTER=local (or a cluster address) to enforce them", s.dask_task_resources)
-        with dask.config.set(scheduler="threads", num_workers=s.dask_threads_per_worker):
-            log.info("Dask threaded scheduler, %s threads", s.dask_threads_per_worker or "one per core")
+        from dask.system import CPU_COUNT
+
+        # explicit: outside the main thread (Prefect tasks) Dask would otherwise size a new pool by
+        # Python's default, min(32, cores + 4), and oversubscribe the cores
+        threads = s.dask_threads_per_worker or CPU_COUNT
+        with dask.config.set(scheduler="threads", num_workers=threads):
+            log.info("Dask threaded scheduler, %d threads", threads)
             yield None
         return
 

@@ -295,8 +295,8 @@ def read_chunk_size(store_chunk: int, requested: int | None = None) -> int:
     """Chunk side of the input cube for a mosaic with ``store_chunk`` px chunks.
 
     Reads and inference run on chunks smaller than the store's so that even a small AOI has enough
-    of them to keep every worker busy while others read or write (``benchmarks/inference.py``: 83 %
-    of model-only throughput at 512 px vs 64 % at 1024 px on a 2048 px AOI); the store keeps DESIGN's
+    of them to keep every worker busy while others read or write (``benchmarks/inference.py``: a
+    2048 px AOI ran about 30 % faster at 512 px than at 1024 px); the store keeps DESIGN's
     1024 px chunks. A read chunk must divide the store chunk, so no read chunk straddles two store
     chunks (and so two blocks of the write).
     """
@@ -381,7 +381,8 @@ def map_aoi(
 ) -> MapResult:
     """Map an AOI end to end (search -> pair -> cube -> infer+write -> publish), no Prefect needed.
 
-    ``client``: a ``distributed.Client`` to use; default: one from :func:`cloudlulc.dask_cluster.dask_client`.
+    ``client``: a ``distributed.Client`` to use; default: the configured scheduler
+    (:func:`cloudlulc.dask_cluster.dask_client`: the threaded scheduler unless a cluster is configured).
     """
     from cloudlulc.dask_cluster import dask_client
 

@@ -146,6 +146,8 @@ def test_dask_cluster_selection():
     with dask_client(Settings(dask_threads_per_worker=3)) as client:  # the default: threaded scheduler
         assert client is None
         assert dask.base.get_scheduler() is dask.threaded.get and dask.config.get("num_workers") == 3
+    with dask_client(Settings()):
+        assert dask.config.get("num_workers") == dask.system.CPU_COUNT  # not Python's pool default
     with pytest.raises(DaskClusterError, match="threaded scheduler"):
         make_cluster(Settings())
     cluster = make_cluster(Settings(dask_cluster="local"))

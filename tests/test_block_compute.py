@@ -239,3 +239,24 @@ def test_task_resources_hold_on_a_cluster(tmp_path, scene):
     assert CALLS["gpu"] >= _unique_tiles() and PEAK["gpu"] == 1
     products = {v: open_mosaic(tmp_path / "g.zarr")[v].isel(time=0).values for v in MOSAIC_VARIABLES}
     assert_matches_reference(products, _reference(scene))
+
+
+def test_a_carried_load_waits_for_its_store_or_for_the_run_to_fail(tmp_path):
+    """With overlapping blocks a later block may ask for a carried result before the earlier block
+    has stored it: the load waits for the store, and gives up once the run has failed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cloudlulc.block_compute import BlockAborted, _CarryBoard
+
+    board = _CarryBoard([str(tmp_path / "0.npz"), str(tmp_path / "1.npz")])
+    value = (np.arange(6.0).reshape(2, 3), None)
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(board.load, 0)
+        assert not pending.done()  # nothing stored yet: still waiting
+        board.store(value, 0)
+        loaded = pending.result(timeout=10)
+    np.testing.assert_array_equal(loaded[0], value[0])
+    assert loaded[1] is None
+    board.failed.set()
+    with pytest.raises(BlockAborted):
+        board.load(1)

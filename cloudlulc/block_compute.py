@@ -90,12 +90,14 @@ class BlockAborted(RuntimeError):
 class _CarryBoard:
     """Carried results on disk, with an event per result so that a block started before the
     previous one finished (threaded scheduler, see :class:`_OverlappingRunner`) waits for the stores
-    it loads. In-process only: never pickled (the other schedulers use :func:`_store` / :func:`_load`)."""
+    it loads, or gives up once ``aborted`` (the runner's stop signal) is set: a failed block never
+    stores, and the run waits for the loading block before it raises. In-process only: never pickled
+    (the other schedulers use :func:`_store` / :func:`_load`)."""
 
-    def __init__(self, paths: Sequence[str]) -> None:
+    def __init__(self, paths: Sequence[str], aborted: threading.Event) -> None:
         self.paths = list(paths)
         self._stored = [threading.Event() for _ in self.paths]
-        self.failed = threading.Event()
+        self.aborted = aborted
 
     def store(self, value: Any, i: int) -> None:
         _store(value, self.paths[i])
@@ -103,7 +105,7 @@ class _CarryBoard:
 
     def load(self, i: int) -> Any:
         while not self._stored[i].wait(0.1):
-            if self.failed.is_set():
+            if self.aborted.is_set():
                 raise BlockAborted("an earlier block failed before storing a result this block needs")
         return _load(self.paths[i])
 
@@ -137,8 +139,6 @@ class _Run:
 class _SequentialRunner:
     """Any scheduler but the local threaded one: each block's ``dask.compute`` in turn, in this thread."""
 
-    board_ok = False  # tasks may run in other processes: carried results go by path only
-
     def submit(self, b: int, graph: Mapping, out: Hashable) -> _Run:
         future: Future = Future()
         dask.compute(Delayed(out, graph))
@@ -159,8 +159,6 @@ class _DistributedRunner:
     blocks are submitted at a time, the later one at a lower priority, so the scheduler gives idle
     workers (the earlier block's tail, a GPU waiting on reads) the next block's tasks and the earlier
     block's tasks always go first."""
-
-    board_ok = False
 
     def __init__(self, client: Any) -> None:
         self.client = client
@@ -189,8 +187,6 @@ class _OverlappingRunner:
     last tasks. (On 2 busy CPU cores the gain was within the run-to-run noise: 4096 px AOI, four
     blocks, 38-43 s overlapped against 37-42 s one after the other.)
     """
-
-    board_ok = True
 
     def __init__(self, num_workers: int) -> None:
         self.num_workers = num_workers
@@ -322,8 +318,10 @@ def compute_blocks(
 
     scratch = Path(tempfile.mkdtemp(prefix="cloudlulc-carry-"))
     ids = {k: i for i, k in enumerate(sorted(shared, key=str))}
-    paths = {k: str(scratch / f"{i}.npz") for k, i in ids.items()}
-    board = _CarryBoard([paths[k] for k in sorted(shared, key=ids.__getitem__)]) if runner.board_ok else None
+    paths = {k: str(scratch / f"{i}.npz") for k, i in ids.items()}  # in id order
+    # only the threaded runner starts a block before the previous one has stored everything, and
+    # only there are events shared with the tasks; elsewhere loads simply read the file
+    board = _CarryBoard(list(paths.values()), runner.abort) if isinstance(runner, _OverlappingRunner) else None
 
     def carried() -> Iterator[tuple[Mapping, Hashable]]:
         for b, tasks in enumerate(writes):
@@ -355,8 +353,6 @@ def compute_blocks(
     try:
         _run_blocks(carried(), runner, delete_finished)
     finally:
-        if board is not None:
-            board.failed.set()
         shutil.rmtree(scratch, ignore_errors=True)
 
 

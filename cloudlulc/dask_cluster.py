@@ -49,12 +49,11 @@ def dask_client(settings: Settings | None = None, *, address: str | None = None)
     address = address or s.dask_address
     if not address and s.dask_cluster == "threads":
         import dask
+        from dask.system import CPU_COUNT
 
         if s.dask_task_resources:
             log.warning("dask_task_resources %s are ignored by the threaded scheduler; set "
                         "CLOUDLULC_DASK_CLUSTER=local (or a cluster address) to enforce them", s.dask_task_resources)
-        from dask.system import CPU_COUNT
-
         # explicit: outside the main thread (Prefect tasks) Dask would otherwise size a new pool by
         # Python's default, min(32, cores + 4), and oversubscribe the cores
         threads = s.dask_threads_per_worker or CPU_COUNT

@@ -248,7 +248,7 @@ def test_a_carried_load_waits_for_its_store_or_for_the_run_to_fail(tmp_path):
 
     from cloudlulc.block_compute import BlockAborted, _CarryBoard
 
-    board = _CarryBoard([str(tmp_path / "0.npz"), str(tmp_path / "1.npz")])
+    board = _CarryBoard([str(tmp_path / "0.npz"), str(tmp_path / "1.npz")], threading.Event())
     value = (np.arange(6.0).reshape(2, 3), None)
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(board.load, 0)
@@ -257,6 +257,41 @@ def test_a_carried_load_waits_for_its_store_or_for_the_run_to_fail(tmp_path):
         loaded = pending.result(timeout=10)
     np.testing.assert_array_equal(loaded[0], value[0])
     assert loaded[1] is None
-    board.failed.set()
+    board.aborted.set()
     with pytest.raises(BlockAborted):
         board.load(1)
+
+
+def test_a_failed_block_releases_loads_waiting_for_its_stores(tmp_path):
+    """Block 1 started in block 0's tail and waits for a result block 0 was to store; block 0 then
+    fails. The waiting load must give up, so the run raises block 0's error instead of hanging."""
+    from cloudlulc.block_compute import (
+        _CarryBoard,
+        _done,
+        _OverlappingRunner,
+        _run_blocks,
+    )
+
+    runner = _OverlappingRunner(2)
+    board = _CarryBoard([str(tmp_path / "0.npz")], runner.abort)
+    block1_started = threading.Event()
+
+    def fail_once_block1_started(_):
+        assert block1_started.wait(30)
+        raise OSError("disk full")
+
+    block0 = {"x": (int, 0), "a": (fail_once_block1_started, "x"), "out0": (_done, ["a"])}
+    block1 = {"s": (block1_started.set,), "load": (board.load, 0), "out1": (_done, ["s", "load"])}
+    errors = []
+
+    def run():
+        try:
+            _run_blocks([(block0, "out0"), (block1, "out1")], runner)
+        except BaseException as e:  # noqa: BLE001 - recorded for the assertion below
+            errors.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(60)
+    assert not thread.is_alive(), "the run hung on a load whose store will never come"
+    assert len(errors) == 1 and isinstance(errors[0], OSError)

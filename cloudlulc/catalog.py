@@ -709,7 +709,7 @@ def _as_datetime(value: Any, *, end: bool = False) -> datetime:
 def group_acquisitions(items: Sequence[dict], aoi: Any) -> list[Acquisition]:
     """Group Sentinel-2 items into acquisitions (same UTC day, platform and relative orbit), oldest first.
 
-    Within an acquisition the least cloudy tile comes first: ``stackstac.mosaic`` keeps the first
+    Within an acquisition the least cloudy tile comes first: the cube mosaic keeps the first
     valid pixel where tiles overlap.
     """
     geom = aoi if isinstance(aoi, shapely.Geometry) else parse_aoi(aoi)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 import shapely
@@ -35,7 +36,7 @@ from rasterio.enums import Resampling
 from stackstac.nodata_reader import exception_matches, nodata_for_window
 from stackstac.rio_reader import AutoParallelRioReader
 
-from .aligned_read import aligned_dataset
+from .aligned_read import AlignedWindowDataset, aligned_dataset
 from .catalog import (
     AssetReadError,
     CatalogError,
@@ -208,6 +209,9 @@ class CheckedRioReader(AutoParallelRioReader):
 
     def read(self, window, **kwargs) -> np.ndarray:  # type: ignore[override]
         try:
+            dataset = self.dataset
+            if isinstance(dataset, AlignedWindowDataset) and not kwargs:
+                return dataset.read_filled(window, self.dtype, self.fill_value, self.scale_offset)
             return super().read(window, **kwargs)
         except AssetReadError:
             raise
@@ -270,13 +274,76 @@ def _stack(
     return arr
 
 
-def _mosaic(arr: xr.DataArray, nodata: Any) -> xr.DataArray:
-    """First valid value along ``time`` (items are ordered by preference before stacking)."""
+def _mosaic(
+    arr: xr.DataArray,
+    nodata: Any,
+    convert: Callable[[np.ndarray, Any], np.ndarray] | None = None,
+    params: Sequence[Any] | None = None,
+    dtype: Any = None,
+) -> xr.DataArray:
+    """First valid value along ``time`` (items are ordered by preference before stacking), each
+    item's values first passed through ``convert(values, params[item])`` (DN -> reflectance, linear
+    -> dB); ``nodata`` is what marks a converted value invalid (NaN or a fill value).
+
+    One task per chunk does the conversion and the mosaic together, converting a later item only
+    where the earlier ones left gaps (usually nowhere, or a strip along a tile edge) and skipping
+    items stackstac did not read there. Why not ``stackstac.mosaic`` after an ``apply_ufunc``: that
+    converted every item in full (even the all-NaN placeholder of an item outside the chunk) and
+    then merged them pairwise, several chunk-sized passes per band that cost about as much CPU as
+    decoding the chunk. Same values: the conversions are elementwise.
+    """
     arr = arr.drop_vars(["id", "time"], errors="ignore")
-    if arr.sizes["time"] == 1:
+    n = arr.sizes["time"]
+    params = list(params) if params is not None else [None] * n
+    if len(params) != n:
+        raise ValueError(f"{len(params)} conversion parameters for {n} items")
+    out_dtype = np.dtype(dtype) if dtype is not None else arr.dtype
+    if n == 1 and convert is None:
         return arr.isel(time=0, drop=True)
-    # stackstac puts the *last* item on top by default; reverse=True keeps our preference order.
-    return stackstac.mosaic(arr, dim="time", nodata=nodata, reverse=True)
+    data = arr.transpose("time", ...).data
+    kwargs = {"params": params, "convert": convert, "nodata": nodata, "out_dtype": out_dtype}
+    if isinstance(data, da.Array):
+        index = "abcdefghij"[: data.ndim - 1]
+        merged = da.blockwise(_first_valid, index, data, "t" + index, concatenate=False, dtype=out_dtype,
+                              name=f"mosaic-{dask.base.tokenize(data, params, convert, nodata, out_dtype)}", **kwargs)
+    else:
+        merged = _first_valid([np.asarray(data)], **kwargs)
+    dims = [d for d in arr.transpose("time", ...).dims if d != "time"]
+    return xr.DataArray(merged, dims=dims, coords={k: v for k, v in arr.coords.items() if "time" not in v.dims})
+
+
+def _first_valid(blocks: Sequence[np.ndarray], *, params: Sequence[Any], convert: Any, nodata: Any,
+                 out_dtype: np.dtype) -> np.ndarray:
+    """:func:`_mosaic` of one chunk: ``blocks`` are its consecutive pieces along ``time``."""
+    nan = isinstance(nodata, float) and math.isnan(nodata)
+
+    def invalid(values: np.ndarray) -> np.ndarray:
+        return np.isnan(values) if nan else values == nodata
+
+    def converted(values: np.ndarray, param: Any) -> np.ndarray:
+        return np.asarray(convert(values, param), dtype=out_dtype) if convert is not None else values
+
+    out: np.ndarray | None = None
+    gaps: np.ndarray | None = None  # where ``out`` is still invalid
+    items = (layer for block in blocks for layer in block)
+    for layer, param in zip(items, params):
+        if layer.size and not any(layer.strides):
+            continue  # stackstac's broadcast fill: the item has nothing in this chunk
+        if out is None:
+            out = converted(layer, param)
+            if convert is None or not out.flags.writeable:
+                out = np.array(out, dtype=out_dtype)
+            gaps = invalid(out)
+        else:
+            filled = converted(layer[gaps], param)
+            out[gaps] = filled
+            gaps[gaps] = invalid(filled)
+        if not gaps.any():
+            break
+    if out is None:
+        shape = blocks[0].shape[1:]
+        return np.full(shape, nodata, dtype=out_dtype)
+    return out
 
 
 def baseline_offset(item: dict) -> float:
@@ -317,9 +384,16 @@ def linear_to_db(linear: np.ndarray | xr.DataArray) -> Any:
         valid = linear.where(linear > 0)
         return (10.0 * np.log10(valid)).clip(lo, hi).astype(np.float32)
     lin = np.asarray(linear, dtype=np.float32)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = np.where(lin > 0, 10.0 * np.log10(np.where(lin > 0, lin, 1.0)), np.nan)
-    return np.clip(out, lo, hi).astype(np.float32)
+    out = np.full(lin.shape, np.nan, dtype=np.float32)
+    with np.errstate(invalid="ignore"):
+        positive = lin > 0  # NaN compares False
+    np.log10(lin, out=out, where=positive)
+    out *= np.float32(10.0)
+    return np.clip(out, np.float32(lo), np.float32(hi), out=out)  # NaN stays NaN
+
+
+def _linear_to_db(linear: np.ndarray, _: Any) -> np.ndarray:
+    return linear_to_db(linear)
 
 
 def cloud_from_scl(scl: np.ndarray | xr.DataArray) -> Any:
@@ -351,9 +425,8 @@ def optical_cube(
         errors_as_nodata=errors_as_nodata,
     )
     by_id = {it["id"]: baseline_offset(it) for it in items}
-    offsets = xr.DataArray(np.array([by_id[i] for i in dn["id"].values], np.float32), dims="time")
-    refl = harmonise_s2(dn, offsets)
-    out = _mosaic(refl, np.nan).assign_coords(band=list(S2_BANDS))
+    offsets = [by_id[i] for i in dn["id"].values]
+    out = _mosaic(dn, np.nan, harmonise_s2, offsets, np.float32).assign_coords(band=list(S2_BANDS))
     out.attrs.update(units="1", long_name="surface reflectance (Sentinel-2 L2A, harmonised)")
     return out.transpose("band", "y", "x")
 
@@ -404,8 +477,7 @@ def sar_cube(
             chunksize=chunksize,
             errors_as_nodata=errors_as_nodata,
         )
-        db = linear_to_db(lin)
-        out = _mosaic(db, np.nan).rename(band="sar_band")
+        out = _mosaic(lin, np.nan, _linear_to_db, None, np.float32).rename(band="sar_band")
     out = out.assign_coords(sar_band=list(S1_BANDS))
     out.attrs.update(units="dB", long_name="Sentinel-1 RTC gamma0 backscatter")
     return out.transpose("sar_band", "y", "x")

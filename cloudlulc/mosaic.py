@@ -353,12 +353,18 @@ def _append_time(root: zarr.Group, time: np.datetime64) -> int:
 
 
 def _write_block(block: np.ndarray, store: Any, t: int, bi: int, bj: int, chunk_size: int) -> int:
-    """Write one chunk of all products, then its completion marker (the marker only after the data)."""
+    """Write one chunk of all products, then its completion marker (the marker only after the data).
+
+    ``write_empty_chunks``: the chunk is stored even when it is all fill (255). Zarr's default would
+    compare every chunk with the fill value first to delete such chunks instead, about a quarter of
+    the write's CPU for a saving that only all-nodata chunks see (a replaced slice is overwritten
+    either way).
+    """
     root = zarr.open_group(store, mode="r+", use_consolidated=False)
     y0, x0 = bi * chunk_size, bj * chunk_size
     ny, nx = block.shape[1:]
     for k, name in enumerate(MOSAIC_VARIABLES):
-        root[name][t, y0 : y0 + ny, x0 : x0 + nx] = block[k]
+        root[name].with_config({"write_empty_chunks": True})[t, y0 : y0 + ny, x0 : x0 + nx] = block[k]
     root[_STATE_GROUP][_DONE][t, bi, bj] = 1
     return 1
 

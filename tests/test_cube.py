@@ -93,6 +93,56 @@ def test_harmonisation_by_processing_baseline_and_sar_db():
     np.testing.assert_array_equal(cloud_from_scl(scl), [255, 1, 0, 1, 1, 1, 0])
 
 
+def _stackstac_reference(dn: np.ndarray, convert, params, nodata) -> np.ndarray:
+    """The mosaic as the cube built it before: every item converted in full, then stackstac.mosaic."""
+    import stackstac
+    import xarray as xr
+
+    layers = np.stack([convert(d, p) if convert else d for d, p in zip(dn, params)])
+    arr = xr.DataArray(layers, dims=("time", "band", "y", "x"))
+    return stackstac.mosaic(arr, dim="time", nodata=nodata, reverse=True).values
+
+
+@pytest.mark.parametrize("lazy", [False, True])
+def test_fused_mosaic_equals_convert_then_stackstac_mosaic(lazy):
+    """First valid wins per element (band and pixel), each item converted with its own parameter;
+    an item stackstac did not read in a chunk (a broadcast fill) is skipped, as are chunks no item
+    covers (all nodata)."""
+    import dask.array as da
+    import xarray as xr
+
+    from cloudlulc.cube import _linear_to_db, _mosaic
+
+    rng = np.random.default_rng(3)
+    dn = rng.integers(0, 4000, (3, 2, 8, 12)).astype(np.float32)
+    dn[0, :, :, :6] = np.nan  # item 0 misses the left half (outside its footprint)
+    dn[0, 1, 2:4] = 0  # and has DN-0 nodata in one band only
+    dn[1, :, :4] = np.nan
+    dn[2, :, 7:, 10:] = np.nan  # a corner nobody covers
+    dn[1:, :, 7:, 10:] = np.nan
+    offsets = [1000.0, 0.0, 1000.0]
+    lin = rng.uniform(-0.01, 0.2, dn.shape).astype(np.float32)
+    lin[np.isnan(dn)] = np.nan
+    scl = np.nan_to_num(dn, nan=0).astype(np.uint8) % 12
+    cases = [(dn, harmonise_s2, offsets, np.nan, np.float32), (lin, _linear_to_db, [None] * 3, np.nan, np.float32),
+             (scl, None, [None] * 3, 0, np.uint8)]
+    for values, convert, params, nodata, dtype in cases:
+        expected = _stackstac_reference(values, convert, params, nodata)
+        data = values
+        if lazy:  # time chunks of one item, 4x4 px: the bottom-right chunk holds item 0 only
+            data = da.from_array(values, chunks=(1, 2, 4, 4))
+            # item 1 has nothing in the top-left chunk: there stackstac hands over a broadcast fill
+            fill = np.broadcast_to(np.array(nodata, values.dtype), (1, 2, 4, 4))
+            blocks = data.to_delayed()
+            data = da.block([[[[da.from_delayed(blocks[t, 0, i, j], (1, 2, 4, 4), values.dtype)
+                                if not (t == 1 and i == 0 and j == 0) else da.from_array(fill, chunks=fill.shape)
+                                for j in range(3)] for i in range(2)]] for t in range(3)])
+        arr = xr.DataArray(data, dims=("time", "band", "y", "x"))
+        got = _mosaic(arr, nodata, convert, params, dtype)
+        assert got.dims == ("band", "y", "x") and got.dtype == np.dtype(dtype)
+        np.testing.assert_array_equal(np.asarray(got.values), expected)
+
+
 # ---------------------------------------------------------------------- (a) real PC metadata graphs
 def _arctic_pair() -> tuple[Pair, Grid]:
     """The three 2024-04-19 tiles (two UTM zones, baseline 05.10) and an AOI across the 47XML/46XES overlap."""

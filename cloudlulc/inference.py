@@ -417,9 +417,12 @@ def _run_group(
     dev = resolve_device(device)
     model = handle.on(dev)
     opt_fill, sar_fill = _fill_values(model)
+    bad = np.empty(opt.shape[1:], dtype=bool)
     for arr, fill in ((opt, opt_fill), (sr, sar_fill)):
-        for b in range(arr.shape[0]):  # band by band: no window-sized temporaries
-            np.copyto(arr[b], fill[b], where=~np.isfinite(arr[b]))
+        for b in range(arr.shape[0]):  # band by band into one mask: no window-sized temporaries
+            np.logical_not(np.isfinite(arr[b], out=bad), out=bad)
+            if bad.any():
+                np.copyto(arr[b], fill[b], where=bad)
 
     ey0, ey1, ex0, ex1 = plan.extent
     win = blend_window(t, grid.overlap)
@@ -441,9 +444,11 @@ def _run_group(
             tsl = (slice(ay0 - sy, ay1 - sy), slice(ax0 - sx, ax1 - sx))
             asl = (slice(ay0 - ey0, ay1 - ey0), slice(ax0 - ex0, ax1 - ex0))
             wt = weight2d[tsl]
-            acc[(slice(0, -2),) + asl] += probs[i][(slice(None),) + tsl] * wt
+            p = probs[i][(slice(None),) + tsl]
+            acc[(slice(0, -2),) + asl] += np.multiply(p, wt, out=p)  # probs is ours: weight in place
             if rel is not None:
-                acc[(-2,) + asl] += rel[i][tsl] * wt
+                r = rel[i][tsl]
+                acc[(-2,) + asl] += np.multiply(r, wt, out=r)
             acc[(-1,) + asl] += wt
     assert acc is not None
     if not has_rel:
@@ -500,12 +505,13 @@ def _combine(
     wsum = total[-1]
     covered = wsum > 0
     valid = valid & covered
-    safe = np.where(covered, wsum, 1.0)
-    probs = total[:-2] / safe
+    safe = np.where(covered, wsum, np.float32(1.0))
     if with_probabilities:
-        return np.where(valid, probs, np.nan).astype(np.float32)
-    lulc = np.argmax(probs, axis=0).astype(np.uint8)
-    conf = np.rint(np.max(probs, axis=0) * 100).clip(0, 100).astype(np.uint8)
+        return np.where(valid, total[:-2] / safe, np.nan).astype(np.float32)
+    # the class and its probability from the weighted sums: dividing by the (positive) weight sum
+    # does not change which class is largest, so only the winning sum is normalised
+    lulc = np.argmax(total[:-2], axis=0).astype(np.uint8)
+    conf = np.rint(np.max(total[:-2], axis=0) / safe * 100).clip(0, 100).astype(np.uint8)
     rel_raw = total[-2]
     if np.isnan(rel_raw).any():
         rel = np.full(lulc.shape, NODATA, np.uint8)

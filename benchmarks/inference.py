@@ -26,6 +26,7 @@ open them lazily with ``rioxarray.open_rasterio``.
 Examples::
 
     python benchmarks/inference.py                       # CPU here, GPU where present
+    python benchmarks/inference.py --skip-memory --model cloudlulc-net-base --size 1024   # the full-size network
     python benchmarks/inference.py --device cuda --tile 512 --batch-size 16 --chunk 2048 --read-chunk 2048
     python benchmarks/inference.py --skip-memory --source synthetic --size 1024
 """

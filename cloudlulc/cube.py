@@ -315,7 +315,7 @@ def _mosaic(
 def _first_valid(blocks: Sequence[np.ndarray], *, params: Sequence[Any], convert: Any, nodata: Any,
                  out_dtype: np.dtype) -> np.ndarray:
     """:func:`_mosaic` of one chunk: ``blocks`` are its consecutive pieces along ``time``."""
-    nan = isinstance(nodata, float) and math.isnan(nodata)
+    nan = isinstance(nodata, (float, np.floating)) and math.isnan(nodata)
 
     def invalid(values: np.ndarray) -> np.ndarray:
         return np.isnan(values) if nan else values == nodata

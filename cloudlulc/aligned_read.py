@@ -91,9 +91,9 @@ def grid_alignment(
 class AlignedWindowDataset:
     """Thread-safe reads of target-grid windows from an aligned asset (no warper).
 
-    Wraps stackstac's thread-local dataset (one GDAL handle per thread) and presents the interface
-    stackstac's reader calls: ``read(window=..., out_dtype=..., masked=True)`` with ``window`` in
-    target-grid pixels, returning a ``(1, h, w)`` masked array.
+    Wraps stackstac's thread-local dataset (one GDAL handle per thread).
+    :class:`cloudlulc.cube.CheckedRioReader` calls :meth:`read_filled` with ``window`` in target-grid
+    pixels instead of stackstac's masked ``read``.
     """
 
     def __init__(self, inner: Any, alignment: GridAlignment, resampling: Resampling,
@@ -105,40 +105,11 @@ class AlignedWindowDataset:
         self.nodata = nodata
         self.scale_offset = inner.scale_offset
 
-    def read(self, window: Window, out_dtype: Any = None, masked: bool = True, **_: Any) -> np.ma.MaskedArray:
-        al = self.alignment
-        r0, c0 = int(window.row_off), int(window.col_off)
-        h, w = int(window.height), int(window.width)
-        dtype = np.dtype(out_dtype) if out_dtype is not None else self.src_dtype
-        data = np.zeros((1, h, w), dtype=dtype)
-        mask = np.ones((1, h, w), dtype=bool)
-        # the part of the requested window inside the asset, in target pixels
-        y0, y1 = max(r0, al.row0), min(r0 + h, al.row0 + al.height)
-        x0, x1 = max(c0, al.col0), min(c0 + w, al.col0 + al.width)
-        if y0 < y1 and x0 < x1:
-            src = Window(
-                (x0 - al.col0) / al.kx, (y0 - al.row0) / al.ky, (x1 - x0) / al.kx, (y1 - y0) / al.ky
-            )
-            # the source dtype, as the warper's working type: upsampled values round like a warp's
-            part = self.inner.read(
-                window=src, indexes=1, out_shape=(y1 - y0, x1 - x0), resampling=self.resampling,
-                out_dtype=self.src_dtype, masked=False,
-            )
-            inside = (slice(None), slice(y0 - r0, y1 - r0), slice(x0 - c0, x1 - c0))
-            data[inside] = part
-            if self.nodata is None:
-                mask[inside] = False
-            elif al.ky == 1 and al.kx == 1:
-                mask[inside] = self._is_nodata(part)
-            else:
-                mask[inside] = self._nearest_nodata(y0, y1, x0, x1)
-        return np.ma.MaskedArray(data, mask=mask)
-
     def read_filled(self, window: Window, dtype: Any, fill_value: Any,
                     scale_offset: tuple[float, float] = (1.0, 0.0)) -> np.ndarray:
         """The ``(h, w)`` window as ``dtype`` with nodata and outside-asset pixels set to ``fill_value``,
         and ``scale``/``offset`` applied to the valid pixels: what stackstac's reader makes of
-        :meth:`read`'s masked array, without building one.
+        the warped dataset's masked read, without building a masked array.
 
         Why: it runs for every band of every chunk; the masked path made a mask of ones, a masked
         array and a filled copy per band and entered the GDAL environment once per RasterIO call,
@@ -198,21 +169,17 @@ class AlignedWindowDataset:
             return np.isnan(values)
         return values == np.asarray(self.nodata).astype(self.src_dtype).astype(values.dtype)
 
-    def _nearest_nodata(self, y0: int, y1: int, x0: int, x1: int, ds: Any = None) -> np.ndarray | None:
+    def _nearest_nodata(self, y0: int, y1: int, x0: int, x1: int, ds: Any) -> np.ndarray | None:
         """Nodata of the source pixel under each target pixel centre: the warper's rule for which
         upsampled pixels are nodata (a bilinear value next to a gap is kept, one inside it is not).
-        With ``ds`` (this thread's open handle, inside the read environment): None when the source
-        window has no nodata at all."""
+        ``ds`` is this thread's open handle, inside the read environment. None when the source window
+        has no nodata at all."""
         al = self.alignment
         r0, r1 = (y0 - al.row0) // al.ky, (y1 - 1 - al.row0) // al.ky + 1  # source rows under the window
         c0, c1 = (x0 - al.col0) // al.kx, (x1 - 1 - al.col0) // al.kx + 1
-        native_window = Window(c0, r0, c1 - c0, r1 - r0)
-        if ds is None:
-            native = self.inner.read(window=native_window, indexes=1, out_dtype=self.src_dtype, masked=False)
-        else:
-            native = ds.read(1, window=native_window, out_dtype=self.src_dtype)
+        native = ds.read(1, window=Window(c0, r0, c1 - c0, r1 - r0), out_dtype=self.src_dtype)
         nodata = self._is_nodata(native)
-        if ds is not None and not nodata.any():
+        if not nodata.any():
             return None
         # each source pixel covers exactly ky x kx target pixels: repeat, then cut the window out
         up = np.repeat(np.repeat(nodata, al.ky, axis=0), al.kx, axis=1)

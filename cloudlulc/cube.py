@@ -210,7 +210,7 @@ class CheckedRioReader(AutoParallelRioReader):
     def read(self, window, **kwargs) -> np.ndarray:  # type: ignore[override]
         try:
             dataset = self.dataset
-            if isinstance(dataset, AlignedWindowDataset) and not kwargs:
+            if isinstance(dataset, AlignedWindowDataset):  # stackstac's fetch passes the window only
                 return dataset.read_filled(window, self.dtype, self.fill_value, self.scale_offset)
             return super().read(window, **kwargs)
         except AssetReadError:

@@ -31,7 +31,11 @@ import shapely
 import stackstac
 import xarray as xr
 from affine import Affine
+from dask.blockwise import blockwise
+from dask.highlevelgraph import HighLevelGraph
+from dask.layers import ArraySliceDep
 from pyproj import Transformer
+from rasterio import windows
 from rasterio.enums import Resampling
 from stackstac.nodata_reader import exception_matches, nodata_for_window
 from stackstac.rio_reader import AutoParallelRioReader
@@ -251,7 +255,7 @@ def _stack(
         bounds=grid.bounds,
         snap_bounds=False,
         resampling=resampling,
-        chunksize=(1, -1, chunksize, chunksize),
+        chunksize=(-1, -1, chunksize, chunksize),  # every item and asset of a chunk in one task (_mosaic)
         dtype=np.dtype(dtype),
         fill_value=fill_value,
         rescale=False,
@@ -281,40 +285,51 @@ def _mosaic(
     params: Sequence[Any] | None = None,
     dtype: Any = None,
 ) -> xr.DataArray:
-    """First valid value along ``time`` (items are ordered by preference before stacking), each
+    """First valid value along ``time`` of a :func:`_stack` array (items ordered by preference), each
     item's values first passed through ``convert(values, params[item])`` (DN -> reflectance, linear
     -> dB); ``nodata`` is what marks a converted value invalid (NaN or a fill value).
 
-    One task per chunk does the conversion and the mosaic together, converting a later item only
-    where the earlier ones left gaps (usually nowhere, or a strip along a tile edge) and skipping
-    items stackstac did not read there. Why not ``stackstac.mosaic`` after an ``apply_ufunc``: that
-    converted every item in full (even the all-NaN placeholder of an item outside the chunk) and
-    then merged them pairwise, several chunk-sized passes per band that cost about as much CPU as
-    decoding the chunk. Same values: the conversions are elementwise.
+    One task per chunk reads, converts and mosaics (:func:`_read_first_valid`): a later item is
+    read only for the bands where the earlier ones left gaps in that chunk, and converted only in
+    those gaps. Where the preferred item covers the chunk (everywhere but a strip along a tile edge)
+    the other tiles of the acquisition are never opened: no COG decode, and for remote catalogs no
+    HTTP requests, for pixels the mosaic would discard. ``stackstac.mosaic`` after an
+    ``apply_ufunc`` read and converted every item in full and merged them pairwise. Same values:
+    the conversions are elementwise and every read uses the chunk's own window.
     """
-    arr = arr.drop_vars(["id", "time"], errors="ignore")
     n = arr.sizes["time"]
     params = list(params) if params is not None else [None] * n
     if len(params) != n:
         raise ValueError(f"{len(params)} conversion parameters for {n} items")
     out_dtype = np.dtype(dtype) if dtype is not None else arr.dtype
-    if n == 1 and convert is None:
-        return arr.isel(time=0, drop=True)
-    data = arr.transpose("time", ...).data
+    data = arr.transpose("time", "band", "y", "x").data
+    table = _reader_table(data)
     kwargs = {"params": params, "convert": convert, "nodata": nodata, "out_dtype": out_dtype}
-    if isinstance(data, da.Array):
-        index = "abcdefghij"[: data.ndim - 1]
-        merged = da.blockwise(_first_valid, index, data, "t" + index, concatenate=False, dtype=out_dtype,
-                              name=f"mosaic-{dask.base.tokenize(data, params, convert, nodata, out_dtype)}", **kwargs)
-    else:
-        merged = _first_valid([np.asarray(data)], **kwargs)
-    dims = [d for d in arr.transpose("time", ...).dims if d != "time"]
-    return xr.DataArray(merged, dims=dims, coords={k: v for k, v in arr.coords.items() if "time" not in v.dims})
+    name = f"mosaic-{dask.base.tokenize(data.name, params, convert, nodata, out_dtype)}"
+    layer = blockwise(_read_first_valid, name, "byx", table.name, "tb", ArraySliceDep(data.chunks[2:]), "yx",
+                      numblocks={table.name: table.numblocks}, **kwargs)
+    graph = HighLevelGraph.from_collections(name, layer, [table])
+    merged = da.Array(graph, name, data.chunks[1:], meta=np.ndarray((), dtype=out_dtype))
+    coords = {k: v for k, v in arr.coords.items() if "time" not in v.dims and k not in ("id", "time")}
+    return xr.DataArray(merged, dims=("band", "y", "x"), coords=coords)
 
 
-def _first_valid(blocks: Sequence[np.ndarray], *, params: Sequence[Any], convert: Any, nodata: Any,
-                 out_dtype: np.dtype) -> np.ndarray:
-    """:func:`_mosaic` of one chunk: ``blocks`` are its consecutive pieces along ``time``."""
+def _reader_table(data: da.Array) -> da.Array:
+    """stackstac's (item, asset) table of ``(reader, asset window)`` behind a :func:`_stack` array:
+    the layer its own fetch reads from, one block (``_stack`` chunks ``time`` and ``band`` whole)."""
+    (name,) = data.dask.dependencies[data.name]
+    if not name.startswith("asset_table_to_reader_and_window-") or data.numblocks[:2] != (1, 1):
+        raise RuntimeError(f"unexpected stackstac graph ({name!r}, blocks {data.numblocks[:2]}); "
+                           "cloudlulc.cube supports stackstac 0.5")
+    return da.Array(data.dask, name, data.chunks[:2], meta=np.ndarray((), dtype=object))
+
+
+def _read_first_valid(tables: np.ndarray | list[np.ndarray], slices: tuple[slice, slice], *,
+                      params: Sequence[Any], convert: Any, nodata: Any, out_dtype: np.dtype) -> np.ndarray:
+    """:func:`_mosaic` of one chunk: ``(band, y, x)`` from the (item, asset) reader table, reading
+    item by item and band by band only what is still missing."""
+    table = tables[0] if isinstance(tables, list) else tables  # the contracted item axis: one block
+    window = windows.Window.from_slices(*slices)
     nan = isinstance(nodata, (float, np.floating)) and math.isnan(nodata)
 
     def invalid(values: np.ndarray) -> np.ndarray:
@@ -323,26 +338,26 @@ def _first_valid(blocks: Sequence[np.ndarray], *, params: Sequence[Any], convert
     def converted(values: np.ndarray, param: Any) -> np.ndarray:
         return np.asarray(convert(values, param), dtype=out_dtype) if convert is not None else values
 
-    out: np.ndarray | None = None
-    gaps: np.ndarray | None = None  # where ``out`` is still invalid
-    items = (layer for block in blocks for layer in block)
-    for layer, param in zip(items, params):
-        if layer.size and not any(layer.strides):
-            continue  # stackstac's broadcast fill: the item has nothing in this chunk
-        if out is None:
-            out = converted(layer, param)
-            if convert is None or not out.flags.writeable:
-                out = np.array(out, dtype=out_dtype)
-            gaps = invalid(out)
-        else:
-            filled = converted(layer[gaps], param)
-            out[gaps] = filled
-            gaps[gaps] = invalid(filled)
-        if not gaps.any():
+    n_items, n_bands = table.shape
+    out = np.full((n_bands, int(window.height), int(window.width)), nodata, dtype=out_dtype)
+    gaps = np.ones(out.shape, dtype=bool)  # where ``out`` is still invalid
+    missing = list(range(n_bands))  # bands with gaps
+    for t in range(n_items):
+        for b in missing:
+            entry = table[t, b]
+            if not entry or not windows.intersect(window, entry[1]):
+                continue  # no such asset, or the asset lies outside this chunk
+            values = entry[0].read(window)
+            if gaps[b].all():
+                out[b] = converted(values, params[t])
+                gaps[b] = invalid(out[b])
+            else:
+                filled = converted(values[gaps[b]], params[t])
+                out[b][gaps[b]] = filled
+                gaps[b][gaps[b]] = invalid(filled)
+        missing = [b for b in missing if gaps[b].any()]
+        if not missing:
             break
-    if out is None:
-        shape = blocks[0].shape[1:]
-        return np.full(shape, nodata, dtype=out_dtype)
     return out
 
 

@@ -103,44 +103,66 @@ def _stackstac_reference(dn: np.ndarray, convert, params, nodata) -> np.ndarray:
     return stackstac.mosaic(arr, dim="time", nodata=nodata, reverse=True).values
 
 
-@pytest.mark.parametrize("lazy", [False, True])
-def test_fused_mosaic_equals_convert_then_stackstac_mosaic(lazy):
-    """First valid wins per element (band and pixel), each item converted with its own parameter;
-    an item stackstac did not read in a chunk (a broadcast fill) is skipped, as are chunks no item
-    covers (all nodata)."""
-    import dask.array as da
-    import xarray as xr
+class _LayerReader:
+    """stackstac's Reader protocol over one in-memory (y, x) layer on the output grid; logs its reads."""
 
-    from cloudlulc.cube import _linear_to_db, _mosaic
+    def __init__(self, values: np.ndarray, key: tuple[int, int], log: list) -> None:
+        self.values, self.key, self.log = values, key, log
+
+    def read(self, window):
+        self.log.append((self.key, window.row_off, window.col_off))
+        return self.values[window.toslices()].copy()
+
+
+def test_fused_read_mosaic_equals_convert_then_stackstac_mosaic_and_reads_only_gaps():
+    """First valid wins per element (band and pixel), each item converted with its own parameter;
+    a later item is read only for the bands the earlier ones left gaps in, an item whose asset lies
+    outside a chunk is not read there, and a chunk no item covers is all nodata."""
+    from rasterio.windows import Window
+
+    from cloudlulc.cube import _linear_to_db, _read_first_valid
 
     rng = np.random.default_rng(3)
-    dn = rng.integers(0, 4000, (3, 2, 8, 12)).astype(np.float32)
-    dn[0, :, :, :6] = np.nan  # item 0 misses the left half (outside its footprint)
-    dn[0, 1, 2:4] = 0  # and has DN-0 nodata in one band only
-    dn[1, :, :4] = np.nan
-    dn[2, :, 7:, 10:] = np.nan  # a corner nobody covers
-    dn[1:, :, 7:, 10:] = np.nan
+    dn = rng.integers(1, 4000, (3, 2, 8, 12)).astype(np.float32)
+    dn[0, :, :, :6] = np.nan  # item 0's asset covers the right half only
+    dn[0, 1, 2:4, 8:] = 0  # and has DN-0 nodata in one band only
+    dn[1, :, :4] = np.nan  # item 1 covers the bottom half
+    dn[2, :, :, 8:] = np.nan  # item 2 the left two thirds
+    dn[1:, :, 4:, 8:] = np.nan
+    dn[0, :, 4:, 8:] = np.nan  # ... so that nobody covers the bottom-right chunk
+    assets = [Window(6, 0, 6, 8), Window(0, 4, 12, 4), Window(0, 0, 8, 8)]
     offsets = [1000.0, 0.0, 1000.0]
     lin = rng.uniform(-0.01, 0.2, dn.shape).astype(np.float32)
     lin[np.isnan(dn)] = np.nan
-    scl = np.nan_to_num(dn, nan=0).astype(np.uint8) % 12
-    cases = [(dn, harmonise_s2, offsets, np.nan, np.float32), (lin, _linear_to_db, [None] * 3, np.nan, np.float32),
-             (scl, None, [None] * 3, 0, np.uint8)]
-    for values, convert, params, nodata, dtype in cases:
-        expected = _stackstac_reference(values, convert, params, nodata)
-        data = values
-        if lazy:  # time chunks of one item, 4x4 px: the bottom-right chunk holds item 0 only
-            data = da.from_array(values, chunks=(1, 2, 4, 4))
-            # item 1 has nothing in the top-left chunk: there stackstac hands over a broadcast fill
-            fill = np.broadcast_to(np.array(nodata, values.dtype), (1, 2, 4, 4))
-            blocks = data.to_delayed()
-            data = da.block([[[[da.from_delayed(blocks[t, 0, i, j], (1, 2, 4, 4), values.dtype)
-                                if not (t == 1 and i == 0 and j == 0) else da.from_array(fill, chunks=fill.shape)
-                                for j in range(3)] for i in range(2)]] for t in range(3)])
-        arr = xr.DataArray(data, dims=("time", "band", "y", "x"))
-        got = _mosaic(arr, nodata, convert, params, dtype)
-        assert got.dims == ("band", "y", "x") and got.dtype == np.dtype(dtype)
-        np.testing.assert_array_equal(np.asarray(got.values), expected)
+    scl = np.where(np.nan_to_num(dn, nan=0) > 0, np.nan_to_num(dn, nan=0) % 11 + 1, 0).astype(np.uint8)  # 0: nodata
+    # (lin: backscatter <= 0 converts to NaN, more gaps than the footprints make: values only)
+    cases = [(dn, harmonise_s2, offsets, np.nan, np.float32, True), (lin, _linear_to_db, [None] * 3, np.nan, np.float32, False),
+             (scl, None, [None] * 3, 0, np.uint8, True)]
+    for values, convert, params, nodata, dtype, check_reads in cases:
+        log: list = []
+        table = np.empty((3, 2), dtype=object)
+        for t in range(3):
+            for b in range(2):
+                table[t, b] = (_LayerReader(values[t, b], (t, b), log), assets[t])
+        got = np.empty(values.shape[1:], dtype=dtype)
+        for y in (0, 4):
+            for x in (0, 4, 8):
+                chunk = (slice(y, y + 4), slice(x, x + 4))
+                got[(slice(None), *chunk)] = _read_first_valid([table], chunk, params=params, convert=convert,
+                                                               nodata=nodata, out_dtype=np.dtype(dtype))
+        np.testing.assert_array_equal(got, _stackstac_reference(values, convert, params, nodata))
+        reads = {(t, b, y, x) for (t, b), y, x in log}
+        assert len(reads) == len(log), "every window of an asset is read at most once"
+        if not check_reads:
+            continue
+        # top-right: item 0 fills band 0 there, so only band 1 (its DN-0 strip) comes from items 1/2;
+        # item 1's asset does not reach the top row, item 2's does not reach x >= 8
+        assert {r for r in reads if r[2:] == (0, 8)} == {(0, 0, 0, 8), (0, 1, 0, 8)}
+        # top-middle: item 0 covers x 6-8, item 2 fills the rest (both bands), item 1 is outside
+        assert {r for r in reads if r[2:] == (0, 4)} == {(0, 0, 0, 4), (0, 1, 0, 4), (2, 0, 0, 4), (2, 1, 0, 4)}
+        # bottom-left: outside item 0's asset; item 1 covers it fully, so item 2 is never opened there
+        assert {r for r in reads if r[2:] == (4, 0)} == {(1, 0, 4, 0), (1, 1, 4, 0)}
+        assert np.isnan(got[:, 4:, 8:]).all() if np.isnan(nodata) else (got[:, 4:, 8:] == nodata).all()
 
 
 # ---------------------------------------------------------------------- (a) real PC metadata graphs
@@ -442,6 +464,38 @@ def test_nothing_is_read_before_compute_and_http_range_reads_after(sim, sim_aoi)
         other_only = build_cube(without, window, chunksize=64)["optical"].sel(band="B04").values
         np.testing.assert_array_equal(lenient.values, other_only)
         assert lenient.shape == window.shape
+
+
+def test_a_tile_hidden_under_the_preferred_one_is_never_opened(sim, sim_aoi):
+    """Where the preferred tile of an acquisition covers a chunk, the other tile is not read there:
+    its assets may even be missing. Where the mosaic needs it, a missing asset fails as usual."""
+    from dataclasses import replace
+
+    acq = group_acquisitions(sim.items_of("sentinel-2-l2a"), sim_aoi)[-1]
+    assert len(acq.items) == 2
+    first, second = acq.items
+    x0 = max(sim.tiles[t][0] for t in sim.tiles)  # the overlap strip: inside both tiles
+    x1 = min(sim.tiles[t][2] for t in sim.tiles)
+    _, y0, _, y1 = sim.tiles["33UXP"]
+    cy = (y0 + y1) / 2
+    inside = Grid(sim.epsg, (x0 + 60.0, cy - 200.0, x1 - 60.0, cy + 200.0))
+    assert x1 - x0 > 200.0 and inside.shape[1] > 0
+    broken = copy.deepcopy(second)
+    for asset in broken["assets"].values():
+        asset["href"] = asset["href"].replace(".tif", "-missing.tif")
+    hidden = replace(acq, items=[first, broken])
+    got = build_cube(Pair(hidden, None, sim_aoi), inside, chunksize=16)[["optical", "scl"]].compute()
+    alone = build_cube(Pair(replace(acq, items=[first]), None, sim_aoi), inside, chunksize=16)[["optical", "scl"]].compute()
+    assert not np.isnan(alone["optical"].values).any() and (alone["scl"].values > 0).all(), "the first tile covers it"
+    np.testing.assert_array_equal(got["optical"].values, alone["optical"].values)
+    np.testing.assert_array_equal(got["scl"].values, alone["scl"].values)
+
+    # across the first tile's edge the second one fills the rest: then its missing asset is an error
+    far = max(sim.tiles[it["properties"]["s2:mgrs_tile"]][2] for it in acq.items)
+    near = min(sim.tiles[it["properties"]["s2:mgrs_tile"]][0] for it in acq.items)
+    across = Grid(sim.epsg, (near + 60.0, cy - 100.0, far - 60.0, cy + 100.0))
+    with pytest.raises(AssetReadError, match="-missing.tif"):
+        build_cube(Pair(hidden, None, sim_aoi), across, chunksize=64)["optical"].compute()
 
 
 def test_label_cube_matches_worldcover_and_truth(sim, sim_aoi, stac):

@@ -85,6 +85,7 @@ _STATE_GROUP = "_resume"
 _DONE = "done"
 _TIME_UNITS = "milliseconds since 1970-01-01"
 _CODEC = GzipCodec(level=1)
+_TITLE = "CloudLULC land use / land cover mosaic"
 _VOLATILE_KEYS = {"created", "creation_time"}
 
 _VARIABLE_ATTRS: dict[str, dict[str, Any]] = {
@@ -258,12 +259,17 @@ def _product(result: xr.Dataset, name: str, chunks: tuple[int, int]) -> da.Array
     return data.rechunk(chunks)
 
 
-def _create_store(store: Any, result: xr.Dataset, time: np.datetime64, chunk_size: int) -> None:
-    """Write metadata, coordinates and the CF grid mapping of an empty one-slice mosaic."""
+def _create_store(store: Any, result: xr.Dataset, time: np.datetime64, chunk_size: int, overwrite: bool = False) -> None:
+    """Write metadata, coordinates and the CF grid mapping of an empty one-slice mosaic.
+
+    xarray writes the coordinates and the grid mapping (their CF encodings); the products are
+    created empty with zarr, with the attributes xarray would give them. Why not an xarray template
+    of lazy products: encoding it builds a Dask graph and a fill-value pass per product for
+    metadata only, a tenth of a second before a run's first task with every worker idle.
+    """
     ny, nx = result.sizes["y"], result.sizes["x"]
-    lazy = da.full((1, ny, nx), NODATA, dtype=np.uint8, chunks=(1, chunk_size, chunk_size))
     coords = {"time": [np.datetime64(time, "ns")], "y": result["y"].values, "x": result["x"].values}
-    template = xr.Dataset({name: (("time", "y", "x"), lazy) for name in MOSAIC_VARIABLES}, coords=coords)
+    template = xr.Dataset(coords=coords)
     for c in ("x", "y"):
         template[c].attrs.update({k: v for k, v in result[c].attrs.items() if k in ("units", "long_name", "standard_name", "axis")})
     crs = _crs_of(result)
@@ -272,34 +278,38 @@ def _create_store(store: Any, result: xr.Dataset, time: np.datetime64, chunk_siz
         template = template.rio.write_transform(result.rio.transform())
     except Exception:  # a 1-pixel axis has no derivable transform; coordinates still define the grid
         pass
-    encoding: dict[str, dict[str, Any]] = {}
-    for name in MOSAIC_VARIABLES:
-        template[name].attrs.update(_VARIABLE_ATTRS[name])
-        template[name].attrs["grid_mapping"] = "spatial_ref"
-        encoding[name] = {
-            "chunks": (1, chunk_size, chunk_size),
-            "fill_value": NODATA,
-            "_FillValue": NODATA,
-            "compressors": [_CODEC],
-        }
-    encoding["time"] = {"units": _TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "int64",
-                        "compressors": [_CODEC]}
-    for c in ("x", "y", "spatial_ref"):
-        encoding[c] = {"compressors": [_CODEC]}
+    # a variable of its own, as when products name it in grid_mapping (no root "coordinates" attribute)
+    template = template.reset_coords("spatial_ref")
+    encoding: dict[str, dict[str, Any]] = {
+        "time": {"units": _TIME_UNITS, "calendar": "proleptic_gregorian", "dtype": "int64", "compressors": [_CODEC]},
+        **{c: {"compressors": [_CODEC]} for c in ("x", "y", "spatial_ref")},
+    }
     template.attrs = {
         "Conventions": "CF-1.8",
-        "title": "CloudLULC land use / land cover mosaic",
+        "title": _TITLE,
         "classes": class_table(),
         "time_order": "append",
         "chunk_size": chunk_size,
         "provenance": {},
     }
-    template.to_zarr(store, mode="w-", compute=False, encoding=encoding, zarr_format=3, consolidated=False)
+    template.to_zarr(store, mode="w" if overwrite else "w-", encoding=encoding, zarr_format=3, consolidated=False)
     root = zarr.open_group(store, mode="r+", use_consolidated=False)
+    for name in MOSAIC_VARIABLES:
+        root.create_array(name, shape=(1, ny, nx), chunks=(1, chunk_size, chunk_size), dtype="uint8",
+                          fill_value=NODATA, compressors=[_CODEC], dimension_names=("time", "y", "x"),
+                          attributes={**_VARIABLE_ATTRS[name], "grid_mapping": "spatial_ref", "_FillValue": NODATA})
     nby, nbx = -(-ny // chunk_size), -(-nx // chunk_size)
     state = root.require_group(_STATE_GROUP)
     state.create_array(_DONE, shape=(1, nby, nbx), chunks=(1, 1, 1), dtype="uint8", fill_value=0,
                        compressors=None, dimension_names=("time", "ychunk", "xchunk"))
+
+
+def _half_created(root: zarr.Group) -> bool:
+    """A store :func:`_create_store` began and never finished (the process died in between): our
+    title, nothing written yet, some product or the resume state missing. Safe to create again."""
+    attrs = dict(root.attrs)
+    missing = any(name not in root for name in MOSAIC_VARIABLES) or _STATE_GROUP not in root
+    return attrs.get("title") == _TITLE and not attrs.get("provenance") and missing
 
 
 def _lengths_consistent(root: zarr.Group) -> bool:
@@ -460,10 +470,11 @@ def write_mosaic(
     fingerprint = _fingerprint(entry)
 
     root = _open_group(store, mode="r+")
-    if root is None:
+    recreate = root is not None and _half_created(root)  # nothing was ever written there
+    if root is None or recreate:
         if chunk_size < 1:
             raise MosaicError(f"chunk_size must be >= 1, got {chunk_size}")
-        _create_store(store, result, t, chunk_size)
+        _create_store(store, result, t, chunk_size, overwrite=recreate)
         root = zarr.open_group(store, mode="r+", use_consolidated=False)
         idx, action = 0, "append"
     else:

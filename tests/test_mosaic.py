@@ -282,6 +282,36 @@ def test_different_run_restarts_an_interrupted_slice(tmp_path, scene):
     assert len(mapped_times(store)) == 1
 
 
+def test_store_creation_interrupted_is_created_again_and_foreign_stores_are_kept(tmp_path, scene, monkeypatch):
+    store = tmp_path / "c.zarr"
+    result = _result(scene).compute()
+    original = zarr.Group.create_array
+
+    def dies_on_confidence(self, name, *a, **k):
+        if name == "confidence":
+            raise KeyboardInterrupt("simulated kill while creating the store")
+        return original(self, name, *a, **k)
+
+    # what a process killed while creating the store leaves: coordinates and lulc, no other product
+    monkeypatch.setattr(zarr.Group, "create_array", dies_on_confidence)
+    with pytest.raises(KeyboardInterrupt):
+        write_mosaic(result, store, time=T0, attrs=ATTRS, chunk_size=CHUNK)
+    monkeypatch.setattr(zarr.Group, "create_array", original)
+    root = zarr.open_group(store, mode="r", use_consolidated=False)
+    assert "lulc" in root and "confidence" not in root
+    s = write_mosaic(result, store, time=T0, attrs=ATTRS, chunk_size=CHUNK)
+    assert (s.action, s.chunks_written) == ("append", 9)
+    np.testing.assert_array_equal(open_mosaic(store)["lulc"].isel(time=0).values, result["lulc"].values)
+
+    # a Zarr store that is not a half-made mosaic of ours is refused and left as it was
+    other = tmp_path / "other.zarr"
+    xr.Dataset({"lulc": (("y", "x"), np.ones((4, 4), np.uint8))}).to_zarr(other, zarr_format=3, consolidated=False)
+    before = sorted((p.relative_to(other), p.read_bytes()) for p in other.rglob("*") if p.is_file())
+    with pytest.raises(MosaicError, match="not a CloudLULC"):
+        write_mosaic(result, other, time=T0, attrs=ATTRS, chunk_size=CHUNK)
+    assert sorted((p.relative_to(other), p.read_bytes()) for p in other.rglob("*") if p.is_file()) == before
+
+
 def test_append_interrupted_between_resizes_is_healed(tmp_path, scene):
     store = tmp_path / "h.zarr"
     result = _result(scene).compute()

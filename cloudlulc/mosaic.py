@@ -259,8 +259,10 @@ def _product(result: xr.Dataset, name: str, chunks: tuple[int, int]) -> da.Array
     return data.rechunk(chunks)
 
 
-def _create_store(store: Any, result: xr.Dataset, time: np.datetime64, chunk_size: int, overwrite: bool = False) -> None:
-    """Write metadata, coordinates and the CF grid mapping of an empty one-slice mosaic.
+def _create_store(
+    store: Any, result: xr.Dataset, time: np.datetime64, chunk_size: int, overwrite: bool = False
+) -> zarr.Group:
+    """Write metadata, coordinates and the CF grid mapping of an empty one-slice mosaic; its open root.
 
     xarray writes the coordinates and the grid mapping (their CF encodings); the products are
     created empty with zarr, with the attributes xarray would give them. Why not an xarray template
@@ -302,6 +304,7 @@ def _create_store(store: Any, result: xr.Dataset, time: np.datetime64, chunk_siz
     state = root.require_group(_STATE_GROUP)
     state.create_array(_DONE, shape=(1, nby, nbx), chunks=(1, 1, 1), dtype="uint8", fill_value=0,
                        compressors=None, dimension_names=("time", "ychunk", "xchunk"))
+    return root
 
 
 def _half_created(root: zarr.Group) -> bool:
@@ -474,8 +477,7 @@ def write_mosaic(
     if root is None or recreate:
         if chunk_size < 1:
             raise MosaicError(f"chunk_size must be >= 1, got {chunk_size}")
-        _create_store(store, result, t, chunk_size, overwrite=recreate)
-        root = zarr.open_group(store, mode="r+", use_consolidated=False)
+        root = _create_store(store, result, t, chunk_size, overwrite=recreate)
         idx, action = 0, "append"
     else:
         if root.metadata.zarr_format != 3 or "lulc" not in root or "time" not in root:

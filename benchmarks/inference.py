@@ -151,7 +151,8 @@ def model_only(model, device: str, tile: int, batch: int, repeats: int, streams:
     """Tile pixels per second of forward + softmax on tensors already on the device.
 
     ``streams`` threads run forwards concurrently (``threads`` intra-op threads each on CPU), as the
-    pipeline's Dask worker threads do: the same compute resources on both sides of the comparison.
+    pipeline's Dask worker threads do on the CPU (on a GPU the pipeline runs one forward at a time per
+    device, so ``main`` passes one stream there): the same compute resources on both sides.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -368,6 +369,8 @@ def main() -> None:
 
     torch.set_num_threads(args.torch_threads)
     dev = resolve_device(args.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"--device {args.device}: this torch ({torch.__version__}) sees no CUDA device")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device={dev} model={args.model} tile={args.tile} overlap={args.overlap} batch={args.batch_size} "
           f"chunk={args.chunk} read_chunk={args.read_chunk} torch_threads={args.torch_threads} dask_workers={args.dask_workers} "
@@ -388,7 +391,9 @@ def main() -> None:
                 # model-only before and after each pipeline run: on a shared machine the available
                 # CPU drifts by tens of percent, so each run is compared with the mean of the two
                 # model-only runs around it, and the median over the rounds is reported
-                streams = args.dask_workers
+                # CPU: as many concurrent forwards as Dask worker threads. GPU: one, as the pipeline runs one
+                # forward at a time per device (cloudlulc.inference._device_lock)
+                streams = args.dask_workers if dev.type == "cpu" else 1
                 # as many tiles as the pipeline runs: a few batches would take a second or two, short
                 # enough for a neighbour's burst on a shared machine to swing the figure by 20 %
                 repeats = args.repeats or -(-unique_tiles(model, cube.sizes["y"], cube.sizes["x"], args)
@@ -416,7 +421,7 @@ def main() -> None:
             rate = pixels / seconds
             ratios.append(rate / mo_aoi)
             print(f"round {r + 1}: model-only {mo:,.0f} tile px/s (before {mo_runs[r]:,.0f}, after {mo_runs[r + 1]:,.0f}; "
-                  f"{streams} concurrent streams like the Dask workers) = {mo_aoi:,.0f} output px/s over this AOI; "
+                  f"{streams} concurrent stream(s), as the pipeline's forwards run) = {mo_aoi:,.0f} output px/s over this AOI; "
                   f"pipeline {rate:,.0f} output px/s ({seconds:.1f} s) = {rate / mo_aoi:.0%}")
             print(f"         {fwd['tiles']} tiles in {fwd['calls']} forwards ({fwd['tiles'] / grid_tiles - 1:+.0%} "
                   f"recomputed along block borders); forward time (incl. host<->device copies, summed over threads) "

@@ -45,7 +45,7 @@ normalisation mean so that the SAR path still classifies them; the model always 
 
 Devices: ``device="auto"`` picks CUDA when present (resolved where the task runs, so a CPU client can
 drive GPU workers). The model is copied to the device once per process and cached by a sha256 of its
-weights; CUDA runs use autocast (fp16), pinned host memory and non-blocking copies.
+weights; CUDA runs use autocast (:data:`AMP_DTYPE`), pinned host memory and non-blocking copies.
 """
 
 from __future__ import annotations
@@ -206,6 +206,10 @@ TILE_GROUP_PREFIX = "cloudlulc-tiles-"
 #: next block needs too (the chunks just past a block's edge), so no chunk is read from COGs twice
 INPUT_PREFIX = "cloudlulc-input-"
 
+#: the autocast dtype of CUDA forwards. float16 rather than bfloat16: the demo weights' softmax moves
+#: 10x less under it (``tests/test_inference.py::test_amp_dtype_keeps_the_demo_weights_predictions``)
+AMP_DTYPE = torch.float16
+
 _CACHE_LOCK = threading.Lock()
 _DEVICE_MODELS: OrderedDict[tuple[str, str], torch.nn.Module] = OrderedDict()
 _DEVICE_LOCKS: dict[str, threading.Lock] = {}
@@ -276,7 +280,7 @@ def _forward(
             o = o.pin_memory().to(device, non_blocking=True)
             s = s.pin_memory().to(device, non_blocking=True)
             assert lock is not None
-            with lock, torch.autocast("cuda", dtype=torch.float16):
+            with lock, torch.autocast("cuda", dtype=AMP_DTYPE):
                 out = model(o, s)
                 probs = torch.softmax(out.logits.float(), dim=1).cpu().numpy()
                 rel = None if out.reliability is None else out.reliability.float()[:, 0].cpu().numpy()

@@ -253,3 +253,32 @@ def test_neighbour_chunks_are_read_through_halo_strips(scene):
     assert strips > 0
     _assert_matches_reference(result.compute(), predict_arrays(optical, sar, ContextNet(), tile=16, overlap=4,
                                                               device="cpu", return_probabilities=True))
+
+
+def test_amp_dtype_keeps_the_demo_weights_predictions():
+    """CUDA forwards run under ``torch.autocast(dtype=AMP_DTYPE)``. With no GPU here, CPU autocast
+    at the same dtype stands in for its numerics: it casts the same op families (convolutions,
+    matmuls, linear layers) to AMP_DTYPE, so an overflow in the fused high-order interactions or the
+    latent would show up as non-finite logits or flipped classes. The committed demo weights on a
+    simulated cloudy scene, with NaN gaps filled as the inference fills them."""
+    from cloudlulc.inference import AMP_DTYPE, _fill_values
+    from cloudlulc.model import demo_weights_path, from_pretrained
+    from cloudlulc.simulate.scene import simulate_scene
+
+    model = from_pretrained(demo_weights_path()).eval()
+    sim = simulate_scene(3, (128, 128), cloud_cover=0.5)
+    opt_fill, sar_fill = _fill_values(model)
+    optical = np.where(np.isnan(sim.optical), opt_fill[:, None, None], sim.optical)[None]
+    sar = np.where(np.isnan(sim.sar), sar_fill[:, None, None], sim.sar)[None]
+    o, s = torch.from_numpy(optical.astype(np.float32)), torch.from_numpy(sar.astype(np.float32))
+    with torch.inference_mode():
+        full = model(o, s)
+        with torch.autocast("cpu", dtype=AMP_DTYPE):
+            amp = model(o, s)
+    assert amp.logits.dtype == AMP_DTYPE  # autocast did run the head in AMP_DTYPE
+    assert torch.isfinite(amp.logits).all()
+    p_full = torch.softmax(full.logits, 1)
+    p_amp = torch.softmax(amp.logits.float(), 1)
+    assert float((p_amp - p_full).abs().max()) < 0.02
+    assert float((p_amp.argmax(1) == p_full.argmax(1)).float().mean()) >= 0.995
+    assert float((amp.reliability.float() - full.reliability).abs().max()) < 0.02

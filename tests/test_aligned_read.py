@@ -1,20 +1,25 @@
 """Reads of assets already on the cube grid skip GDAL's warper and give the warped values.
 
-The reference is the same cube read with the warper (``CheckedRioReader.fast_aligned_reads = False``,
-stackstac's own path) over the SIMULATED catalog: both processing baselines, the swath-edge nodata
-wedge, the S1 pass split in two frames, and a grid reaching past the tiles on every side.
+The reference is the same read with the warper (``CheckedRioReader.fast_aligned_reads = False``,
+stackstac's own path): over the SIMULATED catalog (both processing baselines, the swath-edge nodata
+wedge, the S1 pass split in two frames, and a grid reaching past the tiles on every side), and over
+small synthetic rasters with nodata holes, edges and every window phase for the dtypes and
+nodata conventions the fast path accepts.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
 from pyproj import Transformer
-from scipy import ndimage
+from rasterio.enums import Resampling
+from rasterio.windows import Window
+from stackstac.raster_spec import RasterSpec
 
 import cloudlulc.cube as cube_mod
-from cloudlulc.aligned_read import grid_alignment
+from cloudlulc.aligned_read import AlignedWindowDataset, grid_alignment, upsample
 from cloudlulc.catalog import Pair, group_acquisitions, parse_aoi, select_s1
 from cloudlulc.classes import S2_BANDS
 from cloudlulc.cube import CheckedRioReader, Grid, build_cube, optical_cube
@@ -112,19 +117,13 @@ def test_aligned_reads_equal_warped_reads_on_the_simulated_catalog(sim_catalog, 
         np.testing.assert_array_equal(np.isnan(fast["optical"].values), np.isnan(warped["optical"].values))
         for band in S2_BANDS:
             a, b = fast["optical"].sel(band=band).values, warped["optical"].sel(band=band).values
-            if NATIVE_M[band] == 10:
-                np.testing.assert_array_equal(a, b, err_msg=band)
-            else:  # upsampled: the same bilinear kernel; one DN of integer rounding at most ...
-                ok = np.isnan(b) | (np.abs(a - b) <= 1.01e-4)
-                # ... except in the mosaic's rim next to a tile's own nodata (the swath-edge wedge),
-                # where RasterIO and the warper weigh the missing neighbours differently
-                assert ok.mean() > 0.999, band
+            _assert_like_warper(a, b, NATIVE_M[band] // 10, band)
     assert fast_reads_counter["fast"] > 0 and fast_reads_counter["fast"] >= fast_reads_counter["warp"]
 
 
-def test_upsampled_bands_differ_only_next_to_nodata(sim_catalog, monkeypatch):
-    """Per item (no mosaic hiding anything), any difference beyond integer rounding lies within
-    one source pixel of that item's nodata."""
+def test_upsampled_bands_equal_warped_next_to_nodata(sim_catalog, monkeypatch):
+    """Per item (no mosaic hiding anything): the swath-edge wedge's rim, where a neighbour of an
+    upsampled pixel is nodata, follows the warper's rule too (nodata neighbours left out)."""
     grid = _padded_grid(sim_catalog)
     for item in sim_catalog.items_of("sentinel-2-l2a"):
         warped = _computed(monkeypatch, False, optical_cube, [item], grid, chunksize=128)
@@ -132,10 +131,90 @@ def test_upsampled_bands_differ_only_next_to_nodata(sim_catalog, monkeypatch):
         for band in S2_BANDS:
             a, b = fast.sel(band=band).values, warped.sel(band=band).values
             np.testing.assert_array_equal(np.isnan(a), np.isnan(b), err_msg=f"{item['id']} {band}")
-            k = NATIVE_M[band] // 10
-            near_nodata = ndimage.binary_dilation(np.isnan(b), iterations=2 * k)
-            far = ~near_nodata
-            np.testing.assert_allclose(a[far], b[far], rtol=0, atol=1.01e-4, err_msg=f"{item['id']} {band}")
+            _assert_like_warper(a, b, NATIVE_M[band] // 10, f"{item['id']} {band}")
+
+
+def _assert_like_warper(fast: np.ndarray, warped: np.ndarray, k: int, what: str, dn: float = 1e-4) -> None:
+    """Equal for native and 2x upsampled integer bands; within one DN (``dn`` in the array's units)
+    at larger factors, whose weights are not binary fractions (the warper's pixel positions carry
+    float error, so a value on a rounding tie may go either way)."""
+    if k <= 2:
+        np.testing.assert_array_equal(fast, warped, err_msg=what)
+    else:
+        np.testing.assert_allclose(fast, warped, rtol=0, atol=1.01 * dn, err_msg=what)
+
+
+# ------------------------------------------------------------------------------------------ synthetic rasters
+def _holey_raster(path, k: int, dtype: str, nodata: float | None, seed: int = 0) -> np.ndarray:
+    """A 47 x 53 px raster at ``k`` x 10 m with nodata holes (a block, single pixels, a corner),
+    aligned with the 10 m grid of :func:`_reads`."""
+    rng = np.random.default_rng(seed)
+    a = rng.uniform(1, 9000, size=(47, 53)).astype(dtype)
+    if nodata is not None:
+        a[20:24, 30:37] = nodata
+        a[5, 5] = a[46, 52] = a[0, 17] = nodata
+        a[:3, :4] = nodata
+    with rasterio.open(path, "w", driver="GTiff", width=53, height=47, count=1, dtype=dtype, nodata=nodata,
+                       crs="EPSG:32633", transform=Affine(10.0 * k, 0, 600000, 0, -10.0 * k, 5000000), tiled=True,
+                       blockxsize=32, blockysize=32) as ds:
+        ds.write(a, 1)
+    return a
+
+
+def _reads(path, k: int, resampling: Resampling, fast: bool, monkeypatch, window: int = 37) -> np.ndarray:
+    """The 10 m grid over the raster plus 25 px on every side, read window by window (odd-sized
+    windows: every phase of the upsampling, windows across the raster's edges and fully outside)."""
+    monkeypatch.setattr(CheckedRioReader, "fast_aligned_reads", fast)
+    h, w = 47 * k + 50, 53 * k + 50
+    spec = RasterSpec(32633, (600000 - 250.0, 5000000 - 470.0 * k - 250, 600000 + 530.0 * k + 250, 5000000 + 250.0),
+                      (10.0, 10.0))
+    reader = CheckedRioReader(url=str(path), spec=spec, resampling=resampling, dtype=np.dtype("float32"),
+                              fill_value=np.nan, scale_offset=(1.0, 0.0))
+    out = np.full((h, w), -1.0, np.float32)
+    for r in range(0, h, window):
+        for c in range(0, w, window):
+            win = Window(c, r, min(window, w - c), min(window, h - r))
+            out[r : r + win.height, c : c + win.width] = reader.read(win)
+    assert isinstance(reader.dataset, AlignedWindowDataset) == fast
+    reader.close()
+    return out
+
+
+@pytest.mark.parametrize("k", [2, 3, 6])
+@pytest.mark.parametrize(
+    ("dtype", "nodata"),
+    [("uint16", 0), ("uint16", None), ("float32", float("nan")), ("float32", -9999.0)],
+)
+def test_upsampled_windows_equal_the_warper(tmp_path, monkeypatch, k, dtype, nodata):
+    path = tmp_path / "band.tif"
+    _holey_raster(path, k, dtype, nodata)
+    warped = _reads(path, k, Resampling.bilinear, False, monkeypatch)
+    fast = _reads(path, k, Resampling.bilinear, True, monkeypatch)
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(warped))
+    assert np.isnan(warped).sum() > 50 * (53 * k + 50)  # the margin outside the raster is nodata
+    if dtype == "uint16":
+        _assert_like_warper(fast, warped, k, f"{dtype} x{k}", dn=1.0)
+    else:  # float sources: the warper sums in double, the fast path in float32
+        np.testing.assert_allclose(fast, warped, rtol=2e-6, err_msg=f"{dtype} x{k}")
+
+
+@pytest.mark.parametrize("k", [2, 6])
+def test_nearest_upsampling_equals_the_warper(tmp_path, monkeypatch, k):
+    path = tmp_path / "scl.tif"
+    _holey_raster(path, k, "uint16", 0)
+    np.testing.assert_array_equal(_reads(path, k, Resampling.nearest, True, monkeypatch),
+                                  _reads(path, k, Resampling.nearest, False, monkeypatch))
+
+
+def test_upsample_renormalises_over_valid_neighbours():
+    """A pixel next to a gap takes its value from its valid neighbours only (not pulled to 0)."""
+    native = np.array([[10, 10, 10, 10], [10, 10, 0, 10], [10, 10, 10, 10]], np.uint16)
+    padded = np.pad(native, 1, mode="edge")
+    up = upsample(padded, 2, 2, Resampling.bilinear, valid=padded != 0)
+    assert up.shape == (6, 8)
+    np.testing.assert_array_equal(up[np.repeat(np.repeat(native != 0, 2, 0), 2, 1)], 10)
+    with pytest.raises(ValueError, match="cubic"):
+        upsample(padded, 2, 2, Resampling.cubic)
 
 
 def test_misaligned_grid_keeps_the_warper(sim_catalog, monkeypatch, fast_reads_counter):

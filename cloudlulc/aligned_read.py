@@ -170,9 +170,9 @@ class AlignedWindowDataset:
         return values == np.asarray(self.nodata).astype(self.src_dtype).astype(values.dtype)
 
     def _read_upsampled(self, y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray | None]:
-        """Target rows ``y0:y1`` x columns ``x0:x1`` (inside the asset) of the upsampled band, in the
-        source dtype (rounded as GDAL rounds for integer sources), and its nodata mask (None: the
-        asset has no nodata value).
+        """Target rows ``y0:y1`` x columns ``x0:x1`` (inside the asset) of the upsampled band and its
+        nodata mask (None: the asset has no nodata value). Nearest keeps the source dtype; bilinear
+        values are floats, rounded as GDAL rounds resampled integers when the source is integer.
 
         One native read of the source pixels under the window plus a one-pixel margin (the bilinear
         neighbours); at the asset's edge the edge pixel stands in for the missing neighbour, which

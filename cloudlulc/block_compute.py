@@ -111,17 +111,32 @@ class _CarryBoard:
 
 
 def _store(value: np.ndarray | tuple[np.ndarray | None, ...], path: str) -> None:
-    """Save a task result (an array, or a tuple of arrays or None) to ``path`` (.npz, no pickle)."""
-    if isinstance(value, np.ndarray):
-        np.savez(path, n=np.array(-1), a0=value)
-        return
-    np.savez(path, n=np.array(len(value)), **{f"a{i}": v for i, v in enumerate(value) if v is not None})
+    """Save a task result (an array, or a tuple of arrays or None) to ``path``: consecutive ``.npy``
+    records (a count, for a tuple which items are present, then the arrays), no pickle.
+
+    Not ``np.savez``: its zip container checksums every byte (CRC-32) and copies each array through a
+    zip member, three times the CPU of plain ``.npy`` records for the tile sums carried at every
+    block border, and the file never leaves this run's scratch directory.
+    """
+    with open(path, "wb") as f:
+        if isinstance(value, np.ndarray):
+            np.save(f, np.array(-1), allow_pickle=False)
+            np.save(f, value, allow_pickle=False)
+            return
+        np.save(f, np.array(len(value)), allow_pickle=False)
+        np.save(f, np.array([v is not None for v in value], dtype=bool), allow_pickle=False)
+        for v in value:
+            if v is not None:
+                np.save(f, v, allow_pickle=False)
 
 
 def _load(path: str) -> np.ndarray | tuple[np.ndarray | None, ...]:
-    with np.load(path, allow_pickle=False) as z:
-        n = int(z["n"])
-        return z["a0"] if n < 0 else tuple(z.get(f"a{i}") for i in range(n))
+    with open(path, "rb") as f:
+        n = int(np.load(f, allow_pickle=False))
+        if n < 0:
+            return np.load(f, allow_pickle=False)
+        present = np.load(f, allow_pickle=False)
+        return tuple(np.load(f, allow_pickle=False) if p else None for p in present)
 
 
 def _done(_: Sequence[Any]) -> None:
@@ -318,7 +333,7 @@ def compute_blocks(
 
     scratch = Path(tempfile.mkdtemp(prefix="cloudlulc-carry-"))
     ids = {k: i for i, k in enumerate(sorted(shared, key=str))}
-    paths = {k: str(scratch / f"{i}.npz") for k, i in ids.items()}  # in id order
+    paths = {k: str(scratch / f"{i}.npy") for k, i in ids.items()}  # in id order
     # only the threaded runner starts a block before the previous one has stored everything, and
     # only there are events shared with the tasks; elsewhere loads simply read the file
     board = _CarryBoard(list(paths.values()), runner.abort) if isinstance(runner, _OverlappingRunner) else None

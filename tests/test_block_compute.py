@@ -248,7 +248,7 @@ def test_a_carried_load_waits_for_its_store_or_for_the_run_to_fail(tmp_path):
 
     from cloudlulc.block_compute import BlockAborted, _CarryBoard
 
-    board = _CarryBoard([str(tmp_path / "0.npz"), str(tmp_path / "1.npz")], threading.Event())
+    board = _CarryBoard([str(tmp_path / "0.npy"), str(tmp_path / "1.npy")], threading.Event())
     value = (np.arange(6.0).reshape(2, 3), None)
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(board.load, 0)
@@ -273,7 +273,7 @@ def test_a_failed_block_releases_loads_waiting_for_its_stores(tmp_path):
     )
 
     runner = _OverlappingRunner(2)
-    board = _CarryBoard([str(tmp_path / "0.npz")], runner.abort)
+    board = _CarryBoard([str(tmp_path / "0.npy")], runner.abort)
     block1_started = threading.Event()
 
     def fail_once_block1_started(_):
@@ -295,3 +295,27 @@ def test_a_failed_block_releases_loads_waiting_for_its_stores(tmp_path):
     thread.join(60)
     assert not thread.is_alive(), "the run hung on a load whose store will never come"
     assert len(errors) == 1 and isinstance(errors[0], OSError)
+
+
+def test_carried_results_round_trip_through_the_scratch_format(tmp_path):
+    """What a carried task returns comes back with its dtypes, shapes and missing parts."""
+    from cloudlulc.block_compute import _load, _store
+
+    acc = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
+    valid = np.array([[True, False], [False, True]])
+    for value in (acc, (acc, valid), (None, valid), (None, None), (np.zeros((0, 5), np.uint8),)):
+        path = str(tmp_path / "r.npy")
+        _store(value, path)
+        back = _load(path)
+        if isinstance(value, np.ndarray):
+            assert isinstance(back, np.ndarray)
+            np.testing.assert_array_equal(back, value)
+            assert back.dtype == value.dtype
+            continue
+        assert isinstance(back, tuple) and len(back) == len(value)
+        for got, want in zip(back, value):
+            if want is None:
+                assert got is None
+            else:
+                np.testing.assert_array_equal(got, want)
+                assert (got.dtype, got.shape) == (want.dtype, want.shape)

@@ -194,7 +194,8 @@ class AlignedWindowDataset:
         nodata = self._is_nodata(native) if self.nodata is not None else None
         values = upsample(native, al.ky, al.kx, self.resampling, None if nodata is None or not nodata.any() else ~nodata)
         if np.issubdtype(self.src_dtype, np.integer) and values.dtype != self.src_dtype:
-            np.floor(values + 0.5, out=values)  # GDAL's rounding of resampled integers (half up)
+            values += 0.5  # GDAL's rounding of resampled integers (half up), in place: a hot path
+            np.floor(values, out=values)
         # the upsampled array covers source rows r0:r1 (columns c0:c1): cut the window out of it
         oy, ox = (y0 - al.row0) - r0 * al.ky, (x0 - al.col0) - c0 * al.kx
         cut = (slice(oy, oy + (y1 - y0)), slice(ox, ox + (x1 - x0)))
@@ -250,8 +251,8 @@ def upsample(native: np.ndarray, ky: int, kx: int, resampling: Resampling,
     weights = valid.astype(work)
     num = _bilinear_axis0(_bilinear_axis0(values, ky).T, kx).T
     den = _bilinear_axis0(_bilinear_axis0(weights, ky).T, kx).T
+    # where no neighbour is valid every term of ``num`` was zeroed above: it stays 0 there
     np.divide(num, den, out=num, where=den > 0)
-    num[den <= 0] = 0
     return num
 
 

@@ -213,6 +213,8 @@ def test_upsample_renormalises_over_valid_neighbours():
     up = upsample(padded, 2, 2, Resampling.bilinear, valid=padded != 0)
     assert up.shape == (6, 8)
     np.testing.assert_array_equal(up[np.repeat(np.repeat(native != 0, 2, 0), 2, 1)], 10)
+    gap = np.zeros((5, 5), np.uint16)  # no valid neighbour anywhere: 0, for the caller to mask
+    np.testing.assert_array_equal(upsample(gap, 2, 2, Resampling.bilinear, valid=gap != 0), 0)
     with pytest.raises(ValueError, match="cubic"):
         upsample(padded, 2, 2, Resampling.cubic)
 

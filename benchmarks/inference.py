@@ -15,6 +15,8 @@ Prints (never asserts):
    carried between blocks, see :mod:`cloudlulc.block_compute`). ``write_mosaic`` computes square
    blocks of ``--block-chunks`` chunks a side one at a time, so memory is bounded by the block; the
    default sizes are one block side and four times it (an AOI smaller than a block under-fills it).
+   The allocator is the pipeline's (``malloc_arena_max``, :mod:`cloudlulc.allocator`);
+   ``--malloc-arena-max 0`` shows glibc's default and ``--nanny-malloc`` Dask's nanny setting.
 
 Source of the pipeline input: ``--source demo`` writes a simulated Planetary-Computer-shaped catalog
 sized for a ``--size`` x ``--size`` pixel AOI across its two Sentinel-2 tiles
@@ -246,6 +248,17 @@ def warm_up(cube, model, workdir: Path, args) -> None:
     pipeline(small, model, workdir / "warmup.zarr", args)
 
 
+def _arenas(args) -> str:
+    """The allocator setting as the header prints it."""
+    if args.nanny_malloc:
+        return "glibc-default+MALLOC_TRIM_THRESHOLD_=65536(nanny)"
+    if not args.malloc_arenas_capped:
+        return "glibc-default"
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return f"{os.environ['MALLOC_ARENA_MAX']}(environment)"
+    return str(args.malloc_arena_max)
+
+
 @contextlib.contextmanager
 def scheduler(args):
     """The Dask scheduler of the pipeline runs: ``threads`` is what the ``map-aoi`` flow uses by
@@ -348,9 +361,21 @@ def main() -> None:
     p.add_argument("--scheduler", choices=("threads", "distributed"), default="threads",
                    help="threads: the map-aoi default (dask_cluster=threads); distributed: dask_cluster=local "
                         "(in-process LocalCluster)")
+    p.add_argument("--malloc-arena-max", type=int, default=None,
+                   help="glibc malloc arenas, as the pipeline sets them (default: the malloc_arena_max setting; "
+                        "0: glibc's default). --nanny-malloc runs the memory runs as Dask's nanny starts workers")
+    p.add_argument("--nanny-malloc", action="store_true",
+                   help="memory runs with Dask's nanny default MALLOC_TRIM_THRESHOLD_=65536 (low memory, much slower)")
     p.add_argument("--_memory-run", dest="memory_run", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cog-dir", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
+    from cloudlulc.allocator import limit_malloc_arenas
+    from cloudlulc.config import Settings
+
+    if args.malloc_arena_max is None:
+        args.malloc_arena_max = 0 if args.nanny_malloc else Settings().malloc_arena_max
+    # as dask_client() does before the workers start (cloudlulc.allocator): here before any thread
+    args.malloc_arenas_capped = limit_malloc_arenas(args.malloc_arena_max)
     from cloudlulc.pipeline import read_chunk_size
 
     args.read_chunk = read_chunk_size(args.chunk, args.read_chunk)
@@ -374,7 +399,7 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device={dev} model={args.model} tile={args.tile} overlap={args.overlap} batch={args.batch_size} "
           f"chunk={args.chunk} read_chunk={args.read_chunk} torch_threads={args.torch_threads} dask_workers={args.dask_workers} "
-          f"scheduler={args.scheduler} "
+          f"scheduler={args.scheduler} malloc_arena_max={_arenas(args)} "
           f"cpus={os.cpu_count()} load_avg_1min={load:.1f}")
     model = load_model(args.model)
     if not args.skip_throughput:
@@ -436,6 +461,7 @@ def main() -> None:
             sizes = [block_side, 4 * block_side]
         else:
             sizes = [int(s) for s in args.memory_sizes.split(",")]
+        print(f"memory: allocator {_arenas(args)} (fresh process per AOI; GDAL_CACHEMAX={args.gdal_cachemax} MB)")
         if args.block_chunks and sizes[0] < block_side:
             print(f"memory: note: the smaller AOI ({sizes[0]} px) is below one block ({block_side} px), so it "
                   "under-fills the block and the growth overstates the AOI dependence")
@@ -450,10 +476,12 @@ def main() -> None:
                        "--read-chunk", str(args.read_chunk),
                        "--torch-threads", str(args.torch_threads), "--dask-workers", str(args.dask_workers),
                        "--scheduler", args.scheduler,
-                       "--block-chunks", str(args.block_chunks)]
-                # as a Dask worker runs (its nanny sets MALLOC_TRIM_THRESHOLD_), with GDAL's block cache
-                # capped (default: 5 % of RAM, which would otherwise count as AOI-dependent memory)
-                env = {**os.environ, "MALLOC_TRIM_THRESHOLD_": "65536", "GDAL_CACHEMAX": str(args.gdal_cachemax)}
+                       "--block-chunks", str(args.block_chunks), "--malloc-arena-max", str(args.malloc_arena_max)]
+                # GDAL's block cache capped (default: 5 % of RAM, which would otherwise count as
+                # AOI-dependent memory); the allocator as the pipeline sets it, or as Dask's nanny does
+                env = {**os.environ, "GDAL_CACHEMAX": str(args.gdal_cachemax)}
+                if args.nanny_malloc:
+                    env["MALLOC_TRIM_THRESHOLD_"] = "65536"
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
                 run = json.loads(out.stdout.strip().splitlines()[-1])
                 runs.append(run)

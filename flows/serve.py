@@ -24,6 +24,7 @@ from typing import Any
 from prefect import serve
 from prefect.deployments.runner import EntrypointType
 
+from cloudlulc.allocator import export_arena_cap
 from cloudlulc.config import Settings, get_settings
 from flows.build_dataset import build_dataset_flow
 from flows.evaluate import evaluate_flow
@@ -78,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, help="concurrent flow runs (default CLOUDLULC_SERVE_LIMIT)")
     a = ap.parse_args(argv)
     s = get_settings()
+    export_arena_cap(s.malloc_arena_max)  # flow runs are subprocesses: capped from their first thread
     deps = build_deployments(s)
     serve(*deps, limit=a.limit or s.serve_limit)
 

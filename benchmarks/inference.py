@@ -15,8 +15,9 @@ Prints (never asserts):
    carried between blocks, see :mod:`cloudlulc.block_compute`). ``write_mosaic`` computes square
    blocks of ``--block-chunks`` chunks a side one at a time, so memory is bounded by the block; the
    default sizes are one block side and four times it (an AOI smaller than a block under-fills it).
-   The allocator is the pipeline's (``malloc_arena_max``, :mod:`cloudlulc.allocator`);
-   ``--malloc-arena-max 0`` shows glibc's default and ``--nanny-malloc`` Dask's nanny setting.
+   Memory limits are the pipeline's (``malloc_arena_max``, ``gdal_cachemax_mb``,
+   :mod:`cloudlulc.worker_memory`), in every run of this script; ``--malloc-arena-max 0`` and
+   ``--gdal-cachemax 0`` show glibc's and GDAL's defaults, ``--nanny-malloc`` Dask's nanny setting.
 
 Source of the pipeline input: ``--source demo`` writes a simulated Planetary-Computer-shaped catalog
 sized for a ``--size`` x ``--size`` pixel AOI across its two Sentinel-2 tiles
@@ -259,6 +260,15 @@ def _arenas(args) -> str:
     return str(args.malloc_arena_max)
 
 
+def _gdal_cache(args) -> str:
+    """The GDAL block cache as the header prints it."""
+    if args.gdal_cache_set:
+        return f"{args.gdal_cachemax}MB"
+    if os.environ.get("GDAL_CACHEMAX"):
+        return f"{os.environ['GDAL_CACHEMAX']}(environment)"
+    return "gdal-default(5%-of-RAM)"
+
+
 @contextlib.contextmanager
 def scheduler(args):
     """The Dask scheduler of the pipeline runs: ``threads`` is what the ``map-aoi`` flow uses by
@@ -355,7 +365,9 @@ def main() -> None:
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--block-chunks", type=int, default=None,
                    help="write_mosaic block side in chunks (default: auto_block_chunks(--chunk); 0: no blocks)")
-    p.add_argument("--gdal-cachemax", type=int, default=64, help="GDAL block cache (MB) in the memory runs")
+    p.add_argument("--gdal-cachemax", type=int, default=None,
+                   help="GDAL block cache in MB, as the pipeline sets it (default: the gdal_cachemax_mb setting; "
+                        "0: GDAL's default, 5 %% of RAM)")
     p.add_argument("--torch-threads", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     p.add_argument("--dask-workers", type=int, default=2, help="Dask worker threads")
     p.add_argument("--scheduler", choices=("threads", "distributed"), default="threads",
@@ -369,13 +381,16 @@ def main() -> None:
     p.add_argument("--_memory-run", dest="memory_run", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--cog-dir", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
-    from cloudlulc.allocator import limit_malloc_arenas
     from cloudlulc.config import Settings
+    from cloudlulc.worker_memory import limit_gdal_block_cache, limit_malloc_arenas
 
     if args.malloc_arena_max is None:
         args.malloc_arena_max = 0 if args.nanny_malloc else Settings().malloc_arena_max
-    # as dask_client() does before the workers start (cloudlulc.allocator): here before any thread
+    if args.gdal_cachemax is None:
+        args.gdal_cachemax = Settings().gdal_cachemax_mb
+    # as dask_client() does before the workers start (cloudlulc.worker_memory): here before any thread
     args.malloc_arenas_capped = limit_malloc_arenas(args.malloc_arena_max)
+    args.gdal_cache_set = limit_gdal_block_cache(args.gdal_cachemax)
     from cloudlulc.pipeline import read_chunk_size
 
     args.read_chunk = read_chunk_size(args.chunk, args.read_chunk)
@@ -399,7 +414,7 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device={dev} model={args.model} tile={args.tile} overlap={args.overlap} batch={args.batch_size} "
           f"chunk={args.chunk} read_chunk={args.read_chunk} torch_threads={args.torch_threads} dask_workers={args.dask_workers} "
-          f"scheduler={args.scheduler} malloc_arena_max={_arenas(args)} "
+          f"scheduler={args.scheduler} malloc_arena_max={_arenas(args)} gdal_cachemax={_gdal_cache(args)} "
           f"cpus={os.cpu_count()} load_avg_1min={load:.1f}")
     model = load_model(args.model)
     if not args.skip_throughput:
@@ -461,7 +476,7 @@ def main() -> None:
             sizes = [block_side, 4 * block_side]
         else:
             sizes = [int(s) for s in args.memory_sizes.split(",")]
-        print(f"memory: allocator {_arenas(args)} (fresh process per AOI; GDAL_CACHEMAX={args.gdal_cachemax} MB)")
+        print(f"memory: malloc_arena_max={_arenas(args)} gdal_cachemax={_gdal_cache(args)} (fresh process per AOI)")
         if args.block_chunks and sizes[0] < block_side:
             print(f"memory: note: the smaller AOI ({sizes[0]} px) is below one block ({block_side} px), so it "
                   "under-fills the block and the growth overstates the AOI dependence")
@@ -476,10 +491,10 @@ def main() -> None:
                        "--read-chunk", str(args.read_chunk),
                        "--torch-threads", str(args.torch_threads), "--dask-workers", str(args.dask_workers),
                        "--scheduler", args.scheduler,
-                       "--block-chunks", str(args.block_chunks), "--malloc-arena-max", str(args.malloc_arena_max)]
-                # GDAL's block cache capped (default: 5 % of RAM, which would otherwise count as
-                # AOI-dependent memory); the allocator as the pipeline sets it, or as Dask's nanny does
-                env = {**os.environ, "GDAL_CACHEMAX": str(args.gdal_cachemax)}
+                       "--block-chunks", str(args.block_chunks), "--malloc-arena-max", str(args.malloc_arena_max),
+                       "--gdal-cachemax", str(args.gdal_cachemax)]
+                # the limits as the pipeline sets them (the child applies them), or as Dask's nanny does
+                env = dict(os.environ)
                 if args.nanny_malloc:
                     env["MALLOC_TRIM_THRESHOLD_"] = "65536"
                 out = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)

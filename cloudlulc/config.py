@@ -93,10 +93,13 @@ class Settings(BaseSettings):
     dask_connect_timeout: str = "30s"
     #: Dask resources every inference task requires, e.g. {"GPU": 1} on GPU worker pools
     dask_task_resources: dict[str, float] = Field(default_factory=dict)
-    #: glibc malloc arenas for this process and the worker processes it starts (cloudlulc.allocator):
+    #: glibc malloc arenas of this process and the worker processes it starts (cloudlulc.worker_memory):
     #: 2 keeps peak memory bounded by the chunk size at full speed (glibc's default grew +42 % for
     #: 16x the area); 0 leaves glibc's and Dask's allocator settings alone
     malloc_arena_max: int = Field(2, ge=0)
+    #: GDAL block cache (MB) of those processes: GDAL's default, 5 % of RAM, fills with the blocks of
+    #: every open COG handle and grew peak memory +121 % for 16x the area; 0 keeps GDAL's default
+    gdal_cachemax_mb: int = Field(64, ge=0)
 
     # --- orchestration --------------------------------------------------------------------------
     #: retries of tasks that touch the network (search, pairing, reading pixels)

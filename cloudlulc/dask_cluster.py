@@ -18,10 +18,11 @@ The same pipeline code then scales from a laptop to a cluster by configuration o
 
 dask-kubernetes and coiled are optional: imported only when selected, with an install hint otherwise.
 
-The allocator is set where the workers start (``malloc_arena_max``, :mod:`cloudlulc.allocator`):
-capped in this process for the threaded scheduler and an in-process ``LocalCluster``, and passed to
-the nanny of worker processes, replacing Dask's ``MALLOC_TRIM_THRESHOLD_`` (which made the same
-run 2.8x slower). Images built from ``deploy/Dockerfile`` carry the same settings for remote workers.
+Memory limits are set where the workers start (``malloc_arena_max``, ``gdal_cachemax_mb``,
+:mod:`cloudlulc.worker_memory`): in this process for the threaded scheduler and an in-process
+``LocalCluster``, and through the nanny for worker processes, whose ``MALLOC_TRIM_THRESHOLD_`` (it
+made the same run 2.8x slower) the arena cap replaces. Images built from ``deploy/Dockerfile`` carry
+the same settings for remote workers.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cloudlulc.allocator import limit_malloc_arenas, nanny_environ
 from cloudlulc.config import Settings, get_settings
+from cloudlulc.worker_memory import apply_worker_memory_limits, nanny_environ
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ def dask_client(settings: Settings | None = None, *, address: str | None = None)
         # explicit: outside the main thread (Prefect tasks) Dask would otherwise size a new pool by
         # Python's default, min(32, cores + 4), and oversubscribe the cores
         threads = s.dask_threads_per_worker or CPU_COUNT
-        limit_malloc_arenas(s.malloc_arena_max)  # before the pool's threads take arenas of their own
+        apply_worker_memory_limits(s.malloc_arena_max, s.gdal_cachemax_mb)  # before the pool's threads start
         with dask.config.set(scheduler="threads", num_workers=threads):
             log.info("Dask threaded scheduler, %d threads", threads)
             yield None
@@ -116,12 +117,13 @@ def make_cluster(settings: Settings) -> Any:
         if settings.dask_task_resources:
             kwargs["resources"] = dict(settings.dask_task_resources)
         if not settings.dask_processes:  # worker threads in this process
-            limit_malloc_arenas(settings.malloc_arena_max)
+            apply_worker_memory_limits(settings.malloc_arena_max, settings.gdal_cachemax_mb)
             return LocalCluster(**kwargs)
         import dask
 
         # nannies read it when the cluster starts them; None entries unset Dask's own variables
-        environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in nanny_environ(settings.malloc_arena_max).items()}
+        limits = nanny_environ(settings.malloc_arena_max, settings.gdal_cachemax_mb)
+        environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in limits.items()}
         with dask.config.set(environ):
             return LocalCluster(**kwargs)
     if kind == "kubernetes":

@@ -24,8 +24,8 @@ from typing import Any
 from prefect import serve
 from prefect.deployments.runner import EntrypointType
 
-from cloudlulc.allocator import export_arena_cap
 from cloudlulc.config import Settings, get_settings
+from cloudlulc.worker_memory import export_to_child_processes
 from flows.build_dataset import build_dataset_flow
 from flows.evaluate import evaluate_flow
 from flows.map_aoi import map_aoi_flow
@@ -79,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--limit", type=int, help="concurrent flow runs (default CLOUDLULC_SERVE_LIMIT)")
     a = ap.parse_args(argv)
     s = get_settings()
-    export_arena_cap(s.malloc_arena_max)  # flow runs are subprocesses: capped from their first thread
+    # flow runs are subprocesses: glibc and GDAL read the limits when they start
+    export_to_child_processes(s.malloc_arena_max, s.gdal_cachemax_mb)
     deps = build_deployments(s)
     serve(*deps, limit=a.limit or s.serve_limit)
 

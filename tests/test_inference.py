@@ -281,3 +281,39 @@ def test_amp_dtype_keeps_the_demo_weights_predictions():
     assert float((p_amp - p_full).abs().max()) < 0.02
     assert float((p_amp.argmax(1) == p_full.argmax(1)).float().mean()) >= 0.995
     assert float((amp.reliability.float() - full.reliability).abs().max()) < 0.02
+
+
+@pytest.fixture
+def torch_threads():
+    """Restore torch's process-wide intra-op thread count after a test that changes it."""
+    before = torch.get_num_threads()
+    yield before
+    torch.set_num_threads(before)
+
+
+def test_cpu_forwards_share_the_cores_between_dask_threads(scene, torch_threads):
+    import dask
+    from dask.system import CPU_COUNT
+    from distributed import Client, LocalCluster
+
+    from cloudlulc.inference import share_cores_between_forwards
+
+    optical, sar, cloud = scene
+    cube = make_cube(optical, sar, cloud, (64, 64))
+    torch.set_num_threads(CPU_COUNT)
+    with dask.config.set(scheduler="threads", num_workers=CPU_COUNT):
+        result = predict_cube(cube, ContextNet(), tile=32, overlap=8, device="cpu")
+        assert torch.get_num_threads() == 1  # set when the graph is built, before any forward runs
+        result.compute()
+    torch.set_num_threads(CPU_COUNT)
+    with dask.config.set(scheduler="threads", num_workers=1):  # one forward at a time: all cores
+        assert share_cores_between_forwards("cpu") == torch.get_num_threads() == CPU_COUNT
+    torch.set_num_threads(1)
+    with dask.config.set(scheduler="threads", num_workers=1):  # never raised above what is set
+        assert share_cores_between_forwards("cpu") == torch.get_num_threads() == 1
+    torch.set_num_threads(CPU_COUNT)
+    with dask.config.set(scheduler="synchronous"):  # one thread runs everything
+        assert share_cores_between_forwards("cpu") is None and torch.get_num_threads() == CPU_COUNT
+    with LocalCluster(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, \
+            Client(cluster):  # workers size their own threads
+        assert share_cores_between_forwards("cpu") is None and torch.get_num_threads() == CPU_COUNT

@@ -64,9 +64,9 @@ def dask_client(settings: Settings | None = None, *, address: str | None = None)
         # explicit: outside the main thread (Prefect tasks) Dask would otherwise size a new pool by
         # Python's default, min(32, cores + 4), and oversubscribe the cores
         threads = s.dask_threads_per_worker or CPU_COUNT
-        apply_worker_memory_limits(s.malloc_arena_max, s.gdal_cachemax_mb)  # before the pool's threads start
+        limits = apply_worker_memory_limits(s.malloc_arena_max, s.gdal_cachemax_mb)  # before the threads start
         with dask.config.set(scheduler="threads", num_workers=threads):
-            log.info("Dask threaded scheduler, %d threads", threads)
+            log.info("Dask threaded scheduler, %d threads; %s", threads, limits)
             yield None
         return
 
@@ -117,7 +117,8 @@ def make_cluster(settings: Settings) -> Any:
         if settings.dask_task_resources:
             kwargs["resources"] = dict(settings.dask_task_resources)
         if not settings.dask_processes:  # worker threads in this process
-            apply_worker_memory_limits(settings.malloc_arena_max, settings.gdal_cachemax_mb)
+            limits = apply_worker_memory_limits(settings.malloc_arena_max, settings.gdal_cachemax_mb)
+            log.info("in-process LocalCluster; %s", limits)
             return LocalCluster(**kwargs)
         import dask
 

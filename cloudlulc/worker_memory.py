@@ -104,10 +104,25 @@ def limit_gdal_block_cache(megabytes: int) -> bool:
     return True
 
 
-def apply_worker_memory_limits(max_arenas: int, gdal_cachemax_mb: int) -> None:
-    """Both limits for this process, before its worker threads start."""
-    limit_malloc_arenas(max_arenas)
-    limit_gdal_block_cache(gdal_cachemax_mb)
+def apply_worker_memory_limits(max_arenas: int, gdal_cachemax_mb: int) -> str:
+    """Both limits for this process, before its worker threads start. Returns what is in force, for
+    the run's log (operators see there whether their environment or the settings applied)."""
+    operator_arenas = os.environ.get(ARENA_VARIABLE)
+    capped = limit_malloc_arenas(max_arenas)
+    if operator_arenas:  # glibc applied it at start, whatever the setting says
+        arena_text = f"malloc arenas capped at {operator_arenas} (environment)"
+    elif capped:
+        arena_text = f"malloc arenas capped at {max_arenas}"
+    else:
+        arena_text = "malloc arenas: glibc default"
+    operator_cache = os.environ.get(GDAL_CACHE_VARIABLE)
+    if limit_gdal_block_cache(gdal_cachemax_mb):
+        cache_text = f"GDAL block cache {gdal_cachemax_mb} MB"
+    elif operator_cache:
+        cache_text = f"GDAL block cache {operator_cache} (environment)"
+    else:
+        cache_text = "GDAL block cache: GDAL default"
+    return f"{arena_text}, {cache_text}"
 
 
 def nanny_environ(max_arenas: int, gdal_cachemax_mb: int) -> dict[str, str | None]:

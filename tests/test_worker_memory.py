@@ -157,6 +157,22 @@ def test_arena_settings_validate_and_zero_leaves_the_allocator_alone(monkeypatch
     assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
 
 
+def test_applied_limits_are_described_for_the_run_log(monkeypatch):
+    from cloudlulc.worker_memory import apply_worker_memory_limits
+
+    for key in ("MALLOC_ARENA_MAX", "GDAL_CACHEMAX"):
+        monkeypatch.delenv(key, raising=False)
+    expected_arenas = "malloc arenas capped at 2" if worker_memory._glibc() else "malloc arenas: glibc default"
+    assert apply_worker_memory_limits(2, 64) == f"{expected_arenas}, GDAL block cache 64 MB"
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "3")
+    monkeypatch.setenv("GDAL_CACHEMAX", "32")
+    assert apply_worker_memory_limits(0, 64) == ("malloc arenas capped at 3 (environment), "
+                                                 "GDAL block cache 32 (environment)")
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    monkeypatch.delenv("GDAL_CACHEMAX")
+    assert apply_worker_memory_limits(0, 0) == "malloc arenas: glibc default, GDAL block cache: GDAL default"
+
+
 def test_worker_processes_get_the_limits_instead_of_the_nanny_trim_threshold():
     import dask
     from distributed import Client

@@ -46,6 +46,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -107,13 +108,15 @@ def synthetic_cube(paths: dict[str, Path], chunk: int):
     return ds
 
 
-def demo_cube(workdir: Path, chunk: int, size: int | None = None):
+def demo_cube(workdir: Path, chunk: int, size: int | None = None, serve: Any = None):
     """A build_cube cube from the simulated Planetary-Computer-shaped catalog (SIMULATED DATA).
 
     ``size=None``: the demo catalog's first acquisition over its small demo AOI. ``size=N``: a
     catalog with one acquisition (baseline 04.00, 85 % cloud, its S1 pass split in two frames) whose
     two S2 tiles are large enough for an N x N pixel AOI centred on their overlap, so the cube
-    mosaics both tiles, harmonises, reads SCL and S1 over a realistic extent.
+    mosaics both tiles, harmonises, reads SCL and S1 over a realistic extent. ``serve``: a callable
+    taking the catalog directory and returning the URL it is served at; the cube then reads the
+    COGs over HTTP, as from a remote catalog.
     """
     from pyproj import Transformer
 
@@ -137,8 +140,10 @@ def demo_cube(workdir: Path, chunk: int, size: int | None = None):
         cx, cy = east_edge - 300.0, top - (tile * 10.0) / 2
         half = size * 10.0 / 2 - 1.0
         aoi = parse_aoi([*to_ll.transform(cx - half, cy - half), *to_ll.transform(cx + half, cy + half)])
-    acq = group_acquisitions(cat.items_of("sentinel-2-l2a"), aoi)[0]
-    s1 = select_s1(acq, cat.items_of("sentinel-1-rtc"), aoi)
+    items = cat.with_href_base(serve(cat.root)) if serve is not None else cat.items
+    s2 = [it for it in items if it["collection"] == "sentinel-2-l2a"]
+    acq = group_acquisitions(s2, aoi)[0]
+    s1 = select_s1(acq, [it for it in items if it["collection"] == "sentinel-1-rtc"], aoi)
     pair = Pair(s2=acq, s1=s1, aoi=aoi)
     return build_cube(pair, grid_for_aoi(aoi), chunksize=chunk), pair
 
@@ -353,6 +358,12 @@ def main() -> None:
     p.add_argument("--read-chunk", type=int, default=None,
                    help="cube chunk size (reads and inference); default: the pipeline's read_chunk_size(--chunk)")
     p.add_argument("--source", choices=("demo", "synthetic"), default="demo")
+    p.add_argument("--read-threads", type=int, default=None,
+                   help="threads reading a chunk's bands of remote assets at once (cloudlulc.cube.READ_THREADS; "
+                        "1: one after the other)")
+    p.add_argument("--asset-latency-ms", type=float, default=None,
+                   help="demo source: read the COGs over HTTP from a loopback server that answers every "
+                        "request after this many ms, as a remote object store would (default: local files)")
     p.add_argument("--size", type=int, default=2048,
                    help="AOI side in pixels (demo: a simulated catalog sized for it; 0 = the small demo AOI)")
     p.add_argument("--repeats", type=int, default=None,
@@ -391,6 +402,11 @@ def main() -> None:
     # as dask_client() does before the workers start (cloudlulc.worker_memory): here before any thread
     args.malloc_arenas_capped = limit_malloc_arenas(args.malloc_arena_max)
     args.gdal_cache_set = limit_gdal_block_cache(args.gdal_cachemax)
+    import cloudlulc.cube
+
+    if args.read_threads is not None:
+        cloudlulc.cube.READ_THREADS = args.read_threads
+    args.read_threads = cloudlulc.cube.READ_THREADS
     from cloudlulc.pipeline import read_chunk_size
 
     args.read_chunk = read_chunk_size(args.chunk, args.read_chunk)
@@ -415,14 +431,23 @@ def main() -> None:
     print(f"device={dev} model={args.model} tile={args.tile} overlap={args.overlap} batch={args.batch_size} "
           f"chunk={args.chunk} read_chunk={args.read_chunk} torch_threads={args.torch_threads} dask_workers={args.dask_workers} "
           f"scheduler={args.scheduler} malloc_arena_max={_arenas(args)} gdal_cachemax={_gdal_cache(args)} "
+          f"read_threads={args.read_threads} "
           f"cpus={os.cpu_count()} load_avg_1min={load:.1f}")
     model = load_model(args.model)
     if not args.skip_throughput:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as servers:
             tmp_path = Path(tmp)
             if args.source == "demo":
-                cube, _ = demo_cube(tmp_path, args.read_chunk, args.size or None)
+                serve = None
+                if args.asset_latency_ms is not None:
+                    from cloudlulc.http_assets import serve_assets
+
+                    def serve(root):
+                        return servers.enter_context(serve_assets(root, delay_ms=args.asset_latency_ms)).url
+                cube, _ = demo_cube(tmp_path, args.read_chunk, args.size or None, serve=serve)
                 what = "simulated catalog (COGs, 2 S2 tiles, 2 S1 frames) -> catalog pairing -> build_cube"
+                if serve is not None:
+                    what += f" (COGs over loopback HTTP, {args.asset_latency_ms:g} ms per request)"
             else:
                 cube = synthetic_cube(write_synthetic_cogs(tmp_path / "cogs", args.size), args.read_chunk)
                 what = "synthetic COGs -> rioxarray.open_rasterio"

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -343,11 +345,8 @@ def _read_first_valid(tables: np.ndarray | list[np.ndarray], slices: tuple[slice
     gaps = np.ones(out.shape, dtype=bool)  # where ``out`` is still invalid
     missing = list(range(n_bands))  # bands with gaps
     for t in range(n_items):
-        for b in missing:
-            entry = table[t, b]
-            if not entry or not windows.intersect(window, entry[1]):
-                continue  # no such asset, or the asset lies outside this chunk
-            values = entry[0].read(window)
+        bands = [b for b in missing if table[t, b] and windows.intersect(window, table[t, b][1])]
+        for b, values in zip(bands, _read_concurrently([table[t, b][0] for b in bands], window), strict=True):
             if gaps[b].all():
                 out[b] = converted(values, params[t])
                 gaps[b] = invalid(out[b])
@@ -359,6 +358,39 @@ def _read_first_valid(tables: np.ndarray | list[np.ndarray], slices: tuple[slice
         if not missing:
             break
     return out
+
+
+#: threads that read the bands of a chunk of remote assets at once (one pool per process, shared by
+#: every Dask thread)
+READ_THREADS = 8
+_READ_POOL: ThreadPoolExecutor | None = None
+_READ_POOL_LOCK = threading.Lock()
+
+
+def _is_remote(reader: Any) -> bool:
+    """Whether the reader's asset is read over the network (a URL or a GDAL /vsi network path)."""
+    url = str(getattr(reader, "url", ""))
+    return ("://" in url and not url.startswith("file://")) or url.startswith("/vsi")
+
+
+def _read_concurrently(readers: list[Any], window: windows.Window) -> list[np.ndarray]:
+    """``reader.read(window)`` for every reader: several at once for remote assets.
+
+    Why: a chunk task reads 12-14 bands, and over HTTP each read waits for its range requests.
+    GDAL releases the GIL while it waits and decodes, so a small shared pool overlaps those waits
+    without adding Dask threads, which would also run more forwards at once. Measured (tiny
+    network, 2048 px AOI, 2 Dask threads, a loopback server answering each request after 20 / 50
+    ms): 0.50 -> 0.83 and 0.33 -> 0.72 M px/s; four or eight Dask threads reached 0.74 at best.
+    Local files are read one after the other: there the pool only added handles and CPU (about
+    9 % slower).
+    """
+    global _READ_POOL
+    if len(readers) < 2 or READ_THREADS < 2 or not any(_is_remote(r) for r in readers):
+        return [r.read(window) for r in readers]
+    with _READ_POOL_LOCK:
+        if _READ_POOL is None:
+            _READ_POOL = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="cloudlulc-read")
+    return list(_READ_POOL.map(lambda reader: reader.read(window), readers))
 
 
 def baseline_offset(item: dict) -> float:

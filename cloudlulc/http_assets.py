@@ -19,6 +19,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -89,7 +90,7 @@ class AssetServer:
         httpx.get(f"{self.url}/__reset__", timeout=10).raise_for_status()
 
 
-def _handler(root: Path, counters: _Counters) -> type[BaseHTTPRequestHandler]:
+def _handler(root: Path, counters: _Counters, delay_s: float = 0.0) -> type[BaseHTTPRequestHandler]:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: GDAL reuses connections
@@ -118,6 +119,8 @@ def _handler(root: Path, counters: _Counters) -> type[BaseHTTPRequestHandler]:
             self._serve(head=False)
 
         def _serve(self, head: bool) -> None:
+            if delay_s:  # object-storage latency for benchmarks (each request waits, in its own thread)
+                time.sleep(delay_s)
             path = urlsplit(self.path).path
             if path in ("/__stats__", "/__reset__"):
                 if path == "/__reset__":
@@ -191,14 +194,17 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 
 @contextmanager
 def serve_assets(
-    root: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 30.0
+    root: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 30.0,
+    delay_ms: float = 0.0,
 ) -> Iterator[AssetServer]:
-    """Serve ``root`` over HTTP with range requests (in a child process) until the context exits."""
+    """Serve ``root`` over HTTP with range requests (in a child process) until the context exits;
+    ``delay_ms`` holds every answer back that long, as a remote object store's latency would."""
     root_path = Path(root).resolve()
     if not root_path.is_dir():
         raise FileNotFoundError(f"Cannot serve {root_path}: not a directory.")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cloudlulc.http_assets", str(root_path), "--host", host, "--port", str(port)],
+        [sys.executable, "-m", "cloudlulc.http_assets", str(root_path), "--host", host, "--port", str(port),
+         "--delay-ms", str(delay_ms)],
         stdout=subprocess.PIPE,
         text=True,
         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
@@ -217,16 +223,18 @@ def serve_assets(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m cloudlulc.http_assets ROOT [--host H] [--port P]``: prints ``{"url": ...}`` then serves."""
+    """``python -m cloudlulc.http_assets ROOT [--host H] [--port P] [--delay-ms D]``: prints
+    ``{"url": ...}`` then serves."""
     import argparse
 
     ap = argparse.ArgumentParser(description=main.__doc__)
     ap.add_argument("root")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--delay-ms", type=float, default=0.0, help="latency added to every answer")
     args = ap.parse_args(argv)
     root = Path(args.root).resolve()
-    httpd = ThreadingHTTPServer((args.host, args.port), _handler(root, _Counters()))
+    httpd = ThreadingHTTPServer((args.host, args.port), _handler(root, _Counters(), args.delay_ms / 1000.0))
     httpd.daemon_threads = True
     print(json.dumps({"url": f"http://{args.host}:{httpd.server_address[1]}"}), flush=True)
     try:

@@ -254,26 +254,6 @@ def warm_up(cube, model, workdir: Path, args) -> None:
     pipeline(small, model, workdir / "warmup.zarr", args)
 
 
-def _arenas(args) -> str:
-    """The allocator setting as the header prints it."""
-    if args.nanny_malloc:
-        return "glibc-default+MALLOC_TRIM_THRESHOLD_=65536(nanny)"
-    if not args.malloc_arenas_capped:
-        return "glibc-default"
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return f"{os.environ['MALLOC_ARENA_MAX']}(environment)"
-    return str(args.malloc_arena_max)
-
-
-def _gdal_cache(args) -> str:
-    """The GDAL block cache as the header prints it."""
-    if args.gdal_cache_set:
-        return f"{args.gdal_cachemax}MB"
-    if os.environ.get("GDAL_CACHEMAX"):
-        return f"{os.environ['GDAL_CACHEMAX']}(environment)"
-    return "gdal-default(5%-of-RAM)"
-
-
 @contextlib.contextmanager
 def scheduler(args):
     """The Dask scheduler of the pipeline runs: ``threads`` is what the ``map-aoi`` flow uses by
@@ -393,15 +373,16 @@ def main() -> None:
     p.add_argument("--cog-dir", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     from cloudlulc.config import Settings
-    from cloudlulc.worker_memory import limit_gdal_block_cache, limit_malloc_arenas
+    from cloudlulc.worker_memory import apply_worker_memory_limits
 
     if args.malloc_arena_max is None:
         args.malloc_arena_max = 0 if args.nanny_malloc else Settings().malloc_arena_max
     if args.gdal_cachemax is None:
         args.gdal_cachemax = Settings().gdal_cachemax_mb
     # as dask_client() does before the workers start (cloudlulc.worker_memory): here before any thread
-    args.malloc_arenas_capped = limit_malloc_arenas(args.malloc_arena_max)
-    args.gdal_cache_set = limit_gdal_block_cache(args.gdal_cachemax)
+    args.memory_limits = apply_worker_memory_limits(args.malloc_arena_max, args.gdal_cachemax)
+    if args.nanny_malloc:  # the memory runs' children get Dask nanny's variable (see below)
+        args.memory_limits += "; memory runs with MALLOC_TRIM_THRESHOLD_=65536 (Dask's nanny)"
     import cloudlulc.cube
 
     if args.read_threads is not None:
@@ -430,9 +411,9 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device={dev} model={args.model} tile={args.tile} overlap={args.overlap} batch={args.batch_size} "
           f"chunk={args.chunk} read_chunk={args.read_chunk} torch_threads={args.torch_threads} dask_workers={args.dask_workers} "
-          f"scheduler={args.scheduler} malloc_arena_max={_arenas(args)} gdal_cachemax={_gdal_cache(args)} "
-          f"read_threads={args.read_threads} "
+          f"scheduler={args.scheduler} read_threads={args.read_threads} "
           f"cpus={os.cpu_count()} load_avg_1min={load:.1f}")
+    print(f"memory limits: {args.memory_limits}")
     model = load_model(args.model)
     if not args.skip_throughput:
         with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as servers:
@@ -501,7 +482,7 @@ def main() -> None:
             sizes = [block_side, 4 * block_side]
         else:
             sizes = [int(s) for s in args.memory_sizes.split(",")]
-        print(f"memory: malloc_arena_max={_arenas(args)} gdal_cachemax={_gdal_cache(args)} (fresh process per AOI)")
+        print(f"memory: {args.memory_limits} (fresh process per AOI)")
         if args.block_chunks and sizes[0] < block_side:
             print(f"memory: note: the smaller AOI ({sizes[0]} px) is below one block ({block_side} px), so it "
                   "under-fills the block and the growth overstates the AOI dependence")

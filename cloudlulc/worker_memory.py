@@ -48,6 +48,12 @@ def _check(name: str, value: int) -> None:
         raise ValueError(f"{name} must be >= 0 (0 leaves the library's default), got {value}")
 
 
+def _operator_arenas() -> int | None:
+    """The operator's ``MALLOC_ARENA_MAX`` when it is one glibc accepts (a positive integer)."""
+    value = os.environ.get(ARENA_VARIABLE, "").strip()
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 def _glibc() -> ctypes.CDLL | None:
     """The process's C library when it is glibc (it has ``gnu_get_libc_version``), else None."""
     if not sys.platform.startswith("linux"):
@@ -76,9 +82,7 @@ def limit_malloc_arenas(max_arenas: int) -> bool:
     _check("max_arenas", max_arenas)
     if max_arenas == 0:
         return False
-    operator = os.environ.get(ARENA_VARIABLE, "").strip()
-    if operator.isdigit() and int(operator) > 0:
-        max_arenas = int(operator)
+    max_arenas = _operator_arenas() or max_arenas
     libc = _glibc()
     if libc is None:
         return False
@@ -107,7 +111,7 @@ def limit_gdal_block_cache(megabytes: int) -> bool:
 def apply_worker_memory_limits(max_arenas: int, gdal_cachemax_mb: int) -> str:
     """Both limits for this process, before its worker threads start. Returns what is in force, for
     the run's log (operators see there whether their environment or the settings applied)."""
-    operator_arenas = os.environ.get(ARENA_VARIABLE)
+    operator_arenas = _operator_arenas()
     capped = limit_malloc_arenas(max_arenas)
     if operator_arenas:  # glibc applied it at start, whatever the setting says
         arena_text = f"malloc arenas capped at {operator_arenas} (environment)"

@@ -77,7 +77,7 @@ def main() -> int:
 
     import dask
     import torch
-    from inference import demo_cube
+    from inference import catalog_cube, write_benchmark_catalog
 
     from cloudlulc.inference import (
         _DEVICE_MODELS,
@@ -102,7 +102,8 @@ def main() -> int:
     model = from_pretrained(demo_weights_path()).eval()
     options = {"tile": args.tile, "overlap": args.overlap, "batch_size": args.batch_size}
     with tempfile.TemporaryDirectory() as tmp, dask.config.set(scheduler="threads", num_workers=args.dask_workers):
-        cube, _ = demo_cube(Path(tmp), args.chunk, args.size)
+        cat = write_benchmark_catalog(Path(tmp) / "catalog", args.size)
+        cube, _ = catalog_cube(cat, args.chunk, args.size)
         cube = cube.persist()  # both sides classify the same loaded cube: the check is the network's device
         print(f"AOI {cube.sizes['y']} x {cube.sizes['x']} px, cube chunks {args.chunk}, tile {args.tile}, "
               f"overlap {args.overlap}, batch {args.batch_size}, {args.dask_workers} Dask threads")

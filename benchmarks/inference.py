@@ -23,8 +23,9 @@ Source of the pipeline input: ``--source demo`` writes a simulated Planetary-Com
 sized for a ``--size`` x ``--size`` pixel AOI across its two Sentinel-2 tiles
 (:func:`cloudlulc.simulate.write_demo_catalog`, SIMULATED DATA; ``--size 0``: the small demo AOI) and
 reads it through ``cloudlulc.catalog`` pairing and :func:`cloudlulc.cube.build_cube`.
-``--source synthetic`` (and the memory runs, which need a chosen AOI size) write synthetic COGs and
-open them lazily with ``rioxarray.open_rasterio``.
+``--source synthetic`` writes synthetic multi-band COGs and opens them lazily with
+``rioxarray.open_rasterio``. The memory runs read a catalog sized for each of their AOIs the same way
+(``--memory-source demo``, the default) or synthetic COGs (``--memory-source synthetic``).
 
 Examples::
 
@@ -108,36 +109,49 @@ def synthetic_cube(paths: dict[str, Path], chunk: int):
     return ds
 
 
-def demo_cube(workdir: Path, chunk: int, size: int | None = None, serve: Any = None):
-    """A build_cube cube from the simulated Planetary-Computer-shaped catalog (SIMULATED DATA).
+def write_benchmark_catalog(out_dir: Path, size: int | None = None):
+    """The simulated Planetary-Computer-shaped catalog the demo source reads (SIMULATED DATA).
 
-    ``size=None``: the demo catalog's first acquisition over its small demo AOI. ``size=N``: a
-    catalog with one acquisition (baseline 04.00, 85 % cloud, its S1 pass split in two frames) whose
-    two S2 tiles are large enough for an N x N pixel AOI centred on their overlap, so the cube
-    mosaics both tiles, harmonises, reads SCL and S1 over a realistic extent. ``serve``: a callable
-    taking the catalog directory and returning the URL it is served at; the cube then reads the
-    COGs over HTTP, as from a remote catalog.
+    ``size=None``: the demo catalog. ``size=N``: a catalog with one acquisition (baseline 04.00, 85 %
+    cloud, its S1 pass split in two frames) whose two S2 tiles are large enough for an N x N pixel AOI
+    centred on their overlap (see :func:`catalog_cube`).
+    """
+    from cloudlulc.simulate import write_demo_catalog
+    from cloudlulc.simulate import catalog as simcat
+
+    if size is None:
+        return write_demo_catalog(out_dir, seed=0)
+    return write_demo_catalog(out_dir, seed=0, tile_size=_tile_for(size),
+                              s2_acquisitions=simcat.DEFAULT_S2[2:3], s1_passes=simcat.DEFAULT_S1[2:3])
+
+
+def _tile_for(size: int) -> int:
+    """S2 tile side for an N px AOI: a multiple of 6, the AOI plus a margin inside each tile's height."""
+    return -(-(size + 120) // 6) * 6
+
+
+def catalog_cube(cat, chunk: int, size: int | None = None, serve: Any = None):
+    """A build_cube cube over a :func:`write_benchmark_catalog` catalog, through catalog pairing.
+
+    ``size=None``: the demo catalog's first acquisition over its small demo AOI. ``size=N``: an N x N
+    pixel AOI centred on the two tiles' overlap, so the cube mosaics both tiles, harmonises, reads SCL
+    and S1 over a realistic extent. ``serve``: a callable taking the catalog directory and returning
+    the URL it is served at; the cube then reads the COGs over HTTP, as from a remote catalog.
     """
     from pyproj import Transformer
 
     from cloudlulc.catalog import Pair, group_acquisitions, parse_aoi, select_s1
     from cloudlulc.cube import build_cube, grid_for_aoi
-    from cloudlulc.simulate import write_demo_catalog
-    from cloudlulc.simulate import catalog as simcat
 
     if size is None:
-        cat = write_demo_catalog(workdir / "catalog", seed=0)
         aoi = parse_aoi(list(cat.aoi_bbox_lonlat))
     else:
-        tile = -(-(size + 120) // 6) * 6  # multiple of 6, the AOI plus a margin inside each tile's height
-        cat = write_demo_catalog(workdir / "catalog", seed=0, tile_size=tile,
-                                 s2_acquisitions=simcat.DEFAULT_S2[2:3], s1_passes=simcat.DEFAULT_S1[2:3])
         to_utm = Transformer.from_crs(4326, cat.epsg, always_xy=True)
         to_ll = Transformer.from_crs(cat.epsg, 4326, always_xy=True)
         tiles = cat.items_of("sentinel-2-l2a")
         east_edge = min(to_utm.transform_bounds(*it["bbox"])[2] for it in tiles)  # the western tile's east edge
         top = min(to_utm.transform_bounds(*it["bbox"])[3] for it in tiles)
-        cx, cy = east_edge - 300.0, top - (tile * 10.0) / 2
+        cx, cy = east_edge - 300.0, top - (_tile_for(size) * 10.0) / 2
         half = size * 10.0 / 2 - 1.0
         aoi = parse_aoi([*to_ll.transform(cx - half, cy - half), *to_ll.transform(cx + half, cy + half)])
     items = cat.with_href_base(serve(cat.root)) if serve is not None else cat.items
@@ -274,12 +288,18 @@ def scheduler(args):
 
 
 def memory_run(args) -> None:
-    """Child process: one synthetic-COG pipeline run; prints JSON with peak RSS."""
+    """Child process: one pipeline run over the input its parent wrote; prints JSON with peak RSS."""
     import torch
 
     torch.set_num_threads(args.torch_threads)
     with tempfile.TemporaryDirectory() as tmp:
-        cube = synthetic_cube({k: Path(args.cog_dir) / f"{k}.tif" for k in ("optical", "sar", "cloud")}, args.read_chunk)
+        if args.memory_source == "demo":
+            from cloudlulc.simulate import SimCatalog
+
+            cube, _ = catalog_cube(SimCatalog.load(args.input_dir), args.read_chunk, args.size)
+        else:
+            cube = synthetic_cube({k: Path(args.input_dir) / f"{k}.tif" for k in ("optical", "sar", "cloud")},
+                                  args.read_chunk)
         model = load_model(args.model)
         with scheduler(args):
             warm_up(cube, model, Path(tmp), args)
@@ -352,6 +372,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="pipeline runs, each between two model-only runs")
     p.add_argument("--memory-sizes", default="auto",
                    help="two AOI sides, the second 4x the first = 16x area (auto: one block side and 4x it)")
+    p.add_argument("--memory-source", choices=("demo", "synthetic"), default="demo",
+                   help="input of the memory runs: demo = a simulated catalog sized for each AOI, read through "
+                        "catalog pairing and build_cube (the pipeline's path; the 8192 px catalog takes a few "
+                        "minutes and about 15 GB to write); synthetic = multi-band COGs via rioxarray")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--block-chunks", type=int, default=None,
@@ -370,7 +394,7 @@ def main() -> None:
     p.add_argument("--nanny-malloc", action="store_true",
                    help="memory runs with Dask's nanny default MALLOC_TRIM_THRESHOLD_=65536 (low memory, much slower)")
     p.add_argument("--_memory-run", dest="memory_run", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--cog-dir", default="", help=argparse.SUPPRESS)
+    p.add_argument("--_input-dir", dest="input_dir", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     from cloudlulc.config import Settings
     from cloudlulc.worker_memory import apply_worker_memory_limits
@@ -425,7 +449,8 @@ def main() -> None:
 
                     def serve(root):
                         return servers.enter_context(serve_assets(root, delay_ms=args.asset_latency_ms)).url
-                cube, _ = demo_cube(tmp_path, args.read_chunk, args.size or None, serve=serve)
+                cat = write_benchmark_catalog(tmp_path / "catalog", args.size or None)
+                cube, _ = catalog_cube(cat, args.read_chunk, args.size or None, serve=serve)
                 what = "simulated catalog (COGs, 2 S2 tiles, 2 S1 frames) -> catalog pairing -> build_cube"
                 if serve is not None:
                     what += f" (COGs over loopback HTTP, {args.asset_latency_ms:g} ms per request)"
@@ -482,16 +507,24 @@ def main() -> None:
             sizes = [block_side, 4 * block_side]
         else:
             sizes = [int(s) for s in args.memory_sizes.split(",")]
-        print(f"memory: {args.memory_limits} (fresh process per AOI)")
+        source = ("simulated catalog -> catalog pairing -> build_cube" if args.memory_source == "demo"
+                  else "synthetic COGs -> rioxarray.open_rasterio")
+        print(f"memory: {args.memory_limits} (fresh process per AOI; input: {source})")
         if args.block_chunks and sizes[0] < block_side:
             print(f"memory: note: the smaller AOI ({sizes[0]} px) is below one block ({block_side} px), so it "
                   "under-fills the block and the growth overstates the AOI dependence")
         runs = []
         with tempfile.TemporaryDirectory() as tmp:
             for size in sizes:
-                cog_dir = Path(tmp) / f"cogs{size}"
-                write_synthetic_cogs(cog_dir, size)
-                cmd = [sys.executable, __file__, "--_memory-run", "--cog-dir", str(cog_dir), "--device", args.device,
+                input_dir = Path(tmp) / f"input{size}"
+                written = time.perf_counter()
+                if args.memory_source == "demo":
+                    write_benchmark_catalog(input_dir, size)
+                else:
+                    write_synthetic_cogs(input_dir, size)
+                print(f"memory: input for {size} px written in {time.perf_counter() - written:.0f} s", flush=True)
+                cmd = [sys.executable, __file__, "--_memory-run", "--_input-dir", str(input_dir),
+                       "--memory-source", args.memory_source, "--size", str(size), "--device", args.device,
                        "--model", args.model, "--tile", str(args.tile), "--overlap", str(args.overlap),
                        "--batch-size", str(args.batch_size), "--chunk", str(args.chunk),
                        "--read-chunk", str(args.read_chunk),

@@ -24,6 +24,7 @@ from shapely.geometry import Polygon, box, shape
 from cloudlulc.classes import NUM_CLASSES, S2_BANDS, SCL_CLOUD_CLASSES, WORLDCOVER_TO_LULC, remap_labels
 from cloudlulc.schemas import validate_stac
 from cloudlulc.simulate import DEFAULT_S1, DEFAULT_S2, SimCatalog, simulate_scene, write_demo_catalog
+from cloudlulc.simulate.scene import apply_clouds, make_clouds, make_landscape, render_optical
 
 S2_DATA_ASSETS = {*S2_BANDS, "SCL"}
 
@@ -109,6 +110,18 @@ def test_clouds_are_bright_shadows_dark_and_clear_pixels_untouched():
     clear = ~s.cloud
     rel = np.abs(s.optical[:, clear] - s.optical_clear[:, clear]) / s.optical_clear[:, clear]
     assert rel.max() < 0.11  # only the faint halo of a shadow (< 15 % strength, unflagged) touches them
+
+
+def test_clouds_composited_in_place_equal_a_new_cube():
+    """The catalog writer composites over the clear cube in place (half the memory of a large scene)."""
+    land = make_landscape(4, (96, 120))
+    clear = render_optical(land, 0.5, np.random.default_rng(1))
+    clouds = make_clouds(np.random.default_rng(2), land.shape, 0.4)
+    fresh = apply_clouds(clear, clouds, np.random.default_rng(3))
+    assert fresh is not clear and not np.array_equal(fresh, clear)
+    reused = apply_clouds(clear, clouds, np.random.default_rng(3), in_place=True)
+    assert reused is clear and reused.dtype == np.float32
+    assert np.array_equal(reused, fresh)
 
 
 def test_scl_agrees_with_surface_classes_on_clear_pixels():

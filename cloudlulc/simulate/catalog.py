@@ -628,8 +628,9 @@ def _write_s2(
     rng = np.random.default_rng([seed, 2, index])
     clear = render_optical(land, acq.season, rng)
     clouds = make_clouds(rng, land.shape, acq.cloud_cover)
-    optical = apply_clouds(clear, clouds, rng)
     scl_world = scene_classification(land.labels, clear, clouds)
+    optical = apply_clouds(clear, clouds, rng, in_place=True)  # the clear cube is not needed any more
+    del clear
     offset = 1000 if float(acq.processing_baseline) >= 4.0 else 0
     n = layout.tile_size
     dt = acq.datetime

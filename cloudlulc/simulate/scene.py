@@ -211,7 +211,8 @@ def make_landscape(seed: int, shape: tuple[int, int], *, parcel_size: float = 36
         raise ValueError(f"simulated scenes need at least 8 x 8 pixels, got {shape}")
     rng = np.random.default_rng([seed, 0x1A5D])
     scale = float(max(h, w))
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    yy = np.arange(h, dtype=np.float32)[:, None]  # pixel coordinates, broadcast where used
+    xx = np.arange(w, dtype=np.float32)[None, :]
 
     # Terrain: forest on the hills, lakes in the lows.
     elev = fractal_noise(rng, shape, (scale / 7, scale / 25, scale / 80), (1.0, 0.45, 0.2))
@@ -251,17 +252,27 @@ def make_landscape(seed: int, shape: tuple[int, int], *, parcel_size: float = 36
     # Towns: a few blobs of irregular outline plus their road axes.
     n_towns = max(1, int(round(h * w / 110_000.0 * rng.uniform(0.7, 1.3))))
     fine = smooth_noise(rng, shape, 4.0)
+    # How far the noise can push a town's outline beyond its radius: each town is drawn in the window
+    # that can hold it, so the cost grows with the area, not with area x number of towns.
+    reach = 1.0 + 0.35 * max(0.0, -float(fine.min()))
     for _ in range(n_towns):
         cy, cx = rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w
         r = rng.uniform(20.0, 45.0) * (scale / 512) ** 0.25
-        d = np.hypot((yy - cy) / r, (xx - cx) / (r * rng.uniform(0.7, 1.4)))
-        town = d + 0.35 * fine < 1.0
-        labels[town] = BUILT
+        stretch = rng.uniform(0.7, 1.4)
+        half = max(r * max(1.0, stretch) * reach, 3.5 * r + 1.0) + 2.0
+        win = (
+            slice(max(0, int(cy - half)), min(h, int(cy + half) + 1)),
+            slice(max(0, int(cx - half)), min(w, int(cx + half) + 1)),
+        )
+        wy, wx = yy[win[0]], xx[:, win[1]]
+        d = np.hypot((wy - cy) / r, (wx - cx) / (r * stretch))
+        town = d + 0.35 * fine[win] < 1.0
+        labels[win][town] = BUILT
         # a road leaving the town in a random direction (2 px wide built-up line)
         ang = rng.uniform(0, np.pi)
-        dist_line = np.abs((yy - cy) * np.cos(ang) - (xx - cx) * np.sin(ang))
-        along = np.abs((yy - cy) * np.sin(ang) + (xx - cx) * np.cos(ang))
-        labels[(dist_line < 1.0) & (along < 3.5 * r)] = BUILT
+        dist_line = np.abs((wy - cy) * np.cos(ang) - (wx - cx) * np.sin(ang))
+        along = np.abs((wy - cy) * np.sin(ang) + (wx - cx) * np.cos(ang))
+        labels[win][(dist_line < 1.0) & (along < 3.5 * r)] = BUILT
 
     # Water: a meandering river across the scene and lakes in the lowest terrain.
     t = np.arange(w, dtype=np.float32)
@@ -356,9 +367,12 @@ def render_optical(land: Landscape, season: float, rng: np.random.Generator) -> 
     frac *= np.where(wt, 1.0, gain).astype(np.float32)[None]
     # Sensor point-spread: neighbouring pixels mix a little (mixed pixels at parcel edges); blurring
     # the 6 abundances instead of the 12 bands gives the same result (mixing is linear) at half the cost.
-    frac = ndimage.gaussian_filter(frac, sigma=(0, 0.6, 0.6), truncate=2.0)
+    ndimage.gaussian_filter(frac, sigma=(0, 0.6, 0.6), truncate=2.0, output=frac)  # line-buffered: safe in place
     refl = np.tensordot(_EM.T, frac, axes=(1, 0))  # [12, H, W]
-    refl += 0.003 * rng.standard_normal(refl.shape, dtype=np.float32)
+    del frac
+    # Band by band: the same random stream as one [12, H, W] draw, without a second cube in memory.
+    for band in refl:
+        band += 0.003 * rng.standard_normal(band.shape, dtype=np.float32)
     return np.clip(refl, 0.0001, 1.0, out=refl).astype(np.float32, copy=False)
 
 
@@ -443,16 +457,25 @@ def make_clouds(
     )
 
 
-def apply_clouds(clear: np.ndarray, clouds: CloudField, rng: np.random.Generator) -> np.ndarray:
-    """Composite clouds over (shadowed) clear reflectance."""
-    out = clear * (1.0 - 0.7 * clouds.shadow)[None]
+def apply_clouds(
+    clear: np.ndarray, clouds: CloudField, rng: np.random.Generator, *, in_place: bool = False
+) -> np.ndarray:
+    """Composite clouds over (shadowed) clear reflectance.
+
+    Band by band, so a large scene needs one band of scratch memory; ``in_place`` overwrites
+    ``clear`` (float32) instead of allocating the cloudy cube beside it.
+    """
+    out = clear if in_place else np.empty(clear.shape, np.float32)
+    dim = (1.0 - 0.7 * clouds.shadow).astype(np.float32)
     tex = np.exp(0.08 * smooth_noise(rng, clouds.opacity.shape, 3.0))
-    top = CLOUD_SPECTRUM[:, None, None] * tex[None]
-    # out = (1 - a) * out + a * top, computed in place: these arrays are 12 x H x W
-    top -= out
-    top *= clouds.opacity[None]
-    out += top
-    return out.astype(np.float32, copy=False)
+    for b in range(clear.shape[0]):
+        # out = (1 - a) * shadowed + a * cloud top
+        shadowed = np.multiply(clear[b], dim, out=out[b])
+        top = CLOUD_SPECTRUM[b] * tex
+        top -= shadowed
+        top *= clouds.opacity
+        shadowed += top
+    return out
 
 
 def scene_classification(labels: np.ndarray, clear: np.ndarray, clouds: CloudField) -> np.ndarray:

@@ -359,8 +359,8 @@ def main() -> None:
                    help="cube chunk size (reads and inference); default: the pipeline's read_chunk_size(--chunk)")
     p.add_argument("--source", choices=("demo", "synthetic"), default="demo")
     p.add_argument("--read-threads", type=int, default=None,
-                   help="threads reading a chunk's bands of remote assets at once (cloudlulc.cube.READ_THREADS; "
-                        "1: one after the other)")
+                   help="threads reading a chunk's bands of remote assets at once (default: the "
+                        "remote_read_threads setting; 1: one after the other)")
     p.add_argument("--asset-latency-ms", type=float, default=None,
                    help="demo source: read the COGs over HTTP from a loopback server that answers every "
                         "request after this many ms, as a remote object store would (default: local files)")
@@ -407,11 +407,11 @@ def main() -> None:
     args.memory_limits = apply_worker_memory_limits(args.malloc_arena_max, args.gdal_cachemax)
     if args.nanny_malloc:  # the memory runs' children get Dask nanny's variable (see below)
         args.memory_limits += "; memory runs with MALLOC_TRIM_THRESHOLD_=65536 (Dask's nanny)"
-    import cloudlulc.cube
+    from cloudlulc.cube import remote_read_threads, set_remote_read_threads
 
     if args.read_threads is not None:
-        cloudlulc.cube.READ_THREADS = args.read_threads
-    args.read_threads = cloudlulc.cube.READ_THREADS
+        set_remote_read_threads(args.read_threads)
+    args.read_threads = remote_read_threads()
     from cloudlulc.pipeline import read_chunk_size
 
     args.read_chunk = read_chunk_size(args.chunk, args.read_chunk)

@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     #: GDAL block cache (MB) of those processes: GDAL's default, 5 % of RAM, fills with the blocks of
     #: every open COG handle and grew peak memory +121 % for 16x the area; 0 keeps GDAL's default
     gdal_cachemax_mb: int = Field(64, ge=0)
+    #: bands of a chunk of remote (HTTP, object store) assets read at once, per process
+    #: (cloudlulc.cube): their range requests' waits overlap. At 20 ms per request the pipeline ran
+    #: 0.47-0.52 M px/s reading one band after the other, 0.74-0.83 with 8. Local files are always
+    #: read one after the other
+    remote_read_threads: int = Field(8, ge=1)
 
     # --- orchestration --------------------------------------------------------------------------
     #: retries of tasks that touch the network (search, pairing, reading pixels)

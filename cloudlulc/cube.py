@@ -360,11 +360,55 @@ def _read_first_valid(tables: np.ndarray | list[np.ndarray], slices: tuple[slice
     return out
 
 
-#: threads that read the bands of a chunk of remote assets at once (one pool per process, shared by
-#: every Dask thread)
-READ_THREADS = 8
+#: this process's pool that reads the bands of a chunk of remote assets at once, shared by every
+#: Dask thread, and its size (:func:`set_remote_read_threads`; None until first needed, then the
+#: ``remote_read_threads`` setting, so worker processes take it from their environment)
 _READ_POOL: ThreadPoolExecutor | None = None
+_READ_THREADS: int | None = None
 _READ_POOL_LOCK = threading.Lock()
+
+
+def remote_read_threads() -> int:
+    """How many bands of remote assets this process reads at once."""
+    with _READ_POOL_LOCK:
+        return _configured_read_threads()
+
+
+def set_remote_read_threads(threads: int) -> None:
+    """Size this process's remote read pool (1: read bands one after the other).
+
+    Called where the workers start (:func:`cloudlulc.dask_cluster.dask_client`), with the
+    ``remote_read_threads`` setting, before any read: a pool of another size is shut down and
+    replaced.
+    """
+    global _READ_POOL, _READ_THREADS
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"remote read threads must be a positive integer, got {threads!r}")
+    with _READ_POOL_LOCK:
+        if _READ_POOL is not None and threads != _READ_THREADS:
+            _READ_POOL.shutdown(wait=False)
+            _READ_POOL = None
+        _READ_THREADS = threads
+
+
+def _configured_read_threads() -> int:
+    """The pool size, from the settings on first use (caller holds the lock)."""
+    global _READ_THREADS
+    if _READ_THREADS is None:
+        from .config import get_settings
+
+        _READ_THREADS = get_settings().remote_read_threads
+    return _READ_THREADS
+
+
+def _read_pool() -> ThreadPoolExecutor | None:
+    """The shared read pool, created on first use; None when reads run one after the other."""
+    global _READ_POOL
+    with _READ_POOL_LOCK:
+        threads = _configured_read_threads()
+        if _READ_POOL is None and threads > 1:
+            _READ_POOL = ThreadPoolExecutor(threads, thread_name_prefix="cloudlulc-read")
+        return _READ_POOL
 
 
 def _is_remote(reader: Any) -> bool:
@@ -384,13 +428,10 @@ def _read_concurrently(readers: list[Any], window: windows.Window) -> list[np.nd
     Local files are read one after the other: there the pool only added handles and CPU (about
     9 % slower).
     """
-    global _READ_POOL
-    if len(readers) < 2 or READ_THREADS < 2 or not any(_is_remote(r) for r in readers):
+    pool = _read_pool() if len(readers) > 1 and any(_is_remote(r) for r in readers) else None
+    if pool is None:
         return [r.read(window) for r in readers]
-    with _READ_POOL_LOCK:
-        if _READ_POOL is None:
-            _READ_POOL = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="cloudlulc-read")
-    return list(_READ_POOL.map(lambda reader: reader.read(window), readers))
+    return list(pool.map(lambda reader: reader.read(window), readers))
 
 
 def baseline_offset(item: dict) -> float:

@@ -22,7 +22,7 @@ Memory limits are set where the workers start (``malloc_arena_max``, ``gdal_cach
 :mod:`cloudlulc.worker_memory`): in this process for the threaded scheduler and an in-process
 ``LocalCluster``, and through the nanny for worker processes, whose ``MALLOC_TRIM_THRESHOLD_`` (it
 made the same run 2.8x slower) the arena cap replaces. Images built from ``deploy/Dockerfile`` carry
-the same settings for remote workers.
+the same settings for remote workers. So is the remote read pool's size (``remote_read_threads``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from cloudlulc.config import Settings, get_settings
+from cloudlulc.cube import set_remote_read_threads
 from cloudlulc.worker_memory import apply_worker_memory_limits, nanny_environ
+
+#: environment variable of the ``remote_read_threads`` setting, for worker processes
+READ_THREADS_VARIABLE = "CLOUDLULC_REMOTE_READ_THREADS"
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +68,7 @@ def dask_client(settings: Settings | None = None, *, address: str | None = None)
         # explicit: outside the main thread (Prefect tasks) Dask would otherwise size a new pool by
         # Python's default, min(32, cores + 4), and oversubscribe the cores
         threads = s.dask_threads_per_worker or CPU_COUNT
-        limits = apply_worker_memory_limits(s.malloc_arena_max, s.gdal_cachemax_mb)  # before the threads start
+        limits = _configure_worker_process(s)  # before the threads start
         with dask.config.set(scheduler="threads", num_workers=threads):
             log.info("Dask threaded scheduler, %d threads; %s", threads, limits)
             yield None
@@ -99,6 +103,16 @@ def dask_client(settings: Settings | None = None, *, address: str | None = None)
         cluster.close()
 
 
+def _configure_worker_process(settings: Settings) -> str:
+    """Memory limits and the remote read pool of this process, whose threads are the workers.
+
+    Returns a description for the run log.
+    """
+    limits = apply_worker_memory_limits(settings.malloc_arena_max, settings.gdal_cachemax_mb)
+    set_remote_read_threads(settings.remote_read_threads)
+    return f"{limits}; remote assets read {settings.remote_read_threads} bands at once"
+
+
 def make_cluster(settings: Settings) -> Any:
     """Create (but do not connect to) the cluster that ``settings.dask_cluster`` selects."""
     kind = settings.dask_cluster
@@ -117,13 +131,14 @@ def make_cluster(settings: Settings) -> Any:
         if settings.dask_task_resources:
             kwargs["resources"] = dict(settings.dask_task_resources)
         if not settings.dask_processes:  # worker threads in this process
-            limits = apply_worker_memory_limits(settings.malloc_arena_max, settings.gdal_cachemax_mb)
+            limits = _configure_worker_process(settings)
             log.info("in-process LocalCluster; %s", limits)
             return LocalCluster(**kwargs)
         import dask
 
         # nannies read it when the cluster starts them; None entries unset Dask's own variables
         limits = nanny_environ(settings.malloc_arena_max, settings.gdal_cachemax_mb)
+        limits[READ_THREADS_VARIABLE] = str(settings.remote_read_threads)  # cloudlulc.cube reads it there
         environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in limits.items()}
         with dask.config.set(environ):
             return LocalCluster(**kwargs)

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -571,6 +574,65 @@ def test_bands_of_remote_assets_are_read_concurrently_in_order():
     assert {r.thread for r in local} == {threading.current_thread().name}
     with pytest.raises(AssetReadError, match="B02-missing"):
         _read_concurrently([*remote[:2], Reader("https://example.test/B02-missing.tif", 2, fail=True)], window)
+
+
+@pytest.fixture
+def restore_read_threads():
+    from cloudlulc import cube
+
+    before = cube.remote_read_threads()
+    yield cube
+    cube.set_remote_read_threads(before)
+
+
+def test_remote_read_pool_size_is_a_setting(restore_read_threads):
+    """``remote_read_threads`` sizes the pool: from the environment in a fresh process, from the
+    settings where the threaded scheduler starts, and 1 reads on the calling thread."""
+    import threading
+
+    from rasterio import windows
+
+    from cloudlulc.config import Settings
+    from cloudlulc.dask_cluster import dask_client
+
+    cube = restore_read_threads
+    probe = (
+        "import threading\n"
+        "from rasterio import windows\n"
+        "from cloudlulc import cube\n"
+        "class R:\n"
+        "    url = 'https://example.test/a.tif'\n"
+        "    def read(self, w):\n"
+        "        return threading.current_thread().name\n"
+        "print(cube.remote_read_threads(), cube._read_concurrently([R(), R()], windows.Window(0, 0, 1, 1)))\n"
+    )
+    env = {**os.environ, "CLOUDLULC_REMOTE_READ_THREADS": "3"}
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[0] == "3" and "cloudlulc-read" in out.stdout
+    env["CLOUDLULC_REMOTE_READ_THREADS"] = "1"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split()[0] == "1" and "MainThread" in out.stdout and "cloudlulc-read" not in out.stdout
+    env["CLOUDLULC_REMOTE_READ_THREADS"] = "0"
+    bad = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True)
+    assert bad.returncode != 0 and "remote_read_threads" in bad.stderr
+
+    class Reader:
+        url = "https://example.test/B01.tif"
+
+        def read(self, window):
+            return threading.current_thread().name
+
+    window = windows.Window(0, 0, 1, 1)
+    with dask_client(Settings(remote_read_threads=1)):
+        assert cube.remote_read_threads() == 1
+        assert cube._read_concurrently([Reader(), Reader()], window) == [threading.current_thread().name] * 2
+    with dask_client(Settings(remote_read_threads=2)):
+        assert cube.remote_read_threads() == 2
+        names = cube._read_concurrently([Reader() for _ in range(4)], window)
+        assert all(n.startswith("cloudlulc-read") for n in names) and len(set(names)) <= 2
+    for bad_value in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="remote read threads"):
+            cube.set_remote_read_threads(bad_value)
 
 
 def test_asset_server_latency_delays_every_answer(tmp_path):

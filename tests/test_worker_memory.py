@@ -179,14 +179,16 @@ def test_worker_processes_get_the_limits_instead_of_the_nanny_trim_threshold():
 
     default_trim = dask.config.get("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_")
     cluster = make_cluster(Settings(dask_cluster="local", dask_processes=True, dask_n_workers=1,
-                                    dask_threads_per_worker=1))
+                                    dask_threads_per_worker=1, remote_read_threads=3))
     try:
         with Client(cluster) as client:
             seen = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_",
                                                                        "GDAL_CACHEMAX")})
+            pools = client.run(lambda: __import__("cloudlulc.cube").cube.remote_read_threads())
     finally:
         cluster.close()
     assert list(seen.values()) == [{"MALLOC_ARENA_MAX": "2", "MALLOC_TRIM_THRESHOLD_": None, "GDAL_CACHEMAX": "64"}]
+    assert list(pools.values()) == [3]  # the read pool's setting reaches the worker processes too
     # the override was scoped to starting the cluster
     assert dask.config.get("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_") == default_trim
 

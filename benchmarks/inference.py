@@ -321,7 +321,8 @@ def tile_grid(model, args):
 
 
 def unique_tiles(model, h: int, w: int, args) -> int:
-    """Tiles of the global grid (what a one-shot run computes; the synthetic AOI has no nodata)."""
+    """Tiles of the global grid (what a one-shot run computes; no tile of the benchmark AOIs, synthetic
+    or catalog, is all nodata, so every one runs)."""
     grid = tile_grid(model, args)
     return grid.count(h) * grid.count(w)
 
@@ -399,10 +400,11 @@ def main() -> None:
     from cloudlulc.config import Settings
     from cloudlulc.worker_memory import apply_worker_memory_limits
 
+    settings = Settings()
     if args.malloc_arena_max is None:
-        args.malloc_arena_max = 0 if args.nanny_malloc else Settings().malloc_arena_max
+        args.malloc_arena_max = 0 if args.nanny_malloc else settings.malloc_arena_max
     if args.gdal_cachemax is None:
-        args.gdal_cachemax = Settings().gdal_cachemax_mb
+        args.gdal_cachemax = settings.gdal_cachemax_mb
     # as dask_client() does before the workers start (cloudlulc.worker_memory): here before any thread
     args.memory_limits = apply_worker_memory_limits(args.malloc_arena_max, args.gdal_cachemax)
     if args.nanny_malloc:  # the memory runs' children get Dask nanny's variable (see below)

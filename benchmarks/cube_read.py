@@ -70,8 +70,10 @@ def main() -> None:
             s1 = [it for it in items if it["collection"] == "sentinel-1-rtc"]
             aoi = parse_aoi(sim.aoi_bbox_lonlat)
             grid = grid_for_aoi(aoi)
-            print(f"grid EPSG:{grid.epsg} {grid.shape[0]}x{grid.shape[1]} px, chunks {args.chunksize}, "
-                  f"{args.workers} threads, source {'HTTP /vsicurl' if server else 'local files'}")
+            print(
+                f"grid EPSG:{grid.epsg} {grid.shape[0]}x{grid.shape[1]} px, chunks {args.chunksize}, "
+                f"{args.workers} threads, source {'HTTP /vsicurl' if server else 'local files'}"
+            )
             rows = []
             for acq in group_acquisitions(s2, aoi):
                 pair = Pair(acq, select_s1(acq, s1, aoi, 12), aoi)
@@ -86,13 +88,21 @@ def main() -> None:
                 t_cube = time.perf_counter() - t
                 out_bytes = sum(v.nbytes for v in out.data_vars.values())
                 rows.append((acq.date, src_bytes, t_plain, t_cube, out_bytes))
-            print(f"{'date':<12}{'source MB':>10}{'rasterio MB/s':>15}{'cube MB/s':>11}{'cube out MB/s':>15}{'cube/rasterio':>15}")
+            print(
+                f"{'date':<12}{'source MB':>10}{'rasterio MB/s':>15}{'cube MB/s':>11}{'cube out MB/s':>15}{'cube/rasterio':>15}"
+            )
             for d, sb, tp, tc, ob in rows:
-                print(f"{d!s:<12}{sb / 1e6:>10.1f}{sb / 1e6 / tp:>15.1f}{sb / 1e6 / tc:>11.1f}{ob / 1e6 / tc:>15.1f}{tp / tc:>15.2f}")
+                print(
+                    f"{d!s:<12}{sb / 1e6:>10.1f}{sb / 1e6 / tp:>15.1f}{sb / 1e6 / tc:>11.1f}{ob / 1e6 / tc:>15.1f}{tp / tc:>15.2f}"
+                )
             sb, tp, tc, ob = (float(np.sum([r[i] for r in rows])) for i in (1, 2, 3, 4))
-            print(f"{'total':<12}{sb / 1e6:>10.1f}{sb / 1e6 / tp:>15.1f}{sb / 1e6 / tc:>11.1f}{ob / 1e6 / tc:>15.1f}{tp / tc:>15.2f}")
-            print("cube = onto one 10 m grid (aligned windowed reads + upsampling, the warper only for other grids) "
-                  "+ harmonise + mosaic + dB; rasterio = raw native-resolution windows")
+            print(
+                f"{'total':<12}{sb / 1e6:>10.1f}{sb / 1e6 / tp:>15.1f}{sb / 1e6 / tc:>11.1f}{ob / 1e6 / tc:>15.1f}{tp / tc:>15.2f}"
+            )
+            print(
+                "cube = onto one 10 m grid (aligned windowed reads + upsampling, the warper only for other grids) "
+                "+ harmonise + mosaic + dB; rasterio = raw native-resolution windows"
+            )
 
 
 if __name__ == "__main__":

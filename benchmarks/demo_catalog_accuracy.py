@@ -37,9 +37,16 @@ def main(argv: list[str] | None = None) -> None:
         start, end = min(catalog.s2_dates), max(catalog.s2_dates)
         store = str(Path(tmp) / "accuracy.zarr")
         map_aoi(
-            {"aoi": list(catalog.aoi_bbox_lonlat), "time": f"{start.isoformat()}/{end.isoformat()}",
-             "output": store, "catalog_url": url, "weights": args.weights, "allow_optical_only": True,
-             "max_cloud_cover": 100, "quicklook_dir": tmp}
+            {
+                "aoi": list(catalog.aoi_bbox_lonlat),
+                "time": f"{start.isoformat()}/{end.isoformat()}",
+                "output": store,
+                "catalog_url": url,
+                "weights": args.weights,
+                "allow_optical_only": True,
+                "max_cloud_cover": 100,
+                "quicklook_dir": tmp,
+            }
         )
         ds = open_mosaic(store).load()
     truth = rioxarray.open_rasterio(catalog.truth_path).squeeze(drop=True)
@@ -54,8 +61,10 @@ def main(argv: list[str] | None = None) -> None:
         cm = ConfusionMatrix()
         cm.update(pred.astype(np.int64), target, float((cloud[valid] == 1).mean()))
         total = cm.compute()["total"]
-        print(f"| {str(t)[:19]} | {100 * (cloud[valid] == 1).mean():.0f} | {total['oa']:.3f} | "
-              f"{total['macro_f1']:.3f} | {total['miou']:.3f} |")
+        print(
+            f"| {str(t)[:19]} | {100 * (cloud[valid] == 1).mean():.0f} | {total['oa']:.3f} | "
+            f"{total['macro_f1']:.3f} | {total['miou']:.3f} |"
+        )
 
 
 if __name__ == "__main__":

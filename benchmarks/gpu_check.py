@@ -46,8 +46,10 @@ def compare_maps(ref, test, min_agreement: float) -> list[str]:
         failures.append(f"nodata differs at {int((nodata_ref != nodata).sum())} pixels")
     valid = ~nodata_ref & ~nodata
     agreement = float((lulc_ref[valid] == lulc[valid]).mean()) if valid.any() else 1.0
-    print(f"  lulc: {agreement:.4%} of {int(valid.sum()):,} valid pixels in the same class "
-          f"(nodata pixels: {int(nodata_ref.sum()):,})")
+    print(
+        f"  lulc: {agreement:.4%} of {int(valid.sum()):,} valid pixels in the same class "
+        f"(nodata pixels: {int(nodata_ref.sum()):,})"
+    )
     if agreement < min_agreement:
         failures.append(f"lulc agreement {agreement:.4%} < {min_agreement:.2%}")
     for name, tolerance in (("confidence", 3), ("optical_reliability", 3)):
@@ -92,8 +94,10 @@ def main() -> int:
         print("CUDA is not available here: nothing to check (use --device cpu to try the script)", file=sys.stderr)
         return 2
     failures: list[str] = []
-    print(f"torch {torch.__version__}, device under test {device}"
-          + (f" ({torch.cuda.get_device_name(device)}), AMP dtype {AMP_DTYPE}" if device.type == "cuda" else ""))
+    print(
+        f"torch {torch.__version__}, device under test {device}"
+        + (f" ({torch.cuda.get_device_name(device)}), AMP dtype {AMP_DTYPE}" if device.type == "cuda" else "")
+    )
     auto = resolve_device("auto")
     print(f"device='auto' resolves to {auto}")
     if device.type == "cuda" and auto.type != "cuda":
@@ -105,8 +109,10 @@ def main() -> int:
         cat = write_benchmark_catalog(Path(tmp) / "catalog", args.size)
         cube, _ = catalog_cube(cat, args.chunk, args.size)
         cube = cube.persist()  # both sides classify the same loaded cube: the check is the network's device
-        print(f"AOI {cube.sizes['y']} x {cube.sizes['x']} px, cube chunks {args.chunk}, tile {args.tile}, "
-              f"overlap {args.overlap}, batch {args.batch_size}, {args.dask_workers} Dask threads")
+        print(
+            f"AOI {cube.sizes['y']} x {cube.sizes['x']} px, cube chunks {args.chunk}, tile {args.tile}, "
+            f"overlap {args.overlap}, batch {args.batch_size}, {args.dask_workers} Dask threads"
+        )
         t = time.perf_counter()
         ref = predict_cube(cube, model, device="cpu", **options).compute()
         print(f"CPU map: {time.perf_counter() - t:.1f} s")
@@ -121,11 +127,15 @@ def main() -> int:
             seconds.append(time.perf_counter() - t)
         warm = min(seconds[1:]) if len(seconds) > 1 else seconds[0]
         px = cube.sizes["y"] * cube.sizes["x"]
-        print(f"{device} map: first run {seconds[0]:.2f} s, warm {warm:.2f} s = {px / warm:,.0f} px/s "
-              "(cube already in memory: network, blending and products only)")
+        print(
+            f"{device} map: first run {seconds[0]:.2f} s, warm {warm:.2f} s = {px / warm:,.0f} px/s "
+            "(cube already in memory: network, blending and products only)"
+        )
         if device.type == "cuda":
-            print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB allocated, "
-                  f"{torch.cuda.max_memory_reserved(device) / 2**20:,.0f} MiB reserved")
+            print(
+                f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**20:,.0f} MiB allocated, "
+                f"{torch.cuda.max_memory_reserved(device) / 2**20:,.0f} MiB reserved"
+            )
     print(f"{device} against the CPU:")
     failures += compare_maps(ref, test, args.min_agreement)
     copies = [key for key in _DEVICE_MODELS if key[1] == str(device)]

@@ -67,13 +67,25 @@ def write_synthetic_cogs(out_dir: Path, size: int, seed: int = 0, block: int = 2
 
     out_dir.mkdir(parents=True, exist_ok=True)
     transform = from_origin(500000.0, 4600000.0, 10.0, 10.0)
-    common = dict(driver="GTiff", width=size, height=size, crs="EPSG:32633", transform=transform, tiled=True,
-                  blockxsize=block, blockysize=block, compress="deflate", predictor=1)
+    common = dict(
+        driver="GTiff",
+        width=size,
+        height=size,
+        crs="EPSG:32633",
+        transform=transform,
+        tiled=True,
+        blockxsize=block,
+        blockysize=block,
+        compress="deflate",
+        predictor=1,
+    )
     paths = {"optical": out_dir / "optical.tif", "sar": out_dir / "sar.tif", "cloud": out_dir / "cloud.tif"}
     rng = np.random.default_rng(seed)
-    with rasterio.open(paths["optical"], "w", count=len(S2_BANDS), dtype="float32", nodata=np.nan, **common) as o, \
-            rasterio.open(paths["sar"], "w", count=len(S1_BANDS), dtype="float32", nodata=np.nan, **common) as s, \
-            rasterio.open(paths["cloud"], "w", count=1, dtype="uint8", nodata=255, **common) as c:
+    with (
+        rasterio.open(paths["optical"], "w", count=len(S2_BANDS), dtype="float32", nodata=np.nan, **common) as o,
+        rasterio.open(paths["sar"], "w", count=len(S1_BANDS), dtype="float32", nodata=np.nan, **common) as s,
+        rasterio.open(paths["cloud"], "w", count=1, dtype="uint8", nodata=255, **common) as c,
+    ):
         for y0 in range(0, size, block):
             for x0 in range(0, size, block):
                 h, w = min(block, size - y0), min(block, size - x0)
@@ -116,13 +128,18 @@ def write_benchmark_catalog(out_dir: Path, size: int | None = None):
     cloud, its S1 pass split in two frames) whose two S2 tiles are large enough for an N x N pixel AOI
     centred on their overlap (see :func:`catalog_cube`).
     """
-    from cloudlulc.simulate import write_demo_catalog
     from cloudlulc.simulate import catalog as simcat
+    from cloudlulc.simulate import write_demo_catalog
 
     if size is None:
         return write_demo_catalog(out_dir, seed=0)
-    return write_demo_catalog(out_dir, seed=0, tile_size=_tile_for(size),
-                              s2_acquisitions=simcat.DEFAULT_S2[2:3], s1_passes=simcat.DEFAULT_S1[2:3])
+    return write_demo_catalog(
+        out_dir,
+        seed=0,
+        tile_size=_tile_for(size),
+        s2_acquisitions=simcat.DEFAULT_S2[2:3],
+        s1_passes=simcat.DEFAULT_S1[2:3],
+    )
 
 
 def _tile_for(size: int) -> int:
@@ -191,14 +208,18 @@ def model_only(model, device: str, tile: int, batch: int, repeats: int, streams:
     tile = -(-tile // stride) * stride
     g = torch.Generator().manual_seed(0)
     inputs = [
-        ((0.05 + 0.3 * torch.rand((batch, 12, tile, tile), generator=g)).to(dev),
-         (-15 + 5 * torch.randn((batch, 2, tile, tile), generator=g)).to(dev))
+        (
+            (0.05 + 0.3 * torch.rand((batch, 12, tile, tile), generator=g)).to(dev),
+            (-15 + 5 * torch.randn((batch, 2, tile, tile), generator=g)).to(dev),
+        )
         for _ in range(streams)
     ]
 
     def run(k: int, n: int) -> None:
         optical, sar = inputs[k]
-        amp = torch.autocast("cuda", dtype=torch.float16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+        amp = (
+            torch.autocast("cuda", dtype=torch.float16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+        )
         with torch.inference_mode(), amp:
             for _ in range(n):
                 torch.softmax(m(optical, sar).logits.float(), 1)
@@ -225,10 +246,17 @@ def pipeline(cube, model, store: Path, args) -> tuple[float, int]:
     from cloudlulc.mosaic import write_mosaic
 
     t = time.perf_counter()
-    result = predict_cube(cube, model, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
-                          device=args.device)
-    write_mosaic(result, store, time="2024-04-19T10:00:00Z", attrs={"benchmark": True}, chunk_size=args.chunk,
-                 block_chunks=args.block_chunks or None)
+    result = predict_cube(
+        cube, model, tile=args.tile, overlap=args.overlap, batch_size=args.batch_size, device=args.device
+    )
+    write_mosaic(
+        result,
+        store,
+        time="2024-04-19T10:00:00Z",
+        attrs={"benchmark": True},
+        chunk_size=args.chunk,
+        block_chunks=args.block_chunks or None,
+    )
     return time.perf_counter() - t, cube.sizes["y"] * cube.sizes["x"]
 
 
@@ -263,8 +291,9 @@ def forward_timer():
 def warm_up(cube, model, workdir: Path, args) -> None:
     """One small run first: imports, the per-process device copy of the model, Zarr codecs. A
     long-running worker has these warm; timing them would measure start-up, not throughput."""
-    small = cube.isel(y=slice(0, min(args.read_chunk, cube.sizes["y"])),
-                      x=slice(0, min(args.read_chunk, cube.sizes["x"])))
+    small = cube.isel(
+        y=slice(0, min(args.read_chunk, cube.sizes["y"])), x=slice(0, min(args.read_chunk, cube.sizes["x"]))
+    )
     pipeline(small, model, workdir / "warmup.zarr", args)
 
 
@@ -282,8 +311,12 @@ def scheduler(args):
         return
     from distributed import Client, LocalCluster
 
-    with LocalCluster(processes=False, n_workers=1, threads_per_worker=args.dask_workers,
-                      dashboard_address=None) as cluster, Client(cluster):
+    with (
+        LocalCluster(
+            processes=False, n_workers=1, threads_per_worker=args.dask_workers, dashboard_address=None
+        ) as cluster,
+        Client(cluster),
+    ):
         yield
 
 
@@ -298,8 +331,9 @@ def memory_run(args) -> None:
 
             cube, _ = catalog_cube(SimCatalog.load(args.input_dir), args.read_chunk, args.size)
         else:
-            cube = synthetic_cube({k: Path(args.input_dir) / f"{k}.tif" for k in ("optical", "sar", "cloud")},
-                                  args.read_chunk)
+            cube = synthetic_cube(
+                {k: Path(args.input_dir) / f"{k}.tif" for k in ("optical", "sar", "cloud")}, args.read_chunk
+            )
         model = load_model(args.model)
         with scheduler(args):
             warm_up(cube, model, Path(tmp), args)
@@ -308,9 +342,19 @@ def memory_run(args) -> None:
             with forward_timer() as fwd:
                 seconds, pixels = pipeline(cube, model, Path(tmp) / "m.zarr", args)
         peak = _rss_kb("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"pixels": pixels, "seconds": seconds, "peak_rss_mb": peak / 1024, "rss_before_mb": rss0 / 1024,
-                      "peak_is_run_only": reset, "tiles_run": fwd["tiles"],
-                      "tiles_unique": unique_tiles(model, cube.sizes["y"], cube.sizes["x"], args)}))
+    print(
+        json.dumps(
+            {
+                "pixels": pixels,
+                "seconds": seconds,
+                "peak_rss_mb": peak / 1024,
+                "rss_before_mb": rss0 / 1024,
+                "peak_is_run_only": reset,
+                "tiles_run": fwd["tiles"],
+                "tiles_unique": unique_tiles(model, cube.sizes["y"], cube.sizes["x"], args),
+            }
+        )
+    )
 
 
 def tile_grid(model, args):
@@ -356,44 +400,90 @@ def main() -> None:
     p.add_argument("--overlap", type=int, default=64)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--chunk", type=int, default=1024, help="mosaic (Zarr) chunk size, as the pipeline's chunk_size")
-    p.add_argument("--read-chunk", type=int, default=None,
-                   help="cube chunk size (reads and inference); default: the pipeline's read_chunk_size(--chunk)")
+    p.add_argument(
+        "--read-chunk",
+        type=int,
+        default=None,
+        help="cube chunk size (reads and inference); default: the pipeline's read_chunk_size(--chunk)",
+    )
     p.add_argument("--source", choices=("demo", "synthetic"), default="demo")
-    p.add_argument("--read-threads", type=int, default=None,
-                   help="threads reading a chunk's bands of remote assets at once (default: the "
-                        "remote_read_threads setting; 1: one after the other)")
-    p.add_argument("--asset-latency-ms", type=float, default=None,
-                   help="demo source: read the COGs over HTTP from a loopback server that answers every "
-                        "request after this many ms, as a remote object store would (default: local files)")
-    p.add_argument("--size", type=int, default=2048,
-                   help="AOI side in pixels (demo: a simulated catalog sized for it; 0 = the small demo AOI)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="timed batches per stream for model-only (default: the AOI's tile count, so both "
-                        "sides run the same number of tiles over a comparable stretch of time)")
+    p.add_argument(
+        "--read-threads",
+        type=int,
+        default=None,
+        help="threads reading a chunk's bands of remote assets at once (default: the "
+        "remote_read_threads setting; 1: one after the other)",
+    )
+    p.add_argument(
+        "--asset-latency-ms",
+        type=float,
+        default=None,
+        help="demo source: read the COGs over HTTP from a loopback server that answers every "
+        "request after this many ms, as a remote object store would (default: local files)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=2048,
+        help="AOI side in pixels (demo: a simulated catalog sized for it; 0 = the small demo AOI)",
+    )
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed batches per stream for model-only (default: the AOI's tile count, so both "
+        "sides run the same number of tiles over a comparable stretch of time)",
+    )
     p.add_argument("--rounds", type=int, default=3, help="pipeline runs, each between two model-only runs")
-    p.add_argument("--memory-sizes", default="auto",
-                   help="two AOI sides, the second 4x the first = 16x area (auto: one block side and 4x it)")
-    p.add_argument("--memory-source", choices=("demo", "synthetic"), default="demo",
-                   help="input of the memory runs: demo = a simulated catalog sized for each AOI, read through "
-                        "catalog pairing and build_cube (the pipeline's path; the 8192 px catalog takes a few "
-                        "minutes and about 15 GB to write); synthetic = multi-band COGs via rioxarray")
+    p.add_argument(
+        "--memory-sizes",
+        default="auto",
+        help="two AOI sides, the second 4x the first = 16x area (auto: one block side and 4x it)",
+    )
+    p.add_argument(
+        "--memory-source",
+        choices=("demo", "synthetic"),
+        default="demo",
+        help="input of the memory runs: demo = a simulated catalog sized for each AOI, read through "
+        "catalog pairing and build_cube (the pipeline's path; the 8192 px catalog takes a few "
+        "minutes and about 15 GB to write); synthetic = multi-band COGs via rioxarray",
+    )
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
-    p.add_argument("--block-chunks", type=int, default=None,
-                   help="write_mosaic block side in chunks (default: auto_block_chunks(--chunk); 0: no blocks)")
-    p.add_argument("--gdal-cachemax", type=int, default=None,
-                   help="GDAL block cache in MB, as the pipeline sets it (default: the gdal_cachemax_mb setting; "
-                        "0: GDAL's default, 5 %% of RAM)")
+    p.add_argument(
+        "--block-chunks",
+        type=int,
+        default=None,
+        help="write_mosaic block side in chunks (default: auto_block_chunks(--chunk); 0: no blocks)",
+    )
+    p.add_argument(
+        "--gdal-cachemax",
+        type=int,
+        default=None,
+        help="GDAL block cache in MB, as the pipeline sets it (default: the gdal_cachemax_mb setting; "
+        "0: GDAL's default, 5 %% of RAM)",
+    )
     p.add_argument("--torch-threads", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     p.add_argument("--dask-workers", type=int, default=2, help="Dask worker threads")
-    p.add_argument("--scheduler", choices=("threads", "distributed"), default="threads",
-                   help="threads: the map-aoi default (dask_cluster=threads); distributed: dask_cluster=local "
-                        "(in-process LocalCluster)")
-    p.add_argument("--malloc-arena-max", type=int, default=None,
-                   help="glibc malloc arenas, as the pipeline sets them (default: the malloc_arena_max setting; "
-                        "0: glibc's default). --nanny-malloc runs the memory runs as Dask's nanny starts workers")
-    p.add_argument("--nanny-malloc", action="store_true",
-                   help="memory runs with Dask's nanny default MALLOC_TRIM_THRESHOLD_=65536 (low memory, much slower)")
+    p.add_argument(
+        "--scheduler",
+        choices=("threads", "distributed"),
+        default="threads",
+        help="threads: the map-aoi default (dask_cluster=threads); distributed: dask_cluster=local "
+        "(in-process LocalCluster)",
+    )
+    p.add_argument(
+        "--malloc-arena-max",
+        type=int,
+        default=None,
+        help="glibc malloc arenas, as the pipeline sets them (default: the malloc_arena_max setting; "
+        "0: glibc's default). --nanny-malloc runs the memory runs as Dask's nanny starts workers",
+    )
+    p.add_argument(
+        "--nanny-malloc",
+        action="store_true",
+        help="memory runs with Dask's nanny default MALLOC_TRIM_THRESHOLD_=65536 (low memory, much slower)",
+    )
     p.add_argument("--_memory-run", dest="memory_run", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--_input-dir", dest="input_dir", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -435,10 +525,12 @@ def main() -> None:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {args.device}: this torch ({torch.__version__}) sees no CUDA device")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"device={dev} model={args.model} tile={args.tile} overlap={args.overlap} batch={args.batch_size} "
-          f"chunk={args.chunk} read_chunk={args.read_chunk} torch_threads={args.torch_threads} dask_workers={args.dask_workers} "
-          f"scheduler={args.scheduler} read_threads={args.read_threads} "
-          f"cpus={os.cpu_count()} load_avg_1min={load:.1f}")
+    print(
+        f"device={dev} model={args.model} tile={args.tile} overlap={args.overlap} batch={args.batch_size} "
+        f"chunk={args.chunk} read_chunk={args.read_chunk} torch_threads={args.torch_threads} dask_workers={args.dask_workers} "
+        f"scheduler={args.scheduler} read_threads={args.read_threads} "
+        f"cpus={os.cpu_count()} load_avg_1min={load:.1f}"
+    )
     print(f"memory limits: {args.memory_limits}")
     model = load_model(args.model)
     if not args.skip_throughput:
@@ -451,6 +543,7 @@ def main() -> None:
 
                     def serve(root):
                         return servers.enter_context(serve_assets(root, delay_ms=args.asset_latency_ms)).url
+
                 cat = write_benchmark_catalog(tmp_path / "catalog", args.size or None)
                 cube, _ = catalog_cube(cat, args.read_chunk, args.size or None, serve=serve)
                 what = "simulated catalog (COGs, 2 S2 tiles, 2 S1 frames) -> catalog pairing -> build_cube"
@@ -469,22 +562,27 @@ def main() -> None:
                 streams = args.dask_workers if dev.type == "cpu" else 1
                 # as many tiles as the pipeline runs: a few batches would take a second or two, short
                 # enough for a neighbour's burst on a shared machine to swing the figure by 20 %
-                repeats = args.repeats or -(-unique_tiles(model, cube.sizes["y"], cube.sizes["x"], args)
-                                            // (args.batch_size * streams))
-                mo_runs = [model_only(model, args.device, args.tile, args.batch_size, repeats, streams,
-                                      args.torch_threads)]
+                repeats = args.repeats or -(
+                    -unique_tiles(model, cube.sizes["y"], cube.sizes["x"], args) // (args.batch_size * streams)
+                )
+                mo_runs = [
+                    model_only(model, args.device, args.tile, args.batch_size, repeats, streams, args.torch_threads)
+                ]
                 runs = []
                 for r in range(args.rounds):
                     with forward_timer() as fwd:
                         seconds, pixels = pipeline(cube, model, tmp_path / f"mosaic{r}.zarr", args)
-                    mo_runs.append(model_only(model, args.device, args.tile, args.batch_size, repeats, streams,
-                                              args.torch_threads))
+                    mo_runs.append(
+                        model_only(model, args.device, args.tile, args.batch_size, repeats, streams, args.torch_threads)
+                    )
                     runs.append((seconds, dict(fwd)))
         h, w = cube.sizes["y"], cube.sizes["x"]
         grid_tiles = unique_tiles(model, h, w, args)
         tile_px = tile_grid(model, args).tile ** 2
-        print(f"AOI:        {h} x {w} px = {grid_tiles} tiles of {args.tile} px at overlap {args.overlap} "
-              f"({grid_tiles * tile_px / (h * w):.2f} tile px per output px); {what} -> model -> Zarr")
+        print(
+            f"AOI:        {h} x {w} px = {grid_tiles} tiles of {args.tile} px at overlap {args.overlap} "
+            f"({grid_tiles * tile_px / (h * w):.2f} tile px per output px); {what} -> model -> Zarr"
+        )
         ratios = []
         for r, (seconds, fwd) in enumerate(runs):
             mo = (mo_runs[r] + mo_runs[r + 1]) / 2
@@ -493,15 +591,21 @@ def main() -> None:
             mo_aoi = h * w / (grid_tiles * tile_px / mo)
             rate = pixels / seconds
             ratios.append(rate / mo_aoi)
-            print(f"round {r + 1}: model-only {mo:,.0f} tile px/s (before {mo_runs[r]:,.0f}, after {mo_runs[r + 1]:,.0f}; "
-                  f"{streams} concurrent stream(s), as the pipeline's forwards run) = {mo_aoi:,.0f} output px/s over this AOI; "
-                  f"pipeline {rate:,.0f} output px/s ({seconds:.1f} s) = {rate / mo_aoi:.0%}")
-            print(f"         {fwd['tiles']} tiles in {fwd['calls']} forwards ({fwd['tiles'] / grid_tiles - 1:+.0%} "
-                  f"recomputed along block borders); forward time (incl. host<->device copies, summed over threads) "
-                  f"{fwd['seconds']:.1f} s = {fwd['seconds'] / (seconds * streams):.0%} of the workers' time")
+            print(
+                f"round {r + 1}: model-only {mo:,.0f} tile px/s (before {mo_runs[r]:,.0f}, after {mo_runs[r + 1]:,.0f}; "
+                f"{streams} concurrent stream(s), as the pipeline's forwards run) = {mo_aoi:,.0f} output px/s over this AOI; "
+                f"pipeline {rate:,.0f} output px/s ({seconds:.1f} s) = {rate / mo_aoi:.0%}"
+            )
+            print(
+                f"         {fwd['tiles']} tiles in {fwd['calls']} forwards ({fwd['tiles'] / grid_tiles - 1:+.0%} "
+                f"recomputed along block borders); forward time (incl. host<->device copies, summed over threads) "
+                f"{fwd['seconds']:.1f} s = {fwd['seconds'] / (seconds * streams):.0%} of the workers' time"
+            )
         med = float(np.median(ratios))
-        print(f"ratio pipeline / model-only over this AOI, median of {len(ratios)} rounds: {med:.0%} "
-              f"(range {min(ratios):.0%}-{max(ratios):.0%}; target >= 80 %): {'MET' if med >= 0.8 else 'NOT MET'}")
+        print(
+            f"ratio pipeline / model-only over this AOI, median of {len(ratios)} rounds: {med:.0%} "
+            f"(range {min(ratios):.0%}-{max(ratios):.0%}; target >= 80 %): {'MET' if med >= 0.8 else 'NOT MET'}"
+        )
 
     if not args.skip_memory:
         block_side = args.chunk * max(args.block_chunks, 1)
@@ -509,12 +613,17 @@ def main() -> None:
             sizes = [block_side, 4 * block_side]
         else:
             sizes = [int(s) for s in args.memory_sizes.split(",")]
-        source = ("simulated catalog -> catalog pairing -> build_cube" if args.memory_source == "demo"
-                  else "synthetic COGs -> rioxarray.open_rasterio")
+        source = (
+            "simulated catalog -> catalog pairing -> build_cube"
+            if args.memory_source == "demo"
+            else "synthetic COGs -> rioxarray.open_rasterio"
+        )
         print(f"memory: {args.memory_limits} (fresh process per AOI; input: {source})")
         if args.block_chunks and sizes[0] < block_side:
-            print(f"memory: note: the smaller AOI ({sizes[0]} px) is below one block ({block_side} px), so it "
-                  "under-fills the block and the growth overstates the AOI dependence")
+            print(
+                f"memory: note: the smaller AOI ({sizes[0]} px) is below one block ({block_side} px), so it "
+                "under-fills the block and the growth overstates the AOI dependence"
+            )
         runs = []
         with tempfile.TemporaryDirectory() as tmp:
             for size in sizes:
@@ -525,15 +634,43 @@ def main() -> None:
                 else:
                     write_synthetic_cogs(input_dir, size)
                 print(f"memory: input for {size} px written in {time.perf_counter() - written:.0f} s", flush=True)
-                cmd = [sys.executable, __file__, "--_memory-run", "--_input-dir", str(input_dir),
-                       "--memory-source", args.memory_source, "--size", str(size), "--device", args.device,
-                       "--model", args.model, "--tile", str(args.tile), "--overlap", str(args.overlap),
-                       "--batch-size", str(args.batch_size), "--chunk", str(args.chunk),
-                       "--read-chunk", str(args.read_chunk),
-                       "--torch-threads", str(args.torch_threads), "--dask-workers", str(args.dask_workers),
-                       "--scheduler", args.scheduler,
-                       "--block-chunks", str(args.block_chunks), "--malloc-arena-max", str(args.malloc_arena_max),
-                       "--gdal-cachemax", str(args.gdal_cachemax)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--_memory-run",
+                    "--_input-dir",
+                    str(input_dir),
+                    "--memory-source",
+                    args.memory_source,
+                    "--size",
+                    str(size),
+                    "--device",
+                    args.device,
+                    "--model",
+                    args.model,
+                    "--tile",
+                    str(args.tile),
+                    "--overlap",
+                    str(args.overlap),
+                    "--batch-size",
+                    str(args.batch_size),
+                    "--chunk",
+                    str(args.chunk),
+                    "--read-chunk",
+                    str(args.read_chunk),
+                    "--torch-threads",
+                    str(args.torch_threads),
+                    "--dask-workers",
+                    str(args.dask_workers),
+                    "--scheduler",
+                    args.scheduler,
+                    "--block-chunks",
+                    str(args.block_chunks),
+                    "--malloc-arena-max",
+                    str(args.malloc_arena_max),
+                    "--gdal-cachemax",
+                    str(args.gdal_cachemax),
+                ]
                 # the limits as the pipeline sets them (the child applies them), or as Dask's nanny does
                 env = dict(os.environ)
                 if args.nanny_malloc:
@@ -542,22 +679,28 @@ def main() -> None:
                 run = json.loads(out.stdout.strip().splitlines()[-1])
                 runs.append(run)
                 scope = "during the run" if run["peak_is_run_only"] else "process high-water mark"
-                print(f"memory: AOI {size}x{size} px ({run['pixels'] / 1e6:.2f} Mpx): peak RSS {scope} "
-                      f"{run['peak_rss_mb']:.0f} MB (RSS before it, after imports, model and a warm-up chunk: "
-                      f"{run['rss_before_mb']:.0f} MB), {run['seconds']:.1f} s, "
-                      f"{run['pixels'] / run['seconds']:,.0f} px/s; tiles run {run['tiles_run']} for "
-                      f"{run['tiles_unique']} grid tiles ({run['tiles_run'] / run['tiles_unique'] - 1:+.1%} recomputed "
-                      "along block borders)")
+                print(
+                    f"memory: AOI {size}x{size} px ({run['pixels'] / 1e6:.2f} Mpx): peak RSS {scope} "
+                    f"{run['peak_rss_mb']:.0f} MB (RSS before it, after imports, model and a warm-up chunk: "
+                    f"{run['rss_before_mb']:.0f} MB), {run['seconds']:.1f} s, "
+                    f"{run['pixels'] / run['seconds']:,.0f} px/s; tiles run {run['tiles_run']} for "
+                    f"{run['tiles_unique']} grid tiles ({run['tiles_run'] / run['tiles_unique'] - 1:+.1%} recomputed "
+                    "along block borders)"
+                )
         if len(runs) >= 2:
             area = runs[-1]["pixels"] / runs[0]["pixels"]
             growth = runs[-1]["peak_rss_mb"] / runs[0]["peak_rss_mb"] - 1
             extra = runs[-1]["peak_rss_mb"] - runs[0]["peak_rss_mb"]
-            print(f"memory growth for {area:.0f}x the area: {growth:+.0%} of peak RSS ({extra:+.0f} MB) "
-                  f"(target < +25 %): {'MET' if growth < 0.25 else 'NOT MET'}")
-            print(f"  note: write_mosaic computes square blocks of {args.block_chunks} chunks a side one at a time "
-                  "(memory bounded by the block, not the AOI, once the smaller AOI spans a block); 0 = no blocks: "
-                  "Dask then keeps about one row of input chunks and tile sums alive (memory grows with the "
-                  "AOI width)")
+            print(
+                f"memory growth for {area:.0f}x the area: {growth:+.0%} of peak RSS ({extra:+.0f} MB) "
+                f"(target < +25 %): {'MET' if growth < 0.25 else 'NOT MET'}"
+            )
+            print(
+                f"  note: write_mosaic computes square blocks of {args.block_chunks} chunks a side one at a time "
+                "(memory bounded by the block, not the AOI, once the smaller AOI spans a block); 0 = no blocks: "
+                "Dask then keeps about one row of input chunks and tile sums alive (memory grows with the "
+                "AOI width)"
+            )
 
 
 if __name__ == "__main__":

@@ -98,8 +98,9 @@ class AlignedWindowDataset:
     pixels instead of stackstac's masked ``read``.
     """
 
-    def __init__(self, inner: Any, alignment: GridAlignment, resampling: Resampling,
-                 src_dtype: np.dtype, nodata: float | None) -> None:
+    def __init__(
+        self, inner: Any, alignment: GridAlignment, resampling: Resampling, src_dtype: np.dtype, nodata: float | None
+    ) -> None:
         self.inner = inner
         self.alignment = alignment
         self.resampling = resampling
@@ -107,8 +108,9 @@ class AlignedWindowDataset:
         self.nodata = nodata
         self.scale_offset = inner.scale_offset
 
-    def read_filled(self, window: Window, dtype: Any, fill_value: Any,
-                    scale_offset: tuple[float, float] = (1.0, 0.0)) -> np.ndarray:
+    def read_filled(
+        self, window: Window, dtype: Any, fill_value: Any, scale_offset: tuple[float, float] = (1.0, 0.0)
+    ) -> np.ndarray:
         """The ``(h, w)`` window as ``dtype`` with nodata and outside-asset pixels set to ``fill_value``,
         and ``scale``/``offset`` applied to the valid pixels: what stackstac's reader makes of
         the warped dataset's masked read, without building a masked array.
@@ -127,8 +129,13 @@ class AlignedWindowDataset:
         if not (y0 < y1 and x0 < x1):
             return np.full((h, w), fill_value, dtype=dtype)
         src = Window((x0 - al.col0) / al.kx, (y0 - al.row0) / al.ky, (x1 - x0) / al.kx, (y1 - y0) / al.ky)
-        if ((y0, y1, x0, x1) == (r0, r0 + h, c0, c0 + w) and al.ky == 1 and al.kx == 1
-                and tuple(scale_offset) == (1, 0) and np.can_cast(self.src_dtype, dtype, "safe")):
+        if (
+            (y0, y1, x0, x1) == (r0, r0 + h, c0, c0 + w)
+            and al.ky == 1
+            and al.kx == 1
+            and tuple(scale_offset) == (1, 0)
+            and np.can_cast(self.src_dtype, dtype, "safe")
+        ):
             # the usual 10 m band inside the asset: GDAL decodes straight into the output (the
             # conversion is exact), nodata is the only thing left to mark
             out = np.empty((h, w), dtype=dtype)
@@ -192,7 +199,9 @@ class AlignedWindowDataset:
             if any(any(p) for p in pad):
                 native = np.pad(native, pad, mode="edge")
         nodata = self._is_nodata(native) if self.nodata is not None else None
-        values = upsample(native, al.ky, al.kx, self.resampling, None if nodata is None or not nodata.any() else ~nodata)
+        values = upsample(
+            native, al.ky, al.kx, self.resampling, None if nodata is None or not nodata.any() else ~nodata
+        )
         if np.issubdtype(self.src_dtype, np.integer) and values.dtype != self.src_dtype:
             values += 0.5  # GDAL's rounding of resampled integers (half up), in place: a hot path
             np.floor(values, out=values)
@@ -228,8 +237,9 @@ def _bilinear_axis0(values: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def upsample(native: np.ndarray, ky: int, kx: int, resampling: Resampling,
-             valid: np.ndarray | None = None) -> np.ndarray:
+def upsample(
+    native: np.ndarray, ky: int, kx: int, resampling: Resampling, valid: np.ndarray | None = None
+) -> np.ndarray:
     """Upsample a 2-D array by integer factors as GDAL's warper does on an aligned grid.
 
     ``nearest`` repeats each pixel. ``bilinear`` (``native`` with a one-pixel margin all round, the

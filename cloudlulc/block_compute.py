@@ -73,7 +73,7 @@ def carry_supported() -> bool:
         return str(getattr(get, "__module__", "")).startswith("dask.")  # threaded / sync / multiprocessing
     try:
         workers = client.scheduler_info().get("workers", {})
-    except Exception:  # noqa: BLE001 - a scheduler we cannot query: do not assume a shared disk
+    except Exception:
         return False
     return bool(workers) and all(str(addr).startswith(_LOCAL_HOSTS) for addr in workers)
 
@@ -221,8 +221,13 @@ class _OverlappingRunner:
             if len(state["ready"]) + len(state["running"]) < n:
                 spare.set()
 
-        future = self.drivers.submit(dask.compute, Delayed(out, graph), scheduler="threads", pool=self.pools[b % 2],
-                                     callbacks=[(None, None, pretask, posttask, None)])
+        future = self.drivers.submit(
+            dask.compute,
+            Delayed(out, graph),
+            scheduler="threads",
+            pool=self.pools[b % 2],
+            callbacks=[(None, None, pretask, posttask, None)],
+        )
         future.add_done_callback(lambda _: spare.set())
         return _Run(b, future, spare)
 
@@ -249,8 +254,9 @@ def _runner(independent: bool) -> _Runner:
     return _SequentialRunner()
 
 
-def _run_blocks(prepared: Iterable[tuple[Mapping, Hashable]], runner: _Runner,
-                on_done: Callable[[int], None] = lambda b: None) -> None:
+def _run_blocks(
+    prepared: Iterable[tuple[Mapping, Hashable]], runner: _Runner, on_done: Callable[[int], None] = lambda b: None
+) -> None:
     """Submit each prepared (graph, output key) in order once the previous block has spare workers;
     blocks finish in order (``on_done(b)`` after each); the first failure stops the others."""
     inflight: deque[_Run] = deque()
@@ -344,8 +350,11 @@ def compute_blocks(
             # with two different tasks (the group's, then the load's) across computes
             shared_here = needs[b] & shared
             loaded = {k: (f"{name}-carried", ids[k]) for k in shared_here if first[k] < b}
-            stores = {(f"{name}-store", ids[k]): (board.store, k, ids[k]) if board else (_store, k, paths[k])
-                      for k in shared_here if first[k] == b}
+            stores = {
+                (f"{name}-store", ids[k]): (board.store, k, ids[k]) if board else (_store, k, paths[k])
+                for k in shared_here
+                if first[k] == b
+            }
             out = (name, b)
             extra: dict[Hashable, Any] = {out: (_done, list(tasks) + list(stores)), **stores}
             extra.update({nk: (board.load, ids[k]) if board else (_load, paths[k]) for k, nk in loaded.items()})

@@ -20,7 +20,7 @@ import math
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit, urlunsplit
@@ -156,7 +156,7 @@ def token_expiry(href: str) -> datetime | None:
 
 def items_need_resign(items: Iterable[dict], margin: timedelta = timedelta(minutes=10)) -> bool:
     """True when any asset token of ``items`` expires within ``margin`` (unsigned items never need it)."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for item in items:
         for asset in item.get("assets", {}).values():
             exp = token_expiry(asset.get("href", ""))
@@ -354,8 +354,8 @@ def parse_datetime(value: str | None) -> datetime | None:
     text = re.sub(r"(\.\d{6})\d+", r"\1", text)
     dt = datetime.fromisoformat(text)
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
 
 
 def item_datetime(item: dict) -> datetime:
@@ -418,8 +418,7 @@ def _props(items: Sequence[dict], key: str) -> list[Any]:
 def asset_hrefs(items: Sequence[dict], keys: Sequence[str]) -> dict[str, dict[str, str]]:
     """``{item_id: {asset_key: unsigned href}}`` for the given asset keys (for provenance, never tokens)."""
     return {
-        it["id"]: {k: unsigned_href(it["assets"][k]["href"]) for k in keys if k in it.get("assets", {})}
-        for it in items
+        it["id"]: {k: unsigned_href(it["assets"][k]["href"]) for k in keys if k in it.get("assets", {})} for it in items
     }
 
 
@@ -701,8 +700,8 @@ def _as_datetime(value: Any, *, end: bool = False) -> datetime:
     else:
         raise TypeError(f"Cannot use {value!r} as a date; pass 'YYYY-MM-DD', a date or a datetime.")
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
-    return dt.astimezone(timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC)
 
 
 # ----------------------------------------------------------------------------------------- Sentinel-2

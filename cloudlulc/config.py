@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -179,12 +179,12 @@ def _parse_one(text: str) -> tuple[datetime, datetime]:
 
 
 def _day_window(day: date) -> tuple[datetime, datetime]:
-    start = datetime.combine(day, time.min, tzinfo=timezone.utc)
+    start = datetime.combine(day, time.min, tzinfo=UTC)
     return start, start + timedelta(days=1) - timedelta(microseconds=1)
 
 
 def _as_utc(dt: datetime) -> datetime:
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
 def _check_local_store_writable(v: str) -> None:
@@ -235,7 +235,9 @@ class MapParams(MappingOptions):
     Unset options are filled from :class:`Settings` in :meth:`resolved`.
     """
 
-    aoi: AoiInput = Field(description="GeoJSON (dict or text), bbox 'minx,miny,maxx,maxy' in lon/lat, or a vector file path")
+    aoi: AoiInput = Field(
+        description="GeoJSON (dict or text), bbox 'minx,miny,maxx,maxy' in lon/lat, or a vector file path"
+    )
     time: str = Field(description="target date '2024-04-19' or range '2024-04-01/2024-04-30' (UTC)")
     output: str = Field(description="output Zarr store: local path or fsspec URL (s3://, gs://, az://)")
     #: map only the newest acquisition of the window (True) or every acquisition in it (False)
@@ -259,7 +261,9 @@ class MapParams(MappingOptions):
                 try:
                     v = [float(p) for p in s.split(",")]
                 except ValueError:
-                    raise ValueError(f"aoi {s!r} is neither 'minx,miny,maxx,maxy' numbers nor an existing file") from None
+                    raise ValueError(
+                        f"aoi {s!r} is neither 'minx,miny,maxx,maxy' numbers nor an existing file"
+                    ) from None
             elif not Path(s).expanduser().exists():
                 raise ValueError(f"aoi {s!r}: no such vector file (and not a bbox or GeoJSON)")
         if isinstance(v, (list, tuple)):
@@ -293,7 +297,9 @@ class MapParams(MappingOptions):
     @classmethod
     def _check_weights(cls, v: str | None) -> str | None:
         if v is not None and not Path(v).expanduser().exists():
-            raise ValueError(f"weights {v!r} do not exist (give a .safetensors file or leave empty for the demo weights)")
+            raise ValueError(
+                f"weights {v!r} do not exist (give a .safetensors file or leave empty for the demo weights)"
+            )
         return v
 
     @field_validator("device")
@@ -366,6 +372,4 @@ def _check_bbox(v: list[float] | tuple[float, ...]) -> None:
         raise ValueError(f"aoi bbox must have 4 numbers minx,miny,maxx,maxy; got {len(v)}")
     minx, miny, maxx, maxy = (float(x) for x in v)
     if not (-180 <= minx < maxx <= 180 and -90 <= miny < maxy <= 90):
-        raise ValueError(
-            f"aoi bbox {list(v)} is not minx<maxx, miny<maxy in lon/lat degrees (-180..180, -90..90)"
-        )
+        raise ValueError(f"aoi bbox {list(v)} is not minx<maxx, miny<maxy in lon/lat degrees (-180..180, -90..90)")

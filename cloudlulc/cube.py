@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 import dask
@@ -308,8 +308,17 @@ def _mosaic(
     table = _reader_table(data)
     kwargs = {"params": params, "convert": convert, "nodata": nodata, "out_dtype": out_dtype}
     name = f"mosaic-{dask.base.tokenize(data.name, params, convert, nodata, out_dtype)}"
-    layer = blockwise(_read_first_valid, name, "byx", table.name, "tb", ArraySliceDep(data.chunks[2:]), "yx",
-                      numblocks={table.name: table.numblocks}, **kwargs)
+    layer = blockwise(
+        _read_first_valid,
+        name,
+        "byx",
+        table.name,
+        "tb",
+        ArraySliceDep(data.chunks[2:]),
+        "yx",
+        numblocks={table.name: table.numblocks},
+        **kwargs,
+    )
     graph = HighLevelGraph.from_collections(name, layer, [table])
     merged = da.Array(graph, name, data.chunks[1:], meta=np.ndarray((), dtype=out_dtype))
     coords = {k: v for k, v in arr.coords.items() if "time" not in v.dims and k not in ("id", "time")}
@@ -321,13 +330,21 @@ def _reader_table(data: da.Array) -> da.Array:
     the layer its own fetch reads from, one block (``_stack`` chunks ``time`` and ``band`` whole)."""
     (name,) = data.dask.dependencies[data.name]
     if not name.startswith("asset_table_to_reader_and_window-") or data.numblocks[:2] != (1, 1):
-        raise RuntimeError(f"unexpected stackstac graph ({name!r}, blocks {data.numblocks[:2]}); "
-                           "cloudlulc.cube supports stackstac 0.5")
+        raise RuntimeError(
+            f"unexpected stackstac graph ({name!r}, blocks {data.numblocks[:2]}); cloudlulc.cube supports stackstac 0.5"
+        )
     return da.Array(data.dask, name, data.chunks[:2], meta=np.ndarray((), dtype=object))
 
 
-def _read_first_valid(tables: np.ndarray | list[np.ndarray], slices: tuple[slice, slice], *,
-                      params: Sequence[Any], convert: Any, nodata: Any, out_dtype: np.dtype) -> np.ndarray:
+def _read_first_valid(
+    tables: np.ndarray | list[np.ndarray],
+    slices: tuple[slice, slice],
+    *,
+    params: Sequence[Any],
+    convert: Any,
+    nodata: Any,
+    out_dtype: np.dtype,
+) -> np.ndarray:
     """:func:`_mosaic` of one chunk: ``(band, y, x)`` from the (item, asset) reader table, reading
     item by item and band by band only what is still missing."""
     table = tables[0] if isinstance(tables, list) else tables  # the contracted item axis: one block
@@ -698,15 +715,15 @@ def build_label_cube(
     """Search ``collection`` over the grid (or AOI) and return its labels in CloudLULC classes on the grid."""
     if not isinstance(grid, Grid):
         grid = grid_for_aoi(grid)
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     footprint = grid.footprint_lonlat()
     items = _search(
         client,
         collection=collection,
         aoi=footprint,
-        start=datetime(1970, 1, 1, tzinfo=timezone.utc),
-        end=datetime(2100, 1, 1, tzinfo=timezone.utc),
+        start=datetime(1970, 1, 1, tzinfo=UTC),
+        end=datetime(2100, 1, 1, tzinfo=UTC),
     )
     if not items:
         raise CatalogError(

@@ -63,8 +63,11 @@ def dask_client(settings: Settings | None = None, *, address: str | None = None)
         from dask.system import CPU_COUNT
 
         if s.dask_task_resources:
-            log.warning("dask_task_resources %s are ignored by the threaded scheduler; set "
-                        "CLOUDLULC_DASK_CLUSTER=local (or a cluster address) to enforce them", s.dask_task_resources)
+            log.warning(
+                "dask_task_resources %s are ignored by the threaded scheduler; set "
+                "CLOUDLULC_DASK_CLUSTER=local (or a cluster address) to enforce them",
+                s.dask_task_resources,
+            )
         # explicit: outside the main thread (Prefect tasks) Dask would otherwise size a new pool by
         # Python's default, min(32, cores + 4), and oversubscribe the cores
         threads = s.dask_threads_per_worker or CPU_COUNT
@@ -155,7 +158,9 @@ def load_spec(path: Path) -> dict[str, Any]:
 
     path = Path(path)
     if not path.exists():
-        raise DaskClusterError(f"Dask cluster spec {path} does not exist (set CLOUDLULC_DASK_KUBERNETES_SPEC / _COILED_CONFIG)")
+        raise DaskClusterError(
+            f"Dask cluster spec {path} does not exist (set CLOUDLULC_DASK_KUBERNETES_SPEC / _COILED_CONFIG)"
+        )
     with path.open() as f:
         spec = yaml.safe_load(f)
     if not isinstance(spec, dict):

@@ -56,10 +56,9 @@ def export_cog(store: Any, time: Any, path: str | Path, *, variable: str = "lulc
     a COG (deflate, ``mode`` overviews, internal tiling) by rio-cogeo, which also validates it.
     Returns ``path``.
     """
+    import rioxarray  # noqa: F401
     from rio_cogeo.cogeo import cog_translate, cog_validate
     from rio_cogeo.profiles import cog_profiles
-
-    import rioxarray  # noqa: F401
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -98,8 +97,13 @@ def export_cog(store: Any, time: Any, path: str | Path, *, variable: str = "lulc
                 x0 = 0
                 for cx in chunks_x:
                     block = np.asarray(da_.isel(y=slice(y0, y0 + cy), x=slice(x0, x0 + cx)).values)
-                    dst.write(np.where(np.isnan(block), NODATA, block).astype(np.uint8) if block.dtype.kind == "f"
-                              else block.astype(np.uint8), 1, window=Window(x0, y0, cx, cy))
+                    dst.write(
+                        np.where(np.isnan(block), NODATA, block).astype(np.uint8)
+                        if block.dtype.kind == "f"
+                        else block.astype(np.uint8),
+                        1,
+                        window=Window(x0, y0, cx, cy),
+                    )
                     x0 += cx
                 y0 += cy
             dst.write_colormap(1, colormap())

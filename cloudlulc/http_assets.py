@@ -95,7 +95,7 @@ def _handler(root: Path, counters: _Counters, delay_s: float = 0.0) -> type[Base
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: GDAL reuses connections
 
-        def log_message(self, format: str, *args) -> None:  # noqa: A002 - silence stderr access logs
+        def log_message(self, format: str, *args) -> None:
             pass
 
         def _resolve(self) -> Path | None:
@@ -112,10 +112,10 @@ def _handler(root: Path, counters: _Counters, delay_s: float = 0.0) -> type[Base
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-        def do_HEAD(self) -> None:  # noqa: N802
+        def do_HEAD(self) -> None:
             self._serve(head=True)
 
-        def do_GET(self) -> None:  # noqa: N802
+        def do_GET(self) -> None:
             self._serve(head=False)
 
         def _serve(self, head: bool) -> None:
@@ -159,7 +159,9 @@ def _handler(root: Path, counters: _Counters, delay_s: float = 0.0) -> type[Base
                         return
             length = end - start + 1
             self.send_response(206 if ranged else 200)
-            self.send_header("Content-Type", "image/tiff" if target.suffix in (".tif", ".tiff") else "application/octet-stream")
+            self.send_header(
+                "Content-Type", "image/tiff" if target.suffix in (".tif", ".tiff") else "application/octet-stream"
+            )
             self.send_header("Accept-Ranges", "bytes")
             self.send_header("Content-Length", str(length))
             if ranged:
@@ -194,7 +196,10 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
 
 @contextmanager
 def serve_assets(
-    root: str | os.PathLike, host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 30.0,
+    root: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    startup_timeout: float = 30.0,
     delay_ms: float = 0.0,
 ) -> Iterator[AssetServer]:
     """Serve ``root`` over HTTP with range requests (in a child process) until the context exits;
@@ -203,8 +208,18 @@ def serve_assets(
     if not root_path.is_dir():
         raise FileNotFoundError(f"Cannot serve {root_path}: not a directory.")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cloudlulc.http_assets", str(root_path), "--host", host, "--port", str(port),
-         "--delay-ms", str(delay_ms)],
+        [
+            sys.executable,
+            "-m",
+            "cloudlulc.http_assets",
+            str(root_path),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--delay-ms",
+            str(delay_ms),
+        ],
         stdout=subprocess.PIPE,
         text=True,
         preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,

@@ -269,8 +269,13 @@ def share_cores_between_forwards(device: str | torch.device = "auto") -> int | N
     workers = dask.config.get("num_workers", None) or CPU_COUNT
     threads = min(torch.get_num_threads(), max(1, CPU_COUNT // workers))
     if threads != torch.get_num_threads():
-        log.info("torch intra-op threads %d -> %d: %d Dask threads share %d cores",
-                 torch.get_num_threads(), threads, workers, CPU_COUNT)
+        log.info(
+            "torch intra-op threads %d -> %d: %d Dask threads share %d cores",
+            torch.get_num_threads(),
+            threads,
+            workers,
+            CPU_COUNT,
+        )
         torch.set_num_threads(threads)
     return threads
 
@@ -389,8 +394,12 @@ def _by_reach(grid: TileGrid, starts: tuple[int, ...], chunk_starts: np.ndarray,
 
 
 def _chunk_plans(
-    grid: TileGrid, chunk: tuple[int, int, int, int], shape: tuple[int, int],
-    ystarts: np.ndarray, xstarts: np.ndarray, max_tiles: int | None = None,
+    grid: TileGrid,
+    chunk: tuple[int, int, int, int],
+    shape: tuple[int, int],
+    ystarts: np.ndarray,
+    xstarts: np.ndarray,
+    max_tiles: int | None = None,
 ) -> list[_GroupPlan]:
     """The group tasks of one chunk: its owned tiles split by the chunk row x column they reach.
 
@@ -412,8 +421,9 @@ def _chunk_plans(
         for b, cx in enumerate(_by_reach(grid, tx, xstarts, w)):
             rows = len(cy) if max_tiles is None else max(1, max_tiles // len(cx))
             for r in range(0, len(cy), rows):
-                plans.append(_plan_group(grid, chunk, shape, cy[r : r + rows], cx,
-                                         with_valid=(a == 0 and b == 0 and r == 0)))
+                plans.append(
+                    _plan_group(grid, chunk, shape, cy[r : r + rows], cx, with_valid=(a == 0 and b == 0 and r == 0))
+                )
     return plans
 
 
@@ -494,8 +504,12 @@ def _has_data(optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
     return ~(np.isnan(optical).all(axis=0) & np.isnan(sar).all(axis=0))
 
 
-def _chunk_validity(optical_blocks: list[list[np.ndarray]], sar_blocks: list[list[np.ndarray]],
-                    origins: tuple[list[int], list[int]], chunk: tuple[int, int, int, int]) -> np.ndarray:
+def _chunk_validity(
+    optical_blocks: list[list[np.ndarray]],
+    sar_blocks: list[list[np.ndarray]],
+    origins: tuple[list[int], list[int]],
+    chunk: tuple[int, int, int, int],
+) -> np.ndarray:
     """The chunk's :func:`_has_data` mask, computed on the input pieces where they overlap it."""
     y0, y1, x0, x1 = chunk
     valid = np.zeros((y1 - y0, x1 - x0), dtype=bool)
@@ -533,8 +547,9 @@ def _combine(
         if valid.any():
             raise RuntimeError(f"no tile covers valid pixels of chunk {chunk}: tile planning is inconsistent")
         shape = (1, y1 - y0, x1 - x0) if with_probabilities else (3, y1 - y0, x1 - x0)
-        return np.full(shape, np.nan if with_probabilities else NODATA,
-                       dtype=np.float32 if with_probabilities else np.uint8)
+        return np.full(
+            shape, np.nan if with_probabilities else NODATA, dtype=np.float32 if with_probabilities else np.uint8
+        )
     wsum = total[-1]
     covered = wsum > 0
     valid = valid & covered
@@ -600,8 +615,14 @@ def _halo_strip(block: np.ndarray, rows: int, cols: int) -> np.ndarray:
     return block[:, :rows, :cols].copy()
 
 
-def _window_refs(name: str, bounds_y: list[tuple[int, int]], bounds_x: list[tuple[int, int]], plan: _GroupPlan,
-                 halo: int, dsk: dict[Any, Any]) -> tuple[list[list[tuple]], list[int], list[int]]:
+def _window_refs(
+    name: str,
+    bounds_y: list[tuple[int, int]],
+    bounds_x: list[tuple[int, int]],
+    plan: _GroupPlan,
+    halo: int,
+    dsk: dict[Any, Any],
+) -> tuple[list[list[tuple]], list[int], list[int]]:
     """Keys of the input pieces covering ``plan.read`` and their origins (one grid of pieces).
 
     A block outside the group's own chunk row (column) that is read only within its first ``halo``
@@ -644,11 +665,14 @@ def _runs(dst: np.ndarray, src: np.ndarray) -> list[tuple[slice, Any]]:
     breaks = np.nonzero((np.diff(dst) != 1) | (np.diff(src) != 1))[0] + 1
     starts = np.concatenate([[0], breaks]).astype(int)
     ends = np.concatenate([breaks, [dst.size]]).astype(int)
-    return [(slice(int(dst[a]), int(dst[b - 1]) + 1), slice(int(src[a]), int(src[b - 1]) + 1)) for a, b in zip(starts, ends)]
+    return [
+        (slice(int(dst[a]), int(dst[b - 1]) + 1), slice(int(src[a]), int(src[b - 1]) + 1)) for a, b in zip(starts, ends)
+    ]
 
 
-def _gather_window(blocks: list[list[np.ndarray]], origins_y: list[int], origins_x: list[int],
-                   ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+def _gather_window(
+    blocks: list[list[np.ndarray]], origins_y: list[int], origins_x: list[int], ys: np.ndarray, xs: np.ndarray
+) -> np.ndarray:
     """``out[:, a, b] = image[:, ys[a], xs[b]]`` assembled from the image's blocks in one allocation.
 
     ``ys``/``xs`` are the (reflected) source rows/columns of the padded window; contiguous runs are
@@ -733,13 +757,24 @@ def _products_graph(
     plans: dict[tuple[int, int, int], _GroupPlan] = {}
     for i, (y0, y1) in enumerate(ybounds):
         for j, (x0, x1) in enumerate(xbounds):
-            for k, plan in enumerate(_chunk_plans(grid, (y0, y1, x0, x1), (h, w), ystarts, xstarts,
-                                                  max_tiles=GROUP_BATCHES * batch_size)):
+            for k, plan in enumerate(
+                _chunk_plans(grid, (y0, y1, x0, x1), (h, w), ystarts, xstarts, max_tiles=GROUP_BATCHES * batch_size)
+            ):
                 plans[i, j, k] = plan
                 okeys, oy, ox = _window_refs(optical.name, ybounds, xbounds, plan, grid.tile, dsk)
                 skeys, _, _ = _window_refs(sar.name, ybounds, xbounds, plan, grid.tile, dsk)
-                dsk[(gname, i, j, k)] = (_run_group_blocks, okeys, skeys, [oy, ox], plan, [h, w], hname, grid,
-                                         batch_size, device)
+                dsk[(gname, i, j, k)] = (
+                    _run_group_blocks,
+                    okeys,
+                    skeys,
+                    [oy, ox],
+                    plan,
+                    [h, w],
+                    hname,
+                    grid,
+                    batch_size,
+                    device,
+                )
 
     # which groups' footprints touch which chunks (linear: search the chunk edges per footprint)
     touching: dict[tuple[int, int], list[tuple[int, int, int]]] = {

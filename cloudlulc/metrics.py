@@ -87,8 +87,10 @@ class ConfusionMatrix:
         bins: Sequence[tuple[float, float]] = CLOUD_BINS,
     ) -> None:
         self.num_classes = num_classes
-        self.class_names = tuple(class_names) if class_names is not None else (
-            CLASS_NAMES if num_classes == len(CLASS_NAMES) else tuple(str(i) for i in range(num_classes))
+        self.class_names = (
+            tuple(class_names)
+            if class_names is not None
+            else (CLASS_NAMES if num_classes == len(CLASS_NAMES) else tuple(str(i) for i in range(num_classes)))
         )
         if len(self.class_names) != num_classes:
             raise ValueError(f"{len(self.class_names)} class names for {num_classes} classes")

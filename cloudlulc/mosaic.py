@@ -40,10 +40,11 @@ import hashlib
 import json
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 import dask.array as da
 import numpy as np
@@ -100,8 +101,11 @@ _VARIABLE_ATTRS: dict[str, dict[str, Any]] = {
         "units": "percent",
         "valid_range": [0, 100],
     },
-    "cloud": {"long_name": "cloud or cloud shadow from SCL (3, 8, 9, 10)", "flag_values": [0, 1],
-              "flag_meanings": "clear cloud_or_shadow"},
+    "cloud": {
+        "long_name": "cloud or cloud shadow from SCL (3, 8, 9, 10)",
+        "flag_values": [0, 1],
+        "flag_meanings": "clear cloud_or_shadow",
+    },
 }
 
 
@@ -273,7 +277,9 @@ def _create_store(
     coords = {"time": [np.datetime64(time, "ns")], "y": result["y"].values, "x": result["x"].values}
     template = xr.Dataset(coords=coords)
     for c in ("x", "y"):
-        template[c].attrs.update({k: v for k, v in result[c].attrs.items() if k in ("units", "long_name", "standard_name", "axis")})
+        template[c].attrs.update(
+            {k: v for k, v in result[c].attrs.items() if k in ("units", "long_name", "standard_name", "axis")}
+        )
     crs = _crs_of(result)
     template = template.rio.write_crs(crs.to_wkt())
     try:
@@ -297,13 +303,27 @@ def _create_store(
     template.to_zarr(store, mode="w" if overwrite else "w-", encoding=encoding, zarr_format=3, consolidated=False)
     root = zarr.open_group(store, mode="r+", use_consolidated=False)
     for name in MOSAIC_VARIABLES:
-        root.create_array(name, shape=(1, ny, nx), chunks=(1, chunk_size, chunk_size), dtype="uint8",
-                          fill_value=NODATA, compressors=[_CODEC], dimension_names=("time", "y", "x"),
-                          attributes={**_VARIABLE_ATTRS[name], "grid_mapping": "spatial_ref", "_FillValue": NODATA})
+        root.create_array(
+            name,
+            shape=(1, ny, nx),
+            chunks=(1, chunk_size, chunk_size),
+            dtype="uint8",
+            fill_value=NODATA,
+            compressors=[_CODEC],
+            dimension_names=("time", "y", "x"),
+            attributes={**_VARIABLE_ATTRS[name], "grid_mapping": "spatial_ref", "_FillValue": NODATA},
+        )
     nby, nbx = -(-ny // chunk_size), -(-nx // chunk_size)
     state = root.require_group(_STATE_GROUP)
-    state.create_array(_DONE, shape=(1, nby, nbx), chunks=(1, 1, 1), dtype="uint8", fill_value=0,
-                       compressors=None, dimension_names=("time", "ychunk", "xchunk"))
+    state.create_array(
+        _DONE,
+        shape=(1, nby, nbx),
+        chunks=(1, 1, 1),
+        dtype="uint8",
+        fill_value=0,
+        compressors=None,
+        dimension_names=("time", "ychunk", "xchunk"),
+    )
     return root
 
 
@@ -334,8 +354,14 @@ def _repair_lengths(root: zarr.Group) -> int:
         ny, nx = root["lulc"].shape[1:]
         cs = root["lulc"].chunks[1]
         root.require_group(_STATE_GROUP).create_array(
-            _DONE, shape=(n, -(-ny // cs), -(-nx // cs)), chunks=(1, 1, 1), dtype="uint8", fill_value=0,
-            compressors=None, dimension_names=("time", "ychunk", "xchunk"))
+            _DONE,
+            shape=(n, -(-ny // cs), -(-nx // cs)),
+            chunks=(1, 1, 1),
+            dtype="uint8",
+            fill_value=0,
+            compressors=None,
+            dimension_names=("time", "ychunk", "xchunk"),
+        )
     done = root[_STATE_GROUP][_DONE]
     if done.shape[0] != n:
         done.resize((n,) + done.shape[1:])
@@ -502,7 +528,7 @@ def write_mosaic(
         {
             "status": "in_progress",
             "fingerprint": fingerprint,
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "software_version": _software_version(),
             "time": key,
         }
@@ -510,7 +536,9 @@ def write_mosaic(
     _set_provenance(root, key, entry)
 
     chunks = (chunk_size, chunk_size)
-    stacked = da.stack([_product(result, name, chunks) for name in MOSAIC_VARIABLES]).rechunk((len(MOSAIC_VARIABLES),) + chunks)
+    stacked = da.stack([_product(result, name, chunks) for name in MOSAIC_VARIABLES]).rechunk(
+        (len(MOSAIC_VARIABLES),) + chunks
+    )
     finished = np.asarray(done[idx]).astype(bool)
     nby, nbx = stacked.numblocks[1], stacked.numblocks[2]
     if finished.shape != (nby, nbx):
@@ -530,7 +558,7 @@ def write_mosaic(
     if not np.asarray(done[idx]).astype(bool).all():
         raise MosaicError(f"slice {key}: some chunks have no completion marker after the write; re-run to resume")
     entry["status"] = "complete"
-    entry["completed"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    entry["completed"] = datetime.now(UTC).isoformat(timespec="seconds")
     _set_provenance(root, key, entry)
     with warnings.catch_warnings():  # "consolidated metadata is not part of the v3 spec": known, wanted
         warnings.simplefilter("ignore")

@@ -22,7 +22,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timezone
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,12 @@ class ModelInfo:
     trained: bool
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "weights_path": self.weights_path, "weights_sha256": self.sha256, "trained": self.trained}
+        return {
+            "name": self.name,
+            "weights_path": self.weights_path,
+            "weights_sha256": self.sha256,
+            "trained": self.trained,
+        }
 
 
 @dataclass
@@ -101,8 +106,19 @@ class MapResult:
 
 
 _TRANSIENT_HTTP = {408, 425, 429, 500, 502, 503, 504}
-_TRANSIENT_WORDS = ("timed out", "timeout", "connection", "temporarily", "too many requests", "reset by peer",
-                    "curl error", "http response code: 5", "503", "502", "504")
+_TRANSIENT_WORDS = (
+    "timed out",
+    "timeout",
+    "connection",
+    "temporarily",
+    "too many requests",
+    "reset by peer",
+    "curl error",
+    "http response code: 5",
+    "503",
+    "502",
+    "504",
+)
 
 
 def is_transient_error(exc: BaseException) -> bool:
@@ -133,7 +149,10 @@ def is_transient_error(exc: BaseException) -> bool:
         if name == "StacApiError":  # cloudlulc.catalog: the API kept failing after HTTP-level retries
             return True
         if mod in ("rasterio", "pystac_client") or name in (
-            "APIError", "RasterioIOError", "CPLE_HttpResponseError", "AssetReadError"
+            "APIError",
+            "RasterioIOError",
+            "CPLE_HttpResponseError",
+            "AssetReadError",
         ):
             msg = str(e).lower()
             if any(w in msg for w in _TRANSIENT_WORDS):
@@ -146,7 +165,9 @@ def is_transient_error(exc: BaseException) -> bool:
 # model
 
 
-def load_model(weights: str | Path | None = None, *, log_fn: Callable[[str], None] | None = None) -> tuple[Any, ModelInfo]:
+def load_model(
+    weights: str | Path | None = None, *, log_fn: Callable[[str], None] | None = None
+) -> tuple[Any, ModelInfo]:
     """Load ``weights``, else the committed demo weights, else an UNTRAINED tiny network (said loudly).
 
     The untrained fallback exists so the pipeline can run before any weights are committed; its
@@ -165,7 +186,9 @@ def load_model(weights: str | Path | None = None, *, log_fn: Callable[[str], Non
             path = candidate
     if path is None:
         net = model_pkg.build_model("cloudlulc-net-tiny")
-        say("no weights given and no demo weights committed: using an UNTRAINED cloudlulc-net-tiny (maps are meaningless)")
+        say(
+            "no weights given and no demo weights committed: using an UNTRAINED cloudlulc-net-tiny (maps are meaningless)"
+        )
         return net.eval(), ModelInfo("cloudlulc-net-tiny (untrained)", None, None, trained=False)
     if not _weights_file(path).exists():
         raise PipelineError(f"weights {path} do not exist")
@@ -249,7 +272,9 @@ def pair_stage(params: MapParams, acquisitions: Sequence[Any]) -> list[Any]:
     pairs = []
     for acq in acquisitions:
         try:
-            pairing = catalog.pair_s1(client, acq, aoi, max_gap_days=params.max_s1_gap_days, collection=params.s1_collection)
+            pairing = catalog.pair_s1(
+                client, acq, aoi, max_gap_days=params.max_s1_gap_days, collection=params.s1_collection
+            )
         except (catalog.NoSentinel1Error, catalog.MissingCollectionError) as exc:
             if not params.allow_optical_only:
                 raise PipelineError(
@@ -329,9 +354,18 @@ def infer_write_stage(
     from cloudlulc.mosaic import DEFAULT_CHUNK_SIZE, write_mosaic
 
     s = settings or get_settings()
-    annotate = dask.annotate(resources=dict(s.dask_task_resources)) if s.dask_task_resources else contextlib.nullcontext()
+    annotate = (
+        dask.annotate(resources=dict(s.dask_task_resources)) if s.dask_task_resources else contextlib.nullcontext()
+    )
     with annotate:
-        result = predict_cube(cube, model, tile=s.tile, overlap=min(s.overlap, s.tile // 4), batch_size=s.batch_size, device=params.device or "auto")
+        result = predict_cube(
+            cube,
+            model,
+            tile=s.tile,
+            overlap=min(s.overlap, s.tile // 4),
+            batch_size=s.batch_size,
+            device=params.device or "auto",
+        )
     if "cloud" not in result and "cloud" in cube:
         result["cloud"] = cube["cloud"]
     t = pair_time(pair)
@@ -412,7 +446,7 @@ def acquisition_time(acq: Any) -> np.datetime64:
     """An :class:`~cloudlulc.catalog.Acquisition`'s time as naive-UTC ``datetime64[ns]`` (as in the store)."""
     t = acq.time
     if t.tzinfo is not None:
-        t = t.astimezone(timezone.utc).replace(tzinfo=None)
+        t = t.astimezone(UTC).replace(tzinfo=None)
     return np.datetime64(t, "ns")
 
 
@@ -441,8 +475,11 @@ def describe_pair(pair: Any) -> dict[str, Any]:
 
 
 def optical_only_warnings(pairs: Sequence[Any]) -> list[str]:
-    return [f"{iso_time(pair_time(p))}: no Sentinel-1 pass within the gap, mapped optical-only"
-            for p in pairs if getattr(p, "s1", None) is None]
+    return [
+        f"{iso_time(pair_time(p))}: no Sentinel-1 pass within the gap, mapped optical-only"
+        for p in pairs
+        if getattr(p, "s1", None) is None
+    ]
 
 
 def run_attrs(params: MapParams, pair: Any, model_info: ModelInfo) -> dict[str, Any]:

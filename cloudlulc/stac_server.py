@@ -56,7 +56,11 @@ def find_rustac(explicit: str | os.PathLike[str] | None = None) -> str:
         candidates = [str(explicit)]
         where = str(explicit)
     else:
-        candidates = [os.environ.get("CLOUDLULC_RUSTAC"), str(Path(sys.executable).parent / "rustac"), shutil.which("rustac")]
+        candidates = [
+            os.environ.get("CLOUDLULC_RUSTAC"),
+            str(Path(sys.executable).parent / "rustac"),
+            shutil.which("rustac"),
+        ]
         where = f"$CLOUDLULC_RUSTAC, {Path(sys.executable).parent}, and PATH"
     for c in candidates:
         if c and Path(c).is_file() and os.access(c, os.X_OK):
@@ -211,7 +215,10 @@ class StacServer:
                 return self.expected_collections is None or n >= self.expected_collections
 
             wait_until_ready(
-                serving_all_collections, self.process, timeout=self.startup_timeout, interval=0.05,
+                serving_all_collections,
+                self.process,
+                timeout=self.startup_timeout,
+                interval=0.05,
                 on_exit=lambda code: StacServerError(
                     f"`rustac serve` exited with status {code} before serving on {self.host}:{port}. "
                     f"Command: {' '.join(cmd)}\nOutput:\n{self.output()}"

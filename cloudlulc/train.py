@@ -78,7 +78,7 @@ class SimulatedDataConfig(BaseModel):
     cache: bool = True
 
     @model_validator(mode="after")
-    def _scene_holds_patch(self) -> "SimulatedDataConfig":
+    def _scene_holds_patch(self) -> SimulatedDataConfig:
         if self.scene_size is not None and self.scene_size < self.patch_size:
             raise ValueError(f"scene_size {self.scene_size} is smaller than patch_size {self.patch_size}")
         return self
@@ -153,7 +153,9 @@ class SimulatedPatches(Dataset):
         cover = float(rng.uniform(*c.cloud_cover))
         season = float(rng.uniform(*c.season))
         size = c.scene_size or c.patch_size
-        scene = simulate_scene(seed=int(c.seed * 1_000_003 + scene_index), shape=(size, size), cloud_cover=cover, season=season)
+        scene = simulate_scene(
+            seed=int(c.seed * 1_000_003 + scene_index), shape=(size, size), cloud_cover=cover, season=season
+        )
         layers = {
             "optical": scene.optical,
             "sar": scene.sar,
@@ -166,7 +168,9 @@ class SimulatedPatches(Dataset):
             y0, x0 = rng.integers(0, size - c.patch_size + 1, 2) if c.scene_size else (0, 0)
             win = (slice(y0, y0 + c.patch_size), slice(x0, x0 + c.patch_size))
             sample = {
-                name: torch.from_numpy(np.ascontiguousarray(arr[(..., *win)], dtype=np.float32 if arr.dtype.kind == "f" else arr.dtype))
+                name: torch.from_numpy(
+                    np.ascontiguousarray(arr[(..., *win)], dtype=np.float32 if arr.dtype.kind == "f" else arr.dtype)
+                )
                 for name, arr in layers.items()
             }
             sample["cloud_fraction"] = torch.tensor(float(sample["cloud"].float().mean()), dtype=torch.float32)
@@ -252,7 +256,9 @@ def batch_cloud_fraction(batch: dict[str, torch.Tensor]) -> torch.Tensor:
 # loss
 
 
-def compute_loss(model: nn.Module, out: Any, batch: dict[str, torch.Tensor], cfg: TrainConfig) -> tuple[torch.Tensor, dict[str, float]]:
+def compute_loss(
+    model: nn.Module, out: Any, batch: dict[str, torch.Tensor], cfg: TrainConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Total training loss and its parts (see module docstring)."""
     label = batch["label"]
     ce = F.cross_entropy(out.logits.float(), label, ignore_index=NODATA)
@@ -315,13 +321,19 @@ def cosine_with_warmup(warmup: int, total: int, min_ratio: float):
 
 @torch.no_grad()
 def evaluate_model(
-    model: nn.Module, dataset_or_loader: Dataset | DataLoader, *, device: str | torch.device = "cpu",
-    batch_size: int = 8, amp: bool = False,
+    model: nn.Module,
+    dataset_or_loader: Dataset | DataLoader,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 8,
+    amp: bool = False,
 ) -> dict[str, Any]:
     """Stratified metrics (:class:`cloudlulc.metrics.ConfusionMatrix`) of ``model`` on a dataset."""
     device = torch.device(device) if not isinstance(device, torch.device) else device
-    loader = dataset_or_loader if isinstance(dataset_or_loader, DataLoader) else DataLoader(
-        dataset_or_loader, batch_size=batch_size, shuffle=False
+    loader = (
+        dataset_or_loader
+        if isinstance(dataset_or_loader, DataLoader)
+        else DataLoader(dataset_or_loader, batch_size=batch_size, shuffle=False)
     )
     was_training = model.training
     model.eval()
@@ -362,7 +374,9 @@ def train(cfg: TrainConfig, train_dataset: Dataset | None = None, val_dataset: D
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_with_warmup(cfg.warmup_steps, total_steps, cfg.min_lr_ratio))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, cosine_with_warmup(cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
+    )
     use_amp = cfg.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
@@ -383,12 +397,21 @@ def train(cfg: TrainConfig, train_dataset: Dataset | None = None, val_dataset: D
         if isinstance(data, Augmented):
             data.set_epoch(epoch)
         loader = DataLoader(
-            data, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data) >= cfg.batch_size,
-            num_workers=cfg.num_workers, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch),
+            data,
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            drop_last=len(data) >= cfg.batch_size,
+            num_workers=cfg.num_workers,
+            generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch),
         )
         sums: dict[str, float] = {}
         n, t0 = 0, time.perf_counter()
-        bar = tqdm(total=steps_per_epoch, desc=f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False)
+        bar = tqdm(
+            total=steps_per_epoch,
+            desc=f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}",
+            disable=not cfg.progress,
+            leave=False,
+        )
         it = iter(loader)
         for _ in range(steps_per_epoch):
             try:
@@ -416,8 +439,11 @@ def train(cfg: TrainConfig, train_dataset: Dataset | None = None, val_dataset: D
             bar.update()
         bar.close()
         record: dict[str, Any] = {
-            "epoch": epoch, "step": step, "lr": scheduler.get_last_lr()[0],
-            "seconds": round(time.perf_counter() - t0, 2), "train": {k: v / max(n, 1) for k, v in sums.items()},
+            "epoch": epoch,
+            "step": step,
+            "lr": scheduler.get_last_lr()[0],
+            "seconds": round(time.perf_counter() - t0, 2),
+            "train": {k: v / max(n, 1) for k, v in sums.items()},
         }
         if val_dataset is not None:
             record["val"] = evaluate_model(model, val_dataset, device=device, batch_size=cfg.batch_size, amp=use_amp)
@@ -429,19 +455,38 @@ def train(cfg: TrainConfig, train_dataset: Dataset | None = None, val_dataset: D
 
 
 def _save_checkpoint(
-    model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler, epoch: int, step: int, cfg: TrainConfig, out_dir: Path, record: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    epoch: int,
+    step: int,
+    cfg: TrainConfig,
+    out_dir: Path,
+    record: dict[str, Any],
 ) -> None:
     """Weights as a loadable safetensors + JSON pair; optimizer/scheduler state as plain tensors."""
     metrics = record.get("val")
     save_pretrained(
-        model, out_dir / "last",
-        {"training_data": cfg.data_description or cfg.train_data.model_dump(mode="json"),
-         "metrics": metrics, "train_config": cfg.model_dump(mode="json"), "epoch": epoch, "step": step},
+        model,
+        out_dir / "last",
+        {
+            "training_data": cfg.data_description or cfg.train_data.model_dump(mode="json"),
+            "metrics": metrics,
+            "train_config": cfg.model_dump(mode="json"),
+            "epoch": epoch,
+            "step": step,
+        },
     )
     torch.save(
-        {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-         "torch_rng": torch.get_rng_state(), "epoch": epoch, "step": step},
+        {
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "epoch": epoch,
+            "step": step,
+        },
         _trainer_state_path(out_dir),
     )
 
@@ -466,7 +511,11 @@ def main(argv: list[str] | None = None) -> None:
         data["resume"] = True
     cfg = TrainConfig.model_validate(data)
     result = train(cfg)
-    print(json.dumps({"out_dir": str(result.out_dir), "last": result.history[-1] if result.history else None}, default=str)[:2000])
+    print(
+        json.dumps(
+            {"out_dir": str(result.out_dir), "last": result.history[-1] if result.history else None}, default=str
+        )[:2000]
+    )
 
 
 if __name__ == "__main__":

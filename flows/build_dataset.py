@@ -37,16 +37,26 @@ def build_dataset_flow(params: DatasetParams | dict[str, Any]) -> dict[str, Any]
     with dask_client(get_settings(), address=p.dask_address) as client:
         summary = build_dataset(p, client=client, progress=False)
     out = summary.model_dump(mode="json")
-    create_markdown_artifact(markdown=_summary_markdown(out), key="build-dataset-summary",
-                             description="CloudLULC training dataset build")
+    create_markdown_artifact(
+        markdown=_summary_markdown(out), key="build-dataset-summary", description="CloudLULC training dataset build"
+    )
     print(f"dataset: {out.get('n_patches')} patches in {out.get('zarr_path')}")
     return out
 
 
 def _summary_markdown(s: dict[str, Any]) -> str:
-    lines = ["# CloudLULC dataset build", "", f"**Store:** `{s.get('zarr_path')}`  ", f"**Index:** `{s.get('index_path')}`  ",
-             f"**Report:** `{s.get('report_path')}`", "", f"Patches: **{s.get('n_patches')}** in "
-             f"{s.get('n_regions')} regions", "", "| split | patches |", "| --- | ---: |"]
+    lines = [
+        "# CloudLULC dataset build",
+        "",
+        f"**Store:** `{s.get('zarr_path')}`  ",
+        f"**Index:** `{s.get('index_path')}`  ",
+        f"**Report:** `{s.get('report_path')}`",
+        "",
+        f"Patches: **{s.get('n_patches')}** in {s.get('n_regions')} regions",
+        "",
+        "| split | patches |",
+        "| --- | ---: |",
+    ]
     for split, n in (s.get("patches_per_split") or {}).items():
         lines.append(f"| {split} | {n} |")
     lines += ["", "| cloud level | patches |", "| --- | ---: |"]
@@ -73,18 +83,32 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    ap = argparse.ArgumentParser(prog="python -m flows.build_dataset", description="Build a CloudLULC training dataset.")
+    ap = argparse.ArgumentParser(
+        prog="python -m flows.build_dataset", description="Build a CloudLULC training dataset."
+    )
     ap.add_argument("--aoi", required=True, help="bbox minx,miny,maxx,maxy (lon/lat), GeoJSON or vector file")
     ap.add_argument("--start", required=True, help="first date YYYY-MM-DD")
     ap.add_argument("--end", required=True, help="last date YYYY-MM-DD")
     ap.add_argument("--out", required=True, help="output directory")
     ap.add_argument("--catalog-url", help="STAC API root (default: Planetary Computer)")
     ap.add_argument("--dask-address", help="Dask scheduler address (default: local cluster)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="any other DatasetParams field, JSON values (repeatable)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other DatasetParams field, JSON values (repeatable)",
+    )
     a = ap.parse_args(argv)
-    values = {"aoi": a.aoi, "start": a.start, "end": a.end, "out": a.out,
-              "catalog_url": a.catalog_url, "dask_address": a.dask_address, **parse_sets(a.set)}
+    values = {
+        "aoi": a.aoi,
+        "start": a.start,
+        "end": a.end,
+        "out": a.out,
+        "catalog_url": a.catalog_url,
+        "dask_address": a.dask_address,
+        **parse_sets(a.set),
+    }
     params = validate(DatasetParams, "build-dataset", {k: v for k, v in values.items() if v is not None})
     out = build_dataset_flow(params)
     print(json.dumps(out, indent=2, default=str))

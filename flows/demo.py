@@ -101,6 +101,7 @@ def demo_aoi_and_time(cat: Any, half_side_m: float = HALF_SIDE_M) -> tuple[str, 
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM into KeyboardInterrupt so every context manager stops what it started."""
+
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
@@ -182,8 +183,9 @@ def run_demo(
                             f"flow run {run_id} ended {state}: {flow_run_message(server, run_id)}\n"
                             f"see {logs / 'serve.log'} for the run's logs"
                         )
-                    summary = next((a["data"] for a in flow_run_artifacts(server, run_id)
-                                    if a["key"] == "map-aoi-summary"), "")
+                    summary = next(
+                        (a["data"] for a in flow_run_artifacts(server, run_id) if a["key"] == "map-aoi-summary"), ""
+                    )
                     if keep_open:
                         _say(f"done; Prefect UI at {server.ui_url} -- Ctrl-C to stop everything")
                         with contextlib.suppress(KeyboardInterrupt):
@@ -197,8 +199,9 @@ def run_demo(
     times, crs = verify_store(store)
     step("verify", t)
     quicklooks = sorted(qdir.glob("*.png"))
-    return DemoResult(run_id, state, store, quicklooks, times, crs, str(summary),
-                      round(time.monotonic() - t0, 1), steps)
+    return DemoResult(
+        run_id, state, store, quicklooks, times, crs, str(summary), round(time.monotonic() - t0, 1), steps
+    )
 
 
 def verify_store(store: Path) -> tuple[list[str], str]:

@@ -26,8 +26,9 @@ def evaluate_flow(params: EvaluationParams | dict[str, Any]) -> dict[str, Any]:
     result = run_evaluation(p)
     md_path = Path(result.markdown_path)
     if md_path.exists():
-        create_markdown_artifact(markdown=md_path.read_text(), key="evaluation-report",
-                                 description=f"{p.title}: {result.html_path}")
+        create_markdown_artifact(
+            markdown=md_path.read_text(), key="evaluation-report", description=f"{p.title}: {result.html_path}"
+        )
     print(f"report: {result.html_path}")
     return result.model_dump(mode="json")
 

@@ -43,8 +43,11 @@ class PrefectServer:
 
     def env(self) -> dict[str, str]:
         """Environment for clients of this server (the CLI, ``flows.serve``, flow-run subprocesses)."""
-        return {"PREFECT_API_URL": self.api_url, "PREFECT_HOME": str(self.home),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+        return {
+            "PREFECT_API_URL": self.api_url,
+            "PREFECT_HOME": str(self.home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
 
 
 def _tail(path: Path, n: int = 30) -> str:
@@ -72,11 +75,14 @@ def _stop(proc: subprocess.Popen, name: str, timeout: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def _process(cmd: list[str], env: Mapping[str, str], log_path: Path, name: str, cwd: Path | None = None) -> Iterator[subprocess.Popen]:
+def _process(
+    cmd: list[str], env: Mapping[str, str], log_path: Path, name: str, cwd: Path | None = None
+) -> Iterator[subprocess.Popen]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
-        proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
-                                cwd=cwd, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+        )
     try:
         yield proc
     finally:
@@ -84,8 +90,9 @@ def _process(cmd: list[str], env: Mapping[str, str], log_path: Path, name: str, 
 
 
 @contextlib.contextmanager
-def prefect_server(home: Path, *, port: int | None = None, ui: bool = False, timeout: float = 180.0,
-                   log_path: Path | None = None) -> Iterator[PrefectServer]:
+def prefect_server(
+    home: Path, *, port: int | None = None, ui: bool = False, timeout: float = 180.0, log_path: Path | None = None
+) -> Iterator[PrefectServer]:
     """Run ``prefect server start`` (SQLite under ``home``) until the context exits.
 
     Waits for ``/api/health``; raises :class:`LocalServerError` with the log tail if it does not come up.
@@ -94,8 +101,12 @@ def prefect_server(home: Path, *, port: int | None = None, ui: bool = False, tim
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     api = f"http://127.0.0.1:{port}/api"
-    server = PrefectServer(api_url=api, ui_url=f"http://127.0.0.1:{port}", home=home,
-                            log_path=Path(log_path) if log_path else home / "server.log")
+    server = PrefectServer(
+        api_url=api,
+        ui_url=f"http://127.0.0.1:{port}",
+        home=home,
+        log_path=Path(log_path) if log_path else home / "server.log",
+    )
     env = {
         "PREFECT_HOME": str(home),
         "PREFECT_API_URL": "",  # the server itself must not point at another API
@@ -108,16 +119,30 @@ def prefect_server(home: Path, *, port: int | None = None, ui: bool = False, tim
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)]
     with _process(cmd, env, server.log_path, "prefect server") as proc:
         wait_until_ready(
-            lambda: httpx.get(f"{api}/health", timeout=2.0).status_code == 200, proc, timeout=timeout, interval=0.5,
-            on_exit=lambda code: LocalServerError(f"prefect server exited with {code}; log {server.log_path}:\n{_tail(server.log_path)}"),
-            on_timeout=lambda: LocalServerError(f"prefect server not healthy after {timeout:.0f} s; log {server.log_path}:\n{_tail(server.log_path)}"),
+            lambda: httpx.get(f"{api}/health", timeout=2.0).status_code == 200,
+            proc,
+            timeout=timeout,
+            interval=0.5,
+            on_exit=lambda code: LocalServerError(
+                f"prefect server exited with {code}; log {server.log_path}:\n{_tail(server.log_path)}"
+            ),
+            on_timeout=lambda: LocalServerError(
+                f"prefect server not healthy after {timeout:.0f} s; log {server.log_path}:\n{_tail(server.log_path)}"
+            ),
         )
         yield server
 
 
 @contextlib.contextmanager
-def serve_deployments(server: PrefectServer, env: Mapping[str, str], *, wait_for: list[str], log_path: Path,
-                      cwd: Path | None = None, timeout: float = 180.0) -> Iterator[subprocess.Popen]:
+def serve_deployments(
+    server: PrefectServer,
+    env: Mapping[str, str],
+    *,
+    wait_for: list[str],
+    log_path: Path,
+    cwd: Path | None = None,
+    timeout: float = 180.0,
+) -> Iterator[subprocess.Popen]:
     """Run ``python -m flows.serve`` against ``server`` until every deployment in ``wait_for`` exists."""
     full_env = {**server.env(), **env}
     cmd = [sys.executable, "-m", "flows.serve"]
@@ -134,28 +159,34 @@ def serve_deployments(server: PrefectServer, env: Mapping[str, str], *, wait_for
                 pending.pop(0)
                 continue
             if time.monotonic() > deadline:
-                raise LocalServerError(f"deployment {name} not registered after {timeout:.0f} s; log {log_path}:\n{_tail(log_path)}")
+                raise LocalServerError(
+                    f"deployment {name} not registered after {timeout:.0f} s; log {log_path}:\n{_tail(log_path)}"
+                )
             time.sleep(0.5)
         yield proc
 
 
-def run_deployment_cli(server: PrefectServer, name: str, params: Mapping[str, str] | None = None,
-                       cwd: Path | None = None) -> str:
+def run_deployment_cli(
+    server: PrefectServer, name: str, params: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> str:
     """``prefect deployment run NAME`` (the CLI, as a user would); returns the flow run id it printed."""
     cmd = [sys.executable, "-m", "prefect", "deployment", "run", name]
     for k, v in (params or {}).items():
         cmd += ["--param", f"{k}={v}"]
     proc = subprocess.run(cmd, env={**os.environ, **server.env()}, capture_output=True, text=True, cwd=cwd, timeout=120)
     if proc.returncode != 0:
-        raise LocalServerError(f"`prefect deployment run {name}` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        raise LocalServerError(
+            f"`prefect deployment run {name}` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+        )
     m = re.search(r"UUID:\s*(" + _UUID_RE.pattern + ")", proc.stdout) or _UUID_RE.search(proc.stdout)
     if not m:
         raise LocalServerError(f"no flow run id in the output of `prefect deployment run {name}`:\n{proc.stdout}")
     return m.group(1) if m.groups() else m.group(0)
 
 
-def wait_for_flow_run(server: PrefectServer, flow_run_id: str, *, timeout: float = 600.0,
-                      on_state: Callable[[str], None] | None = None) -> str:
+def wait_for_flow_run(
+    server: PrefectServer, flow_run_id: str, *, timeout: float = 600.0, on_state: Callable[[str], None] | None = None
+) -> str:
     """Poll the flow run through the Prefect client until it is final; returns the state type name."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -201,5 +232,7 @@ def flow_run_artifacts(server: PrefectServer, flow_run_id: str) -> list[dict[str
             arts = client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
             )
-    return [{"key": a.key, "type": a.type, "description": a.description, "data": a.data}
-            for a in sorted(arts, key=lambda a: a.created or 0)]
+    return [
+        {"key": a.key, "type": a.type, "description": a.description, "data": a.data}
+        for a in sorted(arts, key=lambda a: a.created or 0)
+    ]

@@ -56,11 +56,19 @@ _TASK_OPTS: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_condition_fn": re
 def search_task(params: MapParams) -> tuple[list[Any], list[str]]:
     acqs, skipped = pipeline.search_stage(params)
     logger = get_run_logger()
-    logger.info("found %d Sentinel-2 acquisition(s) to map%s", len(acqs),
-                f"; {len(skipped)} already mapped: {', '.join(skipped)}" if skipped else "")
+    logger.info(
+        "found %d Sentinel-2 acquisition(s) to map%s",
+        len(acqs),
+        f"; {len(skipped)} already mapped: {', '.join(skipped)}" if skipped else "",
+    )
     for a in acqs:
-        logger.info("  %s  %s  cloud %.1f%%  items %s", pipeline.iso_time(pipeline.acquisition_time(a)),
-                    a.platform, a.cloud_cover or float("nan"), ", ".join(a.item_ids))
+        logger.info(
+            "  %s  %s  cloud %.1f%%  items %s",
+            pipeline.iso_time(pipeline.acquisition_time(a)),
+            a.platform,
+            a.cloud_cover or float("nan"),
+            ", ".join(a.item_ids),
+        )
     return acqs, skipped
 
 
@@ -73,7 +81,9 @@ def pair_task(params: MapParams, acquisitions: list[Any]) -> list[Any]:
         if d["optical_only"]:
             logger.warning("%s: optical-only (%s)", pipeline.iso_time(p.time), p.s1_missing_reason)
         else:
-            logger.info("%s: Sentinel-1 %s, gap %.2f days", pipeline.iso_time(p.time), ", ".join(d["s1_items"]), d["gap_days"])
+            logger.info(
+                "%s: Sentinel-1 %s, gap %.2f days", pipeline.iso_time(p.time), ", ".join(d["s1_items"]), d["gap_days"]
+            )
     return pairs
 
 
@@ -81,14 +91,16 @@ def pair_task(params: MapParams, acquisitions: list[Any]) -> list[Any]:
 def cube_task(params: MapParams, pairs: list[Any], settings: Settings) -> list[Any]:
     cubes = pipeline.cube_stage(params, pairs, settings)
     for c in cubes:
-        get_run_logger().info("cube %s: %s", pipeline.iso_time(c["time"].values) if "time" in c.coords else "?",
-                              dict(c.sizes))
+        get_run_logger().info(
+            "cube %s: %s", pipeline.iso_time(c["time"].values) if "time" in c.coords else "?", dict(c.sizes)
+        )
     return cubes
 
 
 @task(name="infer-write", task_run_name="infer-write-{label}", **_TASK_OPTS)
-def infer_write_task(label: str, params: MapParams, pair: Any, cube: Any, model: Any,
-                     model_info: pipeline.ModelInfo, settings: Settings) -> str:
+def infer_write_task(
+    label: str, params: MapParams, pair: Any, cube: Any, model: Any, model_info: pipeline.ModelInfo, settings: Settings
+) -> str:
     t = pipeline.infer_write_stage(params, pair, cube, model, model_info, settings)
     get_run_logger().info("wrote %s to %s", t, params.output)
     return t
@@ -147,8 +159,9 @@ def publish_artifacts(result: pipeline.MapResult, key_prefix: str = "map-aoi") -
     for a in result.acquisitions:
         if a.quicklook:
             uri = Path(a.quicklook).resolve().as_uri()
-            create_image_artifact(image_url=uri, key=f"{key_prefix}-quicklook",
-                                  description=f"LULC quicklook {a.time}: {a.quicklook}")
+            create_image_artifact(
+                image_url=uri, key=f"{key_prefix}-quicklook", description=f"LULC quicklook {a.time}: {a.quicklook}"
+            )
     out = result.output
     link = Path(out).resolve().as_uri() if "://" not in out else out
     create_link_artifact(link=link, link_text=out, key=f"{key_prefix}-output", description="Zarr mosaic store")

@@ -13,7 +13,7 @@ Deploy it with a schedule (see ``flows/serve.py`` and ``deploy/prefect.yaml``)::
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -29,7 +29,7 @@ def last_mapped_time(store: str) -> datetime | None:
     if not times:
         return None
     newest = max(times).astype("datetime64[us]").astype(datetime)
-    return newest.replace(tzinfo=timezone.utc)
+    return newest.replace(tzinfo=UTC)
 
 
 @flow(name="map-aoi-nrt", log_prints=True, validate_parameters=True)
@@ -67,8 +67,10 @@ def map_aoi_nrt_flow(
     result = run_mapping(map_params)
     publish_artifacts(result, "map-aoi-nrt")
     newly = [a.time for a in result.acquisitions]
-    print(f"mapped {len(newly)} new acquisition(s): {', '.join(newly) or 'none'}; "
-          f"{len(result.skipped_times)} already in the store")
+    print(
+        f"mapped {len(newly)} new acquisition(s): {', '.join(newly) or 'none'}; "
+        f"{len(result.skipped_times)} already in the store"
+    )
     out = result.as_dict()
     out["window"] = map_params.time
     out["mapped_times"] = [pipeline.iso_time(t) for t in sorted(pipeline.existing_times(params.output))]

@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from cloudlulc.config import MappingOptions, MapParams, parse_time_window
+from cloudlulc.config import MapParams, MappingOptions, parse_time_window
 
 __all__ = ["InvalidParameters", "MapParams", "NrtParams", "validate"]
 
@@ -45,7 +45,9 @@ def validate(model: type[M], flow_name: str, values: dict[str, Any]) -> M:
 
 def run_with_config_file(model: type[M], flow_name: str, flow_fn: Callable[[M], Any], argv: list[str] | None) -> None:
     """``python -m flows.<name> --config params.json``: validate the JSON as ``model``, run the flow, print its result."""
-    ap = argparse.ArgumentParser(prog=f"python -m flows.{flow_name}", description=f"Run the {flow_name} flow through Prefect.")
+    ap = argparse.ArgumentParser(
+        prog=f"python -m flows.{flow_name}", description=f"Run the {flow_name} flow through Prefect."
+    )
     ap.add_argument("--config", required=True, help=f"JSON file with {model.__module__}.{model.__name__}")
     a = ap.parse_args(argv)
     with open(a.config) as f:
@@ -73,7 +75,7 @@ class NrtParams(MappingOptions):
 
     def now_utc(self) -> datetime:
         if self.now is None:
-            return datetime.now(timezone.utc)
+            return datetime.now(UTC)
         return parse_time_window(self.now)[1]
 
     def map_params(self, last_mapped: datetime | None) -> MapParams:
@@ -92,11 +94,11 @@ class NrtParams(MappingOptions):
         if last_mapped is None:
             start = end - timedelta(days=self.lookback_days)
         else:
-            lm = last_mapped if last_mapped.tzinfo else last_mapped.replace(tzinfo=timezone.utc)
+            lm = last_mapped if last_mapped.tzinfo else last_mapped.replace(tzinfo=UTC)
             start = min(lm.replace(hour=0, minute=0, second=0, microsecond=0), end)
         fields = self.model_dump(exclude={"lookback_days", "now"})
         return {**fields, "time": f"{_iso(start)}/{_iso(end)}", "skip_mapped": True, "latest_only": False}
 
 
 def _iso(dt: datetime) -> str:
-    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")

@@ -40,7 +40,9 @@ def build_deployments(settings: Settings | None = None) -> list[Any]:
     s = settings or get_settings()
     deps = [
         map_aoi_flow.to_deployment(
-            "default", entrypoint_type=_MODULE, tags=["cloudlulc", "map"],
+            "default",
+            entrypoint_type=_MODULE,
+            tags=["cloudlulc", "map"],
             description="Map an AOI for a date or range into a Zarr mosaic (all parameters per run).",
             parameters={"catalog_url": s.catalog_url},
         )
@@ -48,22 +50,40 @@ def build_deployments(settings: Settings | None = None) -> list[Any]:
     if s.demo_aoi and s.demo_time:
         deps.append(
             map_aoi_flow.to_deployment(
-                "demo", entrypoint_type=_MODULE, tags=["cloudlulc", "map", "demo"],
+                "demo",
+                entrypoint_type=_MODULE,
+                tags=["cloudlulc", "map", "demo"],
                 description="Map the SIMULATED demo catalog (see cloudlulc.simulate).",
-                parameters={"aoi": s.demo_aoi, "time": s.demo_time, "output": s.demo_output,
-                            "catalog_url": s.catalog_url, "allow_optical_only": True},
+                parameters={
+                    "aoi": s.demo_aoi,
+                    "time": s.demo_time,
+                    "output": s.demo_output,
+                    "catalog_url": s.catalog_url,
+                    "allow_optical_only": True,
+                },
             )
         )
     nrt_aoi = s.nrt_aoi or s.demo_aoi
     if nrt_aoi:
         deps.append(
             map_aoi_nrt_flow.to_deployment(
-                s.nrt_name, entrypoint_type=_MODULE, paused=s.nrt_paused,
-                **({"interval": timedelta(minutes=s.nrt_interval_minutes)} if s.nrt_interval_minutes else {"cron": s.nrt_cron}),
-                tags=["cloudlulc", "nrt"], concurrency_limit=1,
+                s.nrt_name,
+                entrypoint_type=_MODULE,
+                paused=s.nrt_paused,
+                **(
+                    {"interval": timedelta(minutes=s.nrt_interval_minutes)}
+                    if s.nrt_interval_minutes
+                    else {"cron": s.nrt_cron}
+                ),
+                tags=["cloudlulc", "nrt"],
+                concurrency_limit=1,
                 description="Near-real-time: map acquisitions newer than the store's last mapped time.",
-                parameters={"aoi": nrt_aoi, "output": s.nrt_output, "lookback_days": s.nrt_lookback_days,
-                            "catalog_url": s.catalog_url},
+                parameters={
+                    "aoi": nrt_aoi,
+                    "output": s.nrt_output,
+                    "lookback_days": s.nrt_lookback_days,
+                    "catalog_url": s.catalog_url,
+                },
             )
         )
     deps += [

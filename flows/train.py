@@ -25,13 +25,18 @@ def train_flow(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     get_run_logger().info("training %s for %d epoch(s) into %s", cfg.model, cfg.epochs, cfg.out_dir)
     result = train(cfg)
     history = [{k: v for k, v in h.items() if isinstance(v, (int, float, str))} for h in result.history]
-    out = {"weights_path": str(result.weights_path) if result.weights_path else None,
-           "out_dir": str(result.out_dir) if result.out_dir else None, "history": history}
+    out = {
+        "weights_path": str(result.weights_path) if result.weights_path else None,
+        "out_dir": str(result.out_dir) if result.out_dir else None,
+        "history": history,
+    }
     if history:
         create_table_artifact(table=history, key="train-history", description=f"{cfg.model} training history")
     create_markdown_artifact(
         markdown=f"# Training {cfg.model}\n\nWeights: `{out['weights_path']}`\n\nEpochs: {len(history)}\n",
-        key="train-summary", description="CloudLULC training run")
+        key="train-summary",
+        description="CloudLULC training run",
+    )
     print(f"weights: {out['weights_path']}")
     return out
 

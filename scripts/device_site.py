@@ -33,21 +33,57 @@ from pathlib import Path
 #: distributions to carry (the GPU machine's Python lacks them, or has versions not tested here)
 CARRIED = (
     # reading COGs and CRS
-    "rasterio", "affine", "cligj", "click-plugins", "pyproj", "shapely", "rioxarray",
+    "rasterio",
+    "affine",
+    "cligj",
+    "click-plugins",
+    "pyproj",
+    "shapely",
+    "rioxarray",
     # cubes, chunked compute and the Zarr store
-    "stackstac", "dask", "distributed", "partd", "locket", "tblib", "tornado", "zict", "xarray", "pandas",
-    "pytz", "tzdata", "zarr", "numcodecs", "donfig", "google-crc32c",
+    "stackstac",
+    "dask",
+    "distributed",
+    "partd",
+    "locket",
+    "tblib",
+    "tornado",
+    "zict",
+    "xarray",
+    "pandas",
+    "pytz",
+    "tzdata",
+    "zarr",
+    "numcodecs",
+    "donfig",
+    "google-crc32c",
     # STAC items and settings
-    "pystac", "pystac-core", "lazy-importer", "pydantic", "pydantic-core", "pydantic-settings",
-    "python-dotenv", "annotated-types", "typing-inspection", "typing-extensions", "importlib-metadata",
+    "pystac",
+    "pystac-core",
+    "lazy-importer",
+    "pydantic",
+    "pydantic-core",
+    "pydantic-settings",
+    "python-dotenv",
+    "annotated-types",
+    "typing-inspection",
+    "typing-extensions",
+    "importlib-metadata",
     "orjson",
 )
 #: pystac 1.15 ships its extensions as separate distributions, all imported with it
 PYSTAC_EXTENSIONS_PREFIX = "pystac-ext-"
 
 PYTHON = "3.12"  # the GPU machine's python3
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
-             "manylinux2014_x86_64", "manylinux_2_5_x86_64", "manylinux1_x86_64")
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux_2_5_x86_64",
+    "manylinux1_x86_64",
+)
 LIMIT_MIB = 64  # what the device tool carries per call, working tree included
 #: installed folders nothing imports at run time: the test suites of the carried packages
 #: (``testing`` modules stay: xarray and pandas import theirs)
@@ -56,21 +92,30 @@ PRUNE = ("tests",)
 
 def pinned() -> list[str]:
     """``name==version`` of every carried distribution as installed in this environment."""
-    names = list(CARRIED) + sorted({d.metadata["Name"] for d in distributions()
-                                    if d.metadata["Name"].lower().startswith(PYSTAC_EXTENSIONS_PREFIX)})
+    names = list(CARRIED) + sorted(
+        {d.metadata["Name"] for d in distributions() if d.metadata["Name"].lower().startswith(PYSTAC_EXTENSIONS_PREFIX)}
+    )
     pins = []
     for name in names:
         try:
             pins.append(f"{name}=={version(name)}")
         except PackageNotFoundError:
-            raise SystemExit(f"{name} is not installed in {sys.prefix}: run this with the project's venv "
-                             "(make venv), whose versions the GPU run must match") from None
+            raise SystemExit(
+                f"{name} is not installed in {sys.prefix}: run this with the project's venv "
+                "(make venv), whose versions the GPU run must match"
+            ) from None
     return pins
 
 
 def pip_platform_args() -> list[str]:
-    return ["--only-binary=:all:", "--python-version", PYTHON, "--implementation", "cp",
-            *[a for plat in PLATFORMS for a in ("--platform", plat)]]
+    return [
+        "--only-binary=:all:",
+        "--python-version",
+        PYTHON,
+        "--implementation",
+        "cp",
+        *[a for plat in PLATFORMS for a in ("--platform", plat)],
+    ]
 
 
 def main() -> int:
@@ -82,8 +127,20 @@ def main() -> int:
         wheels, site = Path(tmp) / "wheels", Path(tmp) / "site"
         pip = [sys.executable, "-m", "pip", "--quiet"]
         subprocess.run([*pip, "download", "--no-deps", *pip_platform_args(), "-d", str(wheels), *pinned()], check=True)
-        subprocess.run([*pip, "install", "--no-index", "--no-deps", "--no-compile", *pip_platform_args(),
-                        "--target", str(site), *map(str, sorted(wheels.glob("*.whl")))], check=True)
+        subprocess.run(
+            [
+                *pip,
+                "install",
+                "--no-index",
+                "--no-deps",
+                "--no-compile",
+                *pip_platform_args(),
+                "--target",
+                str(site),
+                *map(str, sorted(wheels.glob("*.whl"))),
+            ],
+            check=True,
+        )
         for top in site.iterdir():
             for name in PRUNE:
                 if (top / name).is_dir() and (top / "__init__.py").exists():
@@ -97,8 +154,10 @@ def main() -> int:
         partial.replace(args.out)
         n_wheels = len(list(wheels.glob("*.whl")))
     size = args.out.stat().st_size / 2**20
-    print(f"{n_wheels} distributions for CPython {PYTHON} packed into {args.out}: {size:.1f} MiB "
-          f"(the device tool carries {LIMIT_MIB} MiB per call, working tree included)")
+    print(
+        f"{n_wheels} distributions for CPython {PYTHON} packed into {args.out}: {size:.1f} MiB "
+        f"(the device tool carries {LIMIT_MIB} MiB per call, working tree included)"
+    )
     return 0 if size < LIMIT_MIB - 8 else 1
 
 

@@ -46,8 +46,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--patch-size", type=int, default=64)
     ap.add_argument("--n-train", type=int, default=768)
     ap.add_argument("--n-eval", type=int, default=48)
-    ap.add_argument("--scene-size", type=int, default=768,
-                    help="patches are cut from scenes this large, so they look like pieces of a real tile")
+    ap.add_argument(
+        "--scene-size",
+        type=int,
+        default=768,
+        help="patches are cut from scenes this large, so they look like pieces of a real tile",
+    )
     ap.add_argument("--patches-per-scene", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (more thrash on a shared CPU)")
     ap.add_argument("--seed", type=int, default=0)
@@ -58,19 +62,46 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
 
     scenes = {"scene_size": args.scene_size, "patches_per_scene": args.patches_per_scene}
-    train_data = SimulatedDataConfig(n_patches=args.n_train, patch_size=args.patch_size, cloud_cover=(0.0, 0.95), seed=args.seed, **scenes)
+    train_data = SimulatedDataConfig(
+        n_patches=args.n_train, patch_size=args.patch_size, cloud_cover=(0.0, 0.95), seed=args.seed, **scenes
+    )
     eval_scenes = {"scene_size": args.scene_size, "patches_per_scene": 4}
-    heavy = SimulatedPatches(SimulatedDataConfig(n_patches=args.n_eval, patch_size=128, cloud_cover=(0.6, 0.95), seed=10_000 + args.seed, **eval_scenes))
-    mixed = SimulatedPatches(SimulatedDataConfig(n_patches=args.n_eval, patch_size=128, cloud_cover=(0.0, 1.0), seed=20_000 + args.seed, **eval_scenes))
-    description = TRAIN_DESCRIPTION.format(n=args.n_train, p=args.patch_size, s=args.scene_size,
-                                           scenes=-(-args.n_train // args.patches_per_scene), seed=args.seed,
-                                           c0=0.0, c1=0.95, steps=args.steps, bs=args.batch_size)
+    heavy = SimulatedPatches(
+        SimulatedDataConfig(
+            n_patches=args.n_eval, patch_size=128, cloud_cover=(0.6, 0.95), seed=10_000 + args.seed, **eval_scenes
+        )
+    )
+    mixed = SimulatedPatches(
+        SimulatedDataConfig(
+            n_patches=args.n_eval, patch_size=128, cloud_cover=(0.0, 1.0), seed=20_000 + args.seed, **eval_scenes
+        )
+    )
+    description = TRAIN_DESCRIPTION.format(
+        n=args.n_train,
+        p=args.patch_size,
+        s=args.scene_size,
+        scenes=-(-args.n_train // args.patches_per_scene),
+        seed=args.seed,
+        c0=0.0,
+        c1=0.95,
+        steps=args.steps,
+        bs=args.batch_size,
+    )
     results: dict[str, dict] = {}
     for name in args.models:
         cfg = TrainConfig(
-            model=name, train_data=train_data, epochs=1, steps_per_epoch=args.steps, batch_size=args.batch_size,
-            warmup_steps=max(10, args.steps // 20), threads=args.threads, seed=args.seed, device="cpu",
-            out_dir=args.out_dir / name, progress=sys.stderr.isatty(), data_description=description,
+            model=name,
+            train_data=train_data,
+            epochs=1,
+            steps_per_epoch=args.steps,
+            batch_size=args.batch_size,
+            warmup_steps=max(10, args.steps // 20),
+            threads=args.threads,
+            seed=args.seed,
+            device="cpu",
+            out_dir=args.out_dir / name,
+            progress=sys.stderr.isatty(),
+            data_description=description,
         )
         t0 = time.perf_counter()
         result = train(cfg, train_dataset=SimulatedPatches(train_data))
@@ -80,24 +111,36 @@ def main(argv: list[str] | None = None) -> dict:
         results[name] = {
             "train_seconds": round(seconds, 1),
             "n_parameters": sum(p.numel() for p in result.model.parameters()),
-            "heavy_cloud": m_heavy, "mixed_cloud": m_mixed,
+            "heavy_cloud": m_heavy,
+            "mixed_cloud": m_mixed,
         }
         print(f"{name}: {seconds:.0f} s, heavy-cloud {summarise(m_heavy)}, mixed {summarise(m_mixed)}", flush=True)
         if name == "cloudlulc-net-tiny" and not args.no_save:
-            save_pretrained(result.model, WEIGHTS_DIR / DEMO_WEIGHTS_STEM, {
-                "training_data": description,
-                "metrics": {"evaluation_data": f"SIMULATED held-out patches 128x128 cut from {args.scene_size}x{args.scene_size} scenes (seeds disjoint from training)",
-                            "heavy_cloud_60_95pct": m_heavy, "mixed_cloud_0_100pct": m_mixed},
-                "reproduce": "python scripts/train_demo_weights.py",
-            })
+            save_pretrained(
+                result.model,
+                WEIGHTS_DIR / DEMO_WEIGHTS_STEM,
+                {
+                    "training_data": description,
+                    "metrics": {
+                        "evaluation_data": f"SIMULATED held-out patches 128x128 cut from {args.scene_size}x{args.scene_size} scenes (seeds disjoint from training)",
+                        "heavy_cloud_60_95pct": m_heavy,
+                        "mixed_cloud_0_100pct": m_mixed,
+                    },
+                    "reproduce": "python scripts/train_demo_weights.py",
+                },
+            )
 
     print()
-    print("| model | params | mIoU, cloud >= 60 % | OA, cloud >= 60 % | mIoU 0-10 % | mIoU 10-30 % | mIoU 30-60 % | mIoU 60-100 % | train s |")
+    print(
+        "| model | params | mIoU, cloud >= 60 % | OA, cloud >= 60 % | mIoU 0-10 % | mIoU 10-30 % | mIoU 30-60 % | mIoU 60-100 % | train s |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
         h, per_bin = r["heavy_cloud"]["total"], r["mixed_cloud"]["per_bin"]
         bins = " | ".join(f"{per_bin[b]['miou']:.3f}" if per_bin[b]["miou"] is not None else "-" for b in per_bin)
-        print(f"| {name} | {r['n_parameters']:,} | {h['miou']:.3f} | {h['oa']:.3f} | {bins} | {r['train_seconds']:.0f} |")
+        print(
+            f"| {name} | {r['n_parameters']:,} | {h['miou']:.3f} | {h['oa']:.3f} | {bins} | {r['train_seconds']:.0f} |"
+        )
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "results.json").write_text(json.dumps(results, indent=1))
     return results

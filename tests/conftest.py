@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pc_fixtures import find_pc_fixtures
 
 from cloudlulc.simulate import SimCatalog, write_demo_catalog
 from cloudlulc.stac_server import serve_stac
-from pc_fixtures import find_pc_fixtures
 
 #: Demo-catalog geometry used by the test session: two 3 km S2 tiles overlapping by 300 m.
 SIM_TILE_SIZE, SIM_OVERLAP, SIM_MARGIN = 300, 30, 12

@@ -85,7 +85,10 @@ def start_postgres() -> Iterator[tuple[str, Path]]:
             f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
             "-c full_page_writes=off -c max_connections=50"
         )
-        _run(_as_pg_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "start"]), "pg_ctl start")
+        _run(
+            _as_pg_user([str(PG_BIN / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(log), "-w", "start"]),
+            "pg_ctl start",
+        )
         started = True
         yield f"postgresql://postgres:postgres@127.0.0.1:{port}/postgres", workdir
     except Exception as e:
@@ -155,7 +158,9 @@ def serve_pgstac(collections: Iterable[dict], items: Iterable[dict], timeout: fl
         url = f"http://127.0.0.1:{port}"
         try:
             wait_until_ready(
-                lambda: httpx.get(f"{url}/collections", timeout=2).status_code == 200, proc, timeout=timeout,
+                lambda: httpx.get(f"{url}/collections", timeout=2).status_code == 200,
+                proc,
+                timeout=timeout,
                 on_exit=lambda code: RuntimeError(
                     f"stac-fastapi-pgstac exited with {code}: {(workdir / 'api.log').read_text()[-2000:]}"
                 ),

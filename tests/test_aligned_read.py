@@ -24,8 +24,20 @@ from cloudlulc.catalog import Pair, group_acquisitions, parse_aoi, select_s1
 from cloudlulc.classes import S2_BANDS
 from cloudlulc.cube import CheckedRioReader, Grid, build_cube, optical_cube
 
-NATIVE_M = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20, "B07": 20, "B08": 10, "B8A": 20,
-            "B09": 60, "B11": 20, "B12": 20}
+NATIVE_M = {
+    "B01": 60,
+    "B02": 10,
+    "B03": 10,
+    "B04": 10,
+    "B05": 20,
+    "B06": 20,
+    "B07": 20,
+    "B08": 10,
+    "B8A": 20,
+    "B09": 60,
+    "B11": 20,
+    "B12": 20,
+}
 
 
 # ------------------------------------------------------------------------------------------ geometry
@@ -154,9 +166,21 @@ def _holey_raster(path, k: int, dtype: str, nodata: float | None, seed: int = 0)
         a[20:24, 30:37] = nodata
         a[5, 5] = a[46, 52] = a[0, 17] = nodata
         a[:3, :4] = nodata
-    with rasterio.open(path, "w", driver="GTiff", width=53, height=47, count=1, dtype=dtype, nodata=nodata,
-                       crs="EPSG:32633", transform=Affine(10.0 * k, 0, 600000, 0, -10.0 * k, 5000000), tiled=True,
-                       blockxsize=32, blockysize=32) as ds:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=53,
+        height=47,
+        count=1,
+        dtype=dtype,
+        nodata=nodata,
+        crs="EPSG:32633",
+        transform=Affine(10.0 * k, 0, 600000, 0, -10.0 * k, 5000000),
+        tiled=True,
+        blockxsize=32,
+        blockysize=32,
+    ) as ds:
         ds.write(a, 1)
     return a
 
@@ -166,10 +190,17 @@ def _reads(path, k: int, resampling: Resampling, fast: bool, monkeypatch, window
     windows: every phase of the upsampling, windows across the raster's edges and fully outside)."""
     monkeypatch.setattr(CheckedRioReader, "fast_aligned_reads", fast)
     h, w = 47 * k + 50, 53 * k + 50
-    spec = RasterSpec(32633, (600000 - 250.0, 5000000 - 470.0 * k - 250, 600000 + 530.0 * k + 250, 5000000 + 250.0),
-                      (10.0, 10.0))
-    reader = CheckedRioReader(url=str(path), spec=spec, resampling=resampling, dtype=np.dtype("float32"),
-                              fill_value=np.nan, scale_offset=(1.0, 0.0))
+    spec = RasterSpec(
+        32633, (600000 - 250.0, 5000000 - 470.0 * k - 250, 600000 + 530.0 * k + 250, 5000000 + 250.0), (10.0, 10.0)
+    )
+    reader = CheckedRioReader(
+        url=str(path),
+        spec=spec,
+        resampling=resampling,
+        dtype=np.dtype("float32"),
+        fill_value=np.nan,
+        scale_offset=(1.0, 0.0),
+    )
     out = np.full((h, w), -1.0, np.float32)
     for r in range(0, h, window):
         for c in range(0, w, window):
@@ -202,8 +233,9 @@ def test_upsampled_windows_equal_the_warper(tmp_path, monkeypatch, k, dtype, nod
 def test_nearest_upsampling_equals_the_warper(tmp_path, monkeypatch, k):
     path = tmp_path / "scl.tif"
     _holey_raster(path, k, "uint16", 0)
-    np.testing.assert_array_equal(_reads(path, k, Resampling.nearest, True, monkeypatch),
-                                  _reads(path, k, Resampling.nearest, False, monkeypatch))
+    np.testing.assert_array_equal(
+        _reads(path, k, Resampling.nearest, True, monkeypatch), _reads(path, k, Resampling.nearest, False, monkeypatch)
+    )
 
 
 def test_upsample_renormalises_over_valid_neighbours():

@@ -41,15 +41,29 @@ def scene():
 def _write(scene, store: Path, name: str, **kw):
     optical, sar, cloud = scene
     cube = make_cube(optical, sar, cloud, CHUNK)
-    result = predict_cube(cube, CountingNet(name, seed=5, fail_after=kw.pop("fail_after", None)),
-                          tile=TILE, overlap=OVERLAP, batch_size=1, device="cpu")
+    result = predict_cube(
+        cube,
+        CountingNet(name, seed=5, fail_after=kw.pop("fail_after", None)),
+        tile=TILE,
+        overlap=OVERLAP,
+        batch_size=1,
+        device="cpu",
+    )
     return write_mosaic(result, store, time=T0, attrs={"run": name}, chunk_size=CHUNK, **kw)
 
 
 def _reference(scene):
     optical, sar, _ = scene
-    return predict_arrays(optical, sar, CountingNet("reference", seed=5), tile=TILE, overlap=OVERLAP,
-                          batch_size=1, device="cpu", return_probabilities=True)
+    return predict_arrays(
+        optical,
+        sar,
+        CountingNet("reference", seed=5),
+        tile=TILE,
+        overlap=OVERLAP,
+        batch_size=1,
+        device="cpu",
+        return_probabilities=True,
+    )
 
 
 def _unique_tiles() -> int:
@@ -60,8 +74,10 @@ def _unique_tiles() -> int:
 def test_distributed_local_cluster_carries_border_tiles(tmp_path, scene):
     from distributed import Client, LocalCluster
 
-    with LocalCluster(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as cluster, \
-            Client(cluster):
+    with (
+        LocalCluster(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as cluster,
+        Client(cluster),
+    ):
         assert carry_supported()
         _write(scene, tmp_path / "d.zarr", "distributed", block_chunks=2)
     assert CALLS["distributed"] == _unique_tiles()  # every tile once, although blocks share borders
@@ -82,8 +98,9 @@ def test_unknown_scheduler_recomputes_instead_of_carrying(tmp_path, scene):
         _write(scene, tmp_path / "c.zarr", "carried", block_chunks=2)
     assert CALLS["foreign"] > CALLS["carried"] == _unique_tiles()
     for v in MOSAIC_VARIABLES:
-        np.testing.assert_array_equal(open_mosaic(tmp_path / "f.zarr")[v].values,
-                                      open_mosaic(tmp_path / "c.zarr")[v].values, err_msg=v)
+        np.testing.assert_array_equal(
+            open_mosaic(tmp_path / "f.zarr")[v].values, open_mosaic(tmp_path / "c.zarr")[v].values, err_msg=v
+        )
 
 
 def test_crash_mid_run_leaves_no_scratch_and_resumes(tmp_path, scene, monkeypatch):
@@ -131,11 +148,18 @@ def test_input_chunks_past_a_block_edge_are_read_once(tmp_path, scene):
     runs = {}
     for carry in (True, False):
         reads: Counter = Counter()
-        result = predict_cube(counted_cube(reads), CountingNet(f"reads-{carry}", seed=5), tile=TILE,
-                              overlap=OVERLAP, batch_size=1, device="cpu")
+        result = predict_cube(
+            counted_cube(reads),
+            CountingNet(f"reads-{carry}", seed=5),
+            tile=TILE,
+            overlap=OVERLAP,
+            batch_size=1,
+            device="cpu",
+        )
         with dask.config.set(scheduler="threads", num_workers=2):
-            write_mosaic(result, tmp_path / f"{carry}.zarr", time=T0, chunk_size=CHUNK, block_chunks=2,
-                         carry_border_tiles=carry)
+            write_mosaic(
+                result, tmp_path / f"{carry}.zarr", time=T0, chunk_size=CHUNK, block_chunks=2, carry_border_tiles=carry
+            )
         runs[carry] = reads
     n_chunks = (H // CHUNK) * (W // CHUNK)
     assert len(runs[True]) == 2 * n_chunks and set(runs[True].values()) == {1}  # optical and SAR, once each
@@ -196,10 +220,16 @@ def test_distributed_blocks_overlap_when_nothing_is_carried():
     _BLOCK1_STARTED.clear()
     _WRITTEN.clear()
     blocks = [[(0, j) for j in range(4)], [(1, j) for j in range(4)]]
-    with LocalCluster(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as cluster, \
-            Client(cluster):
-        compute_blocks(da.zeros((1, 2, 4), chunks=(1, 1, 1)), blocks, lambda chunk, key: (_write_after_block1, chunk, key),
-                       carry_prefix=None)
+    with (
+        LocalCluster(processes=False, n_workers=1, threads_per_worker=2, dashboard_address=":0") as cluster,
+        Client(cluster),
+    ):
+        compute_blocks(
+            da.zeros((1, 2, 4), chunks=(1, 1, 1)),
+            blocks,
+            lambda chunk, key: (_write_after_block1, chunk, key),
+            carry_prefix=None,
+        )
     assert sorted(_WRITTEN) == sorted(c for b in blocks for c in b)
     assert _WRITTEN.index((0, 3)) > min(_WRITTEN.index((1, j)) for j in range(4))
 
@@ -230,11 +260,21 @@ def test_task_resources_hold_on_a_cluster(tmp_path, scene):
     from distributed import Client, LocalCluster
 
     optical, sar, cloud = scene
-    with LocalCluster(processes=False, n_workers=1, threads_per_worker=2, resources={"GPU": 1},
-                      dashboard_address=":0") as cluster, Client(cluster):
+    with (
+        LocalCluster(
+            processes=False, n_workers=1, threads_per_worker=2, resources={"GPU": 1}, dashboard_address=":0"
+        ) as cluster,
+        Client(cluster),
+    ):
         with dask.annotate(resources={"GPU": 1}):
-            result = predict_cube(make_cube(optical, sar, cloud, CHUNK), ConcurrencyNet("gpu", seed=5), tile=TILE,
-                                  overlap=OVERLAP, batch_size=1, device="cpu")
+            result = predict_cube(
+                make_cube(optical, sar, cloud, CHUNK),
+                ConcurrencyNet("gpu", seed=5),
+                tile=TILE,
+                overlap=OVERLAP,
+                batch_size=1,
+                device="cpu",
+            )
         write_mosaic(result, tmp_path / "g.zarr", time=T0, chunk_size=CHUNK, block_chunks=2)
     assert CALLS["gpu"] >= _unique_tiles() and PEAK["gpu"] == 1
     products = {v: open_mosaic(tmp_path / "g.zarr")[v].isel(time=0).values for v in MOSAIC_VARIABLES}
@@ -287,7 +327,7 @@ def test_a_failed_block_releases_loads_waiting_for_its_stores(tmp_path):
     def run():
         try:
             _run_blocks([(block0, "out0"), (block1, "out1")], runner)
-        except BaseException as e:  # noqa: BLE001 - recorded for the assertion below
+        except BaseException as e:
             errors.append(e)
 
     thread = threading.Thread(target=run, daemon=True)

@@ -10,15 +10,15 @@ from __future__ import annotations
 import copy
 import json
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
 import shapely
+from pc_fixtures import PC_FIXTURES
 
 from cloudlulc import catalog as cat
-from pc_fixtures import PC_FIXTURES
 from cloudlulc.catalog import (
     Acquisition,
     AoiError,
@@ -74,7 +74,9 @@ def test_parse_aoi_accepts_every_documented_form(tmp_path):
         expected,
     ]
     path = tmp_path / "aoi.geojson"
-    path.write_text(json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": geom}]}))
+    path.write_text(
+        json.dumps({"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, "geometry": geom}]})
+    )
     forms += [path, str(path)]
     for form in forms:
         got = parse_aoi(form)
@@ -140,11 +142,11 @@ def test_s1_space_separated_datetimes_and_worldcover_null_datetime():
     s1 = load("sentinel-1-rtc.json")[0]
     assert " " in s1["properties"]["start_datetime"]
     start = cat.parse_datetime(s1["properties"]["start_datetime"])
-    assert start == datetime(2024, 4, 19, 4, 59, 4, 220006, tzinfo=timezone.utc)
+    assert start == datetime(2024, 4, 19, 4, 59, 4, 220006, tzinfo=UTC)
     wc = load("esa-worldcover.json")[0]
     assert wc["properties"]["datetime"] is None
     mid = item_datetime(wc)
-    assert datetime(2021, 6, 1, tzinfo=timezone.utc) < mid < datetime(2021, 8, 1, tzinfo=timezone.utc)
+    assert datetime(2021, 6, 1, tzinfo=UTC) < mid < datetime(2021, 8, 1, tzinfo=UTC)
     io = load("io-lulc-annual-v02.json")
     assert all(item_datetime(it).year == 2023 for it in io)
 
@@ -205,7 +207,7 @@ def _acq_at(when: datetime) -> Acquisition:
     )
 
 
-S1_PASS_TIME = datetime(2024, 4, 19, 4, 59, tzinfo=timezone.utc)
+S1_PASS_TIME = datetime(2024, 4, 19, 4, 59, tzinfo=UTC)
 
 
 def test_select_s1_picks_the_pass_and_mosaics_its_frames(caplog):
@@ -277,7 +279,7 @@ def test_unsigned_href_and_token_helpers():
     assert unsigned_href(href) == href
     tilejson = "https://planetarycomputer.microsoft.com/api/data/v1/item/tilejson.json?collection=x&item=y"
     assert unsigned_href(tilejson) == tilejson  # not a token
-    assert cat.token_expiry(signed) == datetime(2030, 1, 1, 1, tzinfo=timezone.utc)
+    assert cat.token_expiry(signed) == datetime(2030, 1, 1, 1, tzinfo=UTC)
     assert cat.token_expiry(href) is None
     assert "SECRET" not in cat.strip_tokens(f"Error opening '{signed}': 404")
 
@@ -288,7 +290,7 @@ def test_resign_items_replaces_tokens_and_provenance_never_shows_them():
     assert signed[0]["assets"]["B02"]["href"].endswith(FAKE_TOKEN)
     assert "sig=" not in s2[0]["assets"]["B02"]["href"], "input items are not modified"
     # An expiring token is detected and replaced (not appended to) on re-signing.
-    soon = (datetime.now(timezone.utc) + timedelta(minutes=3)).strftime("%Y-%m-%dT%H%%3A%M%%3A%SZ")
+    soon = (datetime.now(UTC) + timedelta(minutes=3)).strftime("%Y-%m-%dT%H%%3A%M%%3A%SZ")
     expiring = copy.deepcopy(signed)
     expiring[0]["assets"]["B02"]["href"] = f"{unsigned_href(signed[0]['assets']['B02']['href'])}?se={soon}&sig=OLD"
     assert cat.items_need_resign(expiring) and not cat.items_need_resign(signed)
@@ -311,7 +313,7 @@ def test_resign_items_replaces_tokens_and_provenance_never_shows_them():
 class _Always503(BaseHTTPRequestHandler):
     hits = 0
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         type(self).hits += 1
         self.send_response(503)
         self.send_header("Content-Length", "0")

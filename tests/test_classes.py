@@ -1,9 +1,9 @@
 import json
-import numpy as np
 
-from cloudlulc import classes
+import numpy as np
 from pc_fixtures import PC_FIXTURES
 
+from cloudlulc import classes
 
 
 def test_worldcover_mapping_covers_every_code_in_the_real_item():

@@ -14,11 +14,14 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC
 
 import numpy as np
 import pytest
 import rasterio
 import shapely
+from cube_checks import reflectance_at
+from pc_fixtures import PC_FIXTURES
 from pyproj import Transformer
 from rasterio.warp import Resampling, reproject
 from scipy import ndimage
@@ -39,8 +42,6 @@ from cloudlulc.cube import (
     utm_epsg,
 )
 from cloudlulc.http_assets import serve_assets
-from cube_checks import reflectance_at
-from pc_fixtures import PC_FIXTURES
 
 FIXTURES = PC_FIXTURES
 # stackstac 0.5.1 multiplies affine transforms with `*` (deprecated in affine 3).
@@ -139,8 +140,11 @@ def test_fused_read_mosaic_equals_convert_then_stackstac_mosaic_and_reads_only_g
     lin[np.isnan(dn)] = np.nan
     scl = np.where(np.nan_to_num(dn, nan=0) > 0, np.nan_to_num(dn, nan=0) % 11 + 1, 0).astype(np.uint8)  # 0: nodata
     # (lin: backscatter <= 0 converts to NaN, more gaps than the footprints make: values only)
-    cases = [(dn, harmonise_s2, offsets, np.nan, np.float32, True), (lin, _linear_to_db, [None] * 3, np.nan, np.float32, False),
-             (scl, None, [None] * 3, 0, np.uint8, True)]
+    cases = [
+        (dn, harmonise_s2, offsets, np.nan, np.float32, True),
+        (lin, _linear_to_db, [None] * 3, np.nan, np.float32, False),
+        (scl, None, [None] * 3, 0, np.uint8, True),
+    ]
     for values, convert, params, nodata, dtype, check_reads in cases:
         log: list = []
         table = np.empty((3, 2), dtype=object)
@@ -151,8 +155,9 @@ def test_fused_read_mosaic_equals_convert_then_stackstac_mosaic_and_reads_only_g
         for y in (0, 4):
             for x in (0, 4, 8):
                 chunk = (slice(y, y + 4), slice(x, x + 4))
-                got[(slice(None), *chunk)] = _read_first_valid([table], chunk, params=params, convert=convert,
-                                                               nodata=nodata, out_dtype=np.dtype(dtype))
+                got[(slice(None), *chunk)] = _read_first_valid(
+                    [table], chunk, params=params, convert=convert, nodata=nodata, out_dtype=np.dtype(dtype)
+                )
         np.testing.assert_array_equal(got, _stackstac_reference(values, convert, params, nodata))
         reads = {(t, b, y, x) for (t, b), y, x in log}
         assert len(reads) == len(log), "every window of an asset is read at most once"
@@ -368,8 +373,13 @@ def test_search_pair_cube_through_rustac_matches_rasterio(sim, sim_aoi, stac):
         np.testing.assert_array_equal(cube["scl"].values, scl)
         np.testing.assert_array_equal(cube["cloud"].values, cloud_from_scl(scl))
         for b in S1_BANDS:
-            layers = [linear_to_db(reference([it], b, grid, Resampling.bilinear, np.float32, np.float32(np.nan))) for it in pair.s1.s1_items]
-            np.testing.assert_allclose(cube["sar"].sel(sar_band=b).values, _first_valid(layers), atol=1e-4, equal_nan=True)
+            layers = [
+                linear_to_db(reference([it], b, grid, Resampling.bilinear, np.float32, np.float32(np.nan)))
+                for it in pair.s1.s1_items
+            ]
+            np.testing.assert_allclose(
+                cube["sar"].sel(sar_band=b).values, _first_valid(layers), atol=1e-4, equal_nan=True
+            )
 
 
 def test_cube_pixels_equal_cog_pixels_at_the_same_location(sim, sim_aoi):
@@ -422,10 +432,12 @@ def test_nothing_is_read_before_compute_and_http_range_reads_after(sim, sim_aoi)
         part = build_cube(signed, window, chunksize=64)
         assert "SECRET" not in json.dumps(part.attrs["pairing"])
         # Up-sampled 20/60 m bands may differ by 1 DN where GDAL's bilinear rounds on another window.
-        np.testing.assert_allclose(part["optical"].values, remote["optical"].values[:, 5:25, 7:37], atol=1.01e-4, rtol=0)
+        np.testing.assert_allclose(
+            part["optical"].values, remote["optical"].values[:, 5:25, 7:37], atol=1.01e-4, rtol=0
+        )
 
         # A long run: one cube per window, re-signed only when tokens are about to expire.
-        from datetime import datetime, timedelta, timezone
+        from datetime import datetime, timedelta
 
         from cloudlulc.cube import iter_window_cubes
 
@@ -437,7 +449,7 @@ def test_nothing_is_read_before_compute_and_http_range_reads_after(sim, sim_aoi)
 
         list(iter_window_cubes(signed, grid, 32, chunksize=32, signer=counting_signer))
         assert calls == [], "tokens valid until 2030: nothing to re-sign"
-        soon = (datetime.now(timezone.utc) + timedelta(minutes=2)).strftime("%Y-%m-%dT%H%%3A%M%%3A%SZ")
+        soon = (datetime.now(UTC) + timedelta(minutes=2)).strftime("%Y-%m-%dT%H%%3A%M%%3A%SZ")
         expiring = cat.resign_pair(pair, signer=lambda h: f"{h}?se={soon}&sig=OLD")
         tiles = list(iter_window_cubes(expiring, grid, 32, chunksize=32, signer=counting_signer))
         n_hrefs = sum(len(it["assets"]) for it in pair.s2.items + pair.s1.s1_items)
@@ -457,7 +469,9 @@ def test_nothing_is_read_before_compute_and_http_range_reads_after(sim, sim_aoi)
             build_cube(broken, window, chunksize=64)["optical"].sel(band="B04").compute()
         assert "B04-missing" in str(err.value) and "SECRET" not in str(err.value)
         with pytest.warns(AssetReadWarning) as record:
-            lenient = build_cube(broken, window, chunksize=64, errors_as_nodata=True)["optical"].sel(band="B04").compute()
+            lenient = (
+                build_cube(broken, window, chunksize=64, errors_as_nodata=True)["optical"].sel(band="B04").compute()
+            )
         assert all("SECRET" not in str(w.message) for w in record)
         assert any("B04-missing" in str(w.message) for w in record)
         # The broken tile's B04 is nodata: exactly what the other tile alone gives.
@@ -488,7 +502,9 @@ def test_a_tile_hidden_under_the_preferred_one_is_never_opened(sim, sim_aoi):
         asset["href"] = asset["href"].replace(".tif", "-missing.tif")
     hidden = replace(acq, items=[first, broken])
     got = build_cube(Pair(hidden, None, sim_aoi), inside, chunksize=16)[["optical", "scl"]].compute()
-    alone = build_cube(Pair(replace(acq, items=[first]), None, sim_aoi), inside, chunksize=16)[["optical", "scl"]].compute()
+    alone = build_cube(Pair(replace(acq, items=[first]), None, sim_aoi), inside, chunksize=16)[
+        ["optical", "scl"]
+    ].compute()
     assert not np.isnan(alone["optical"].values).any() and (alone["scl"].values > 0).all(), "the first tile covers it"
     np.testing.assert_array_equal(got["optical"].values, alone["optical"].values)
     np.testing.assert_array_equal(got["scl"].values, alone["scl"].values)
@@ -513,7 +529,9 @@ def test_label_cube_matches_worldcover_and_truth(sim, sim_aoi, stac):
     wc_items = sim.items_of("esa-worldcover")
     codes = reference(wc_items, "map", grid, Resampling.nearest, np.uint8, 0)
     np.testing.assert_array_equal(got, remap_labels(codes, LABEL_PRODUCTS["esa-worldcover"][1]))
-    truth = reference([{"assets": {"t": {"href": str(sim.truth_path)}}}], "t", grid, Resampling.nearest, np.uint8, NODATA)
+    truth = reference(
+        [{"assets": {"t": {"href": str(sim.truth_path)}}}], "t", grid, Resampling.nearest, np.uint8, NODATA
+    )
     valid = (truth != NODATA) & (got != NODATA)
     assert valid.mean() > 0.95 and (got[valid] == truth[valid]).mean() > 0.9
 

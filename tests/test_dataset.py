@@ -113,8 +113,9 @@ def test_split_assignment_is_seeded_complete_and_gives_every_split_a_region():
     ],
 )
 def test_invalid_params_are_refused_with_the_reason(bad, words, tmp_path):
-    kw = dict(aoi=[17.6, 48.2, 17.7, 48.3], start="2022-01-01", end="2022-02-28", out=tmp_path, patch_size=32,
-              stride=32)
+    kw = dict(
+        aoi=[17.6, 48.2, 17.7, 48.3], start="2022-01-01", end="2022-02-28", out=tmp_path, patch_size=32, stride=32
+    )
     kw.update(bad)
     with pytest.raises(pydantic.ValidationError, match=words):
         DatasetParams(**kw)
@@ -165,8 +166,15 @@ def test_patches_equal_the_cube_at_the_same_bounds(built, stac_url):
     params, _, index = built
     client = cat.open_catalog(stac_url, sign=False)
     aoi = cat.parse_aoi(params.aoi)
-    pairs = cat.find_pairs(client, aoi, params.start, params.end, max_gap_days=params.max_gap_days,
-                           min_coverage=params.min_s1_coverage, allow_optical_only=True)
+    pairs = cat.find_pairs(
+        client,
+        aoi,
+        params.start,
+        params.end,
+        max_gap_days=params.max_gap_days,
+        min_coverage=params.min_s1_coverage,
+        allow_optical_only=True,
+    )
     by_time = {p.s2.time.isoformat(): p for p in pairs}
     grid = grid_for_aoi(aoi)
     labels = build_label_cube(client, grid, collection=params.label_collection).compute()
@@ -202,7 +210,9 @@ def test_no_spatial_leakage_between_splits(built):
     sets = [set(summary.regions_per_split[s]) for s in SPLITS]
     assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
     boxes = {
-        s: shapely.union_all([shapely.box(r.minx, r.miny, r.maxx, r.maxy) for r in index[index.split == s].itertuples()])
+        s: shapely.union_all(
+            [shapely.box(r.minx, r.miny, r.maxx, r.maxy) for r in index[index.split == s].itertuples()]
+        )
         for s in SPLITS
     }
     for a in range(3):
@@ -212,7 +222,9 @@ def test_no_spatial_leakage_between_splits(built):
     train = index[index.split == "train"].drop_duplicates(["row", "col"])
     overlaps = sum(
         shapely.box(a.minx, a.miny, a.maxx, a.maxy).intersection(shapely.box(b.minx, b.miny, b.maxx, b.maxy)).area > 0
-        for a in train.itertuples() for b in train.itertuples() if a.Index < b.Index
+        for a in train.itertuples()
+        for b in train.itertuples()
+        if a.Index < b.Index
     )
     assert overlaps > 0
 
@@ -342,8 +354,9 @@ def test_resume_after_a_crash_gives_the_same_dataset(built, sim_catalog, stac_ur
 # ------------------------------------------------------------------------------- bad inputs
 def test_no_label_coverage_is_a_clear_error(sim_catalog, stac_url, tmp_path):
     with pytest.raises(NoLabelCoverageError, match="io-lulc-annual-v02"):
-        build_dataset(make_params(sim_catalog, stac_url, tmp_path / "a", label_collection="io-lulc-annual-v02"),
-                      progress=False)
+        build_dataset(
+            make_params(sim_catalog, stac_url, tmp_path / "a", label_collection="io-lulc-annual-v02"), progress=False
+        )
     far = [10.0, 10.0, 10.02, 10.02]  # no label item there
     with pytest.raises(NoLabelCoverageError, match="No label coverage for the AOI"):
         build_dataset(make_params(sim_catalog, stac_url, tmp_path / "b", aoi=far), progress=False)
@@ -355,9 +368,10 @@ def test_zero_patches_names_the_filter_that_removed_them(sim_catalog, stac_url, 
 
     # Sentinel-1 passes are 1-3 days off the Sentinel-2 dates: a 0.5-day window pairs none of them
     p = make_params(sim_catalog, stac_url, tmp_path / "z", max_gap_days=0.5)
-    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as lc, Client(
-        lc
-    ) as client:
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=":0") as lc,
+        Client(lc) as client,
+    ):
         with pytest.raises(NoPatchesError, match="missing_s1") as ei:
             build_dataset(p, client=client, progress=False)
     assert ei.value.dropped["missing_s1"] > 0
@@ -419,9 +433,20 @@ def test_training_code_reads_the_built_dataset(built, tmp_path):
 
     params, summary, _ = built
     torch.set_num_threads(1)
-    cfg = TrainConfig(model="cloudlulc-net-tiny", epochs=1, steps_per_epoch=2, batch_size=4, device="cpu", threads=1,
-                      out_dir=tmp_path / "run", progress=False, warmup_steps=1)
-    result = train(cfg, train_dataset=ZarrPatchDataset(params.out, "train"), val_dataset=ZarrPatchDataset(params.out, "val"))
+    cfg = TrainConfig(
+        model="cloudlulc-net-tiny",
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=4,
+        device="cpu",
+        threads=1,
+        out_dir=tmp_path / "run",
+        progress=False,
+        warmup_steps=1,
+    )
+    result = train(
+        cfg, train_dataset=ZarrPatchDataset(params.out, "train"), val_dataset=ZarrPatchDataset(params.out, "val")
+    )
     rec = result.history[-1]
     assert rec["step"] == 2 and np.isfinite(rec["train"]["total"])
     assert "val" in rec and rec["val"]  # evaluated on the val split through the same reader

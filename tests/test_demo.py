@@ -40,8 +40,9 @@ def test_demo_aoi_is_small_and_window_holds_two_acquisitions(sim_catalog):
 @pytest.mark.slow
 def test_demo_end_to_end_through_prefect_server(sim_catalog, tmp_path):
     before = _children()
-    result = run_demo(tmp_path / "demo-out", sim_catalog, half_side_m=300, timeout=480,
-                      extra_env={"CLOUDLULC_DEVICE": "cpu"})
+    result = run_demo(
+        tmp_path / "demo-out", sim_catalog, half_side_m=300, timeout=480, extra_env={"CLOUDLULC_DEVICE": "cpu"}
+    )
     assert result.state == "COMPLETED"
     assert result.store.is_dir() and result.crs == f"EPSG:{sim_catalog.epsg}"
     assert len(result.times) == 2
@@ -56,9 +57,14 @@ def test_demo_stops_everything_on_sigterm(sim_catalog, tmp_path):
     """Interrupted while its servers start, the demo stops every process it started (marked by env)."""
     marker = f"CLOUDLULC_TEST_MARKER={uuid.uuid4().hex}"
     env = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
-    proc = subprocess.Popen([sys.executable, "-m", "flows.demo", "--out", str(tmp_path / "out"),
-                             "--catalog", str(sim_catalog.root)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parents[1])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.demo", "--out", str(tmp_path / "out"), "--catalog", str(sim_catalog.root)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     lines = []
     for line in proc.stdout:  # wait until rustac is up and the Prefect server is starting
         lines.append(line)
@@ -79,7 +85,10 @@ def _marked(marker: str) -> set[int]:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                if marker.encode() in (entry / "environ").read_bytes() and "Z" not in (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]:
+                if (
+                    marker.encode() in (entry / "environ").read_bytes()
+                    and "Z" not in (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                ):
                     found.add(int(entry.name))
             except OSError:
                 continue

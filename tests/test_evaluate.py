@@ -195,7 +195,10 @@ def test_params_validation_names_the_problem() -> None:
     with pytest.raises(ValueError, match="nothing to evaluate"):
         EvaluationParams()
     products_only = EvaluationParams(products={"reference": "truth.tif"})
-    assert products_only.dataset is None and products_only.products.collections == ["esa-worldcover", "io-lulc-annual-v02"]
+    assert products_only.dataset is None and products_only.products.collections == [
+        "esa-worldcover",
+        "io-lulc-annual-v02",
+    ]
     with pytest.raises(ValueError, match="levels"):
         run_cloud_sweep({"m": EncodedPrediction()}, CloudSweepSpec(levels=[0.0, 50.0]))
 
@@ -305,8 +308,16 @@ def _write_tif(path, data: np.ndarray, dtype: str, nodata) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = data if data.ndim == 3 else data[None]
     with rasterio.open(
-        path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0], dtype=dtype,
-        crs="EPSG:32633", transform=from_origin(600000, 5000000, 10, 10), nodata=nodata,
+        path,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=dtype,
+        crs="EPSG:32633",
+        transform=from_origin(600000, 5000000, 10, 10),
+        nodata=nodata,
     ) as dst:
         dst.write(data.astype(dtype))
 
@@ -341,7 +352,10 @@ def test_paper_geotiff_layout_through_run_evaluation(tmp_path) -> None:
     assert res["total"]["n_pixels"] == 2 * 32 * 32 and res["cloud_known"] is False
     assert res["n_patches_unknown_cloud"] == 2
     labels = torch.stack([split[i]["label"] for i in range(2)])
-    assert np.asarray(res["total"]["confusion"]).sum(1).tolist() == torch.bincount(labels.flatten(), minlength=NUM_CLASSES).tolist()
+    assert (
+        np.asarray(res["total"]["confusion"]).sum(1).tolist()
+        == torch.bincount(labels.flatten(), minlength=NUM_CLASSES).tolist()
+    )
     assert "no cloud mask" in result.markdown_path.read_text()
     assert f"GeoTIFF layout {root}, split 'test', 2 patches" in result.markdown_path.read_text()
 
@@ -374,7 +388,9 @@ def test_committed_demo_weights_through_the_sweep() -> None:
 
     path = demo_weights_path()
     sweep = run_cloud_sweep(
-        [ModelSpec(name="demo", weights=path)], CloudSweepSpec(levels=[0.0, 1.0], n_scenes=2, shape=(64, 64)), device="cpu"
+        [ModelSpec(name="demo", weights=path)],
+        CloudSweepSpec(levels=[0.0, 1.0], n_scenes=2, shape=(64, 64)),
+        device="cpu",
     )
     clear, overcast = sweep["methods"]["demo"]
     assert clear["total"]["miou"] > 0.5  # chance level for 6 classes is far below

@@ -4,6 +4,7 @@ the simulated ESA WorldCover product and a real Zarr mosaic slice against the si
 from __future__ import annotations
 
 import json
+from datetime import UTC
 
 import numpy as np
 import pytest
@@ -105,7 +106,13 @@ def test_worldcover_and_mosaic_vs_truth_on_common_mask(sim_catalog, stac_url, re
     per_bin = res["CloudLULC mosaic"]["per_bin"]
     assert res["CloudLULC mosaic"]["cloud_known"] is True
     assert per_bin["0-10"]["n_pixels"] > 0 and per_bin["60-100"]["n_pixels"] > 0
-    assert per_bin["0-10"]["n_pixels"] + per_bin["10-30"]["n_pixels"] + per_bin["30-60"]["n_pixels"] + per_bin["60-100"]["n_pixels"] == valid.sum()
+    assert (
+        per_bin["0-10"]["n_pixels"]
+        + per_bin["10-30"]["n_pixels"]
+        + per_bin["30-60"]["n_pixels"]
+        + per_bin["60-100"]["n_pixels"]
+        == valid.sum()
+    )
     item_id = next(it["id"] for it in sim_catalog.items if it["collection"] == "esa-worldcover")
     assert item_id in res["esa-worldcover"]["source"] and store in res["CloudLULC mosaic"]["source"]
 
@@ -148,14 +155,20 @@ def test_missing_product_is_named(sim_catalog, stac_url) -> None:
 
 
 def test_release_selection_by_date() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     def item(year: int) -> dict:
-        return {"id": str(year), "properties": {"datetime": None, "start_datetime": f"{year}-01-01T00:00:00Z",
-                                                "end_datetime": f"{year}-12-31T23:59:59Z"}}
+        return {
+            "id": str(year),
+            "properties": {
+                "datetime": None,
+                "start_datetime": f"{year}-01-01T00:00:00Z",
+                "end_datetime": f"{year}-12-31T23:59:59Z",
+            },
+        }
 
     items = [item(2020), item(2021), item(2023)]
-    at = lambda *a: datetime(*a, tzinfo=timezone.utc)  # noqa: E731
+    at = lambda *a: datetime(*a, tzinfo=UTC)  # noqa: E731
     assert [i["id"] for i in select_release(items, at(2021, 6, 1))] == ["2021"]
     assert [i["id"] for i in select_release(items, at(2022, 6, 1))] == ["2021"]  # latest release before
     assert [i["id"] for i in select_release(items, at(2019, 6, 1))] == ["2020"]  # earliest after

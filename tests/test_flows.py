@@ -49,14 +49,22 @@ def prefect_api():
 @pytest.fixture
 def fast_env(monkeypatch):
     """Small tiles and chunks, CPU, no retry delay: seconds per flow run on a busy 2-core machine."""
-    for k, v in {"DEVICE": "cpu", "TILE": "64", "OVERLAP": "16", "CHUNK_SIZE": "64", "RETRY_DELAY_SECONDS": "0",
-                 "DASK_THREADS_PER_WORKER": "2"}.items():
+    for k, v in {
+        "DEVICE": "cpu",
+        "TILE": "64",
+        "OVERLAP": "16",
+        "CHUNK_SIZE": "64",
+        "RETRY_DELAY_SECONDS": "0",
+        "DASK_THREADS_PER_WORKER": "2",
+    }.items():
         monkeypatch.setenv(f"CLOUDLULC_{k}", v)
 
 
 def _artifacts(flow_run_id) -> dict[str, list]:
     with get_client(sync_client=True) as client:
-        arts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
     out: dict[str, list] = {}
     for a in arts:
         out.setdefault(a.key, []).append(a)
@@ -79,7 +87,9 @@ def test_map_aoi_flow_maps_window_and_publishes(sim_catalog, stac_url, tmp_path,
     assert state.is_completed(), state.message
     summary = state.result()
 
-    expected = [d for d in sorted(sim_catalog.s2_dates) if window.split("/")[0] <= f"{d:%Y-%m-%d}" <= window.split("/")[1]]
+    expected = [
+        d for d in sorted(sim_catalog.s2_dates) if window.split("/")[0] <= f"{d:%Y-%m-%d}" <= window.split("/")[1]
+    ]
     assert [a["time"][:10] for a in summary["acquisitions"]] == [f"{d:%Y-%m-%d}" for d in expected]
     ds = xr.open_zarr(out, decode_coords="all")
     assert ds["lulc"].rio.crs.to_epsg() == sim_catalog.epsg and ds.sizes["time"] == len(expected)
@@ -104,8 +114,14 @@ def test_map_aoi_flow_maps_window_and_publishes(sim_catalog, stac_url, tmp_path,
 
 def test_bad_parameters_fail_before_any_task(tmp_path, stac_url):
     out = tmp_path / "never.zarr"
-    state = map_aoi_flow(aoi="17.6,48.2,17.7", time="2022-01-31/2022-01-06", output=str(out),
-                         catalog_url=stac_url, device="gpu", return_state=True)
+    state = map_aoi_flow(
+        aoi="17.6,48.2,17.7",
+        time="2022-01-31/2022-01-06",
+        output=str(out),
+        catalog_url=stac_url,
+        device="gpu",
+        return_state=True,
+    )
     assert state.is_failed()
     with pytest.raises(InvalidParameters) as info:
         state.result()
@@ -118,8 +134,9 @@ def test_bad_parameters_fail_before_any_task(tmp_path, stac_url):
     assert not out.exists()
 
     # a wrongly typed parameter is refused by Prefect's own validation, also before the flow body
-    state = map_aoi_flow(aoi="17.6,48.2,17.7,48.3", time="2022-01-16", output=str(out), max_cloud_cover="lots",
-                         return_state=True)
+    state = map_aoi_flow(
+        aoi="17.6,48.2,17.7,48.3", time="2022-01-16", output=str(out), max_cloud_cover="lots", return_state=True
+    )
     assert state.is_failed() and "max_cloud_cover" in str(state.message)
     assert not out.exists()
 
@@ -135,8 +152,12 @@ def test_retry_only_on_transient_errors():
 
 def test_nrt_maps_each_acquisition_once(tmp_path, fast_env):
     """Run twice: nothing is mapped twice; a new acquisition in the catalog: only it is mapped."""
-    two = write_demo_catalog(tmp_path / "cat2", s2_acquisitions=DEFAULT_S2[:2], s1_passes=DEFAULT_S1[:2], **SMALL_CATALOG)
-    three = write_demo_catalog(tmp_path / "cat3", s2_acquisitions=DEFAULT_S2[:3], s1_passes=DEFAULT_S1[:3], **SMALL_CATALOG)
+    two = write_demo_catalog(
+        tmp_path / "cat2", s2_acquisitions=DEFAULT_S2[:2], s1_passes=DEFAULT_S1[:2], **SMALL_CATALOG
+    )
+    three = write_demo_catalog(
+        tmp_path / "cat3", s2_acquisitions=DEFAULT_S2[:3], s1_passes=DEFAULT_S1[:3], **SMALL_CATALOG
+    )
     aoi, _ = demo_aoi_and_time(two, half_side_m=200)
     store = tmp_path / "nrt.zarr"
     common = {"aoi": aoi, "output": str(store), "lookback_days": 60, "now": "2022-03-01"}
@@ -161,8 +182,9 @@ def test_nrt_maps_each_acquisition_once(tmp_path, fast_env):
 
 def test_nrt_empty_window_completes_with_nothing(tmp_path, stac_url, sim_catalog, fast_env):
     aoi, _ = demo_aoi_and_time(sim_catalog, half_side_m=200)
-    out = map_aoi_nrt_flow(aoi=aoi, output=str(tmp_path / "none.zarr"), now="2021-06-01", lookback_days=10,
-                           catalog_url=stac_url)
+    out = map_aoi_nrt_flow(
+        aoi=aoi, output=str(tmp_path / "none.zarr"), now="2021-06-01", lookback_days=10, catalog_url=stac_url
+    )
     assert out["acquisitions"] == [] and out["mapped_times"] == []
     assert not (tmp_path / "none.zarr").exists()
 
@@ -173,27 +195,53 @@ def test_nrt_empty_window_completes_with_nothing(tmp_path, stac_url, sim_catalog
 def test_build_dataset_flow_builds_through_dask(sim_catalog, stac_url, tmp_path, fast_env):
     aoi, window = demo_aoi_and_time(sim_catalog, half_side_m=640)
     start, end = window.split("/")
-    out = build_dataset_flow({"aoi": aoi, "start": start, "end": end, "out": str(tmp_path / "ds"), "catalog_url": stac_url,
-                              "sign": False, "patch_size": 32, "stride": 32, "region_size": 64,
-                              "split_fractions": [0.5, 0.25, 0.25], "max_patches_per_level": 2, "seed": 3})
+    out = build_dataset_flow(
+        {
+            "aoi": aoi,
+            "start": start,
+            "end": end,
+            "out": str(tmp_path / "ds"),
+            "catalog_url": stac_url,
+            "sign": False,
+            "patch_size": 32,
+            "stride": 32,
+            "region_size": 64,
+            "split_fractions": [0.5, 0.25, 0.25],
+            "max_patches_per_level": 2,
+            "seed": 3,
+        }
+    )
     assert out["n_patches"] > 0 and sum(out["patches_per_split"].values()) == out["n_patches"]
     assert Path(out["zarr_path"]).is_dir() and Path(out["index_path"]).is_file()
 
 
 def test_build_dataset_flow_rejects_bad_parameters(tmp_path):
-    state = build_dataset_flow({"aoi": "1,2,3,4", "start": "2022-02-01", "end": "2022-01-01", "out": str(tmp_path),
-                                "patch_size": 8}, return_state=True)
+    state = build_dataset_flow(
+        {"aoi": "1,2,3,4", "start": "2022-02-01", "end": "2022-01-01", "out": str(tmp_path), "patch_size": 8},
+        return_state=True,
+    )
     assert state.is_failed()
     with pytest.raises(InvalidParameters, match="build-dataset: parameters rejected before any work started"):
         state.result()
     assert parse_sets(["patch_size=256", "split_fractions=[0.8,0.1,0.1]", "label_collection=esa-worldcover"]) == {
-        "patch_size": 256, "split_fractions": [0.8, 0.1, 0.1], "label_collection": "esa-worldcover"}
+        "patch_size": 256,
+        "split_fractions": [0.8, 0.1, 0.1],
+        "label_collection": "esa-worldcover",
+    }
 
 
 def test_train_flow_trains_and_saves_weights(tmp_path):
-    config = {"model": "cloudlulc-net-tiny", "epochs": 1, "steps_per_epoch": 2, "batch_size": 2, "device": "cpu",
-              "threads": 1, "progress": False, "out_dir": str(tmp_path / "run"),
-              "train_data": {"n_patches": 4, "patch_size": 32, "seed": 1}}
+    config = {
+        "model": "cloudlulc-net-tiny",
+        "epochs": 1,
+        "steps_per_epoch": 2,
+        "batch_size": 2,
+        "device": "cpu",
+        "threads": 1,
+        "progress": False,
+        "out_dir": str(tmp_path / "run"),
+        "train_data": {"n_patches": 4, "patch_size": 32, "seed": 1},
+    }
     out = train_flow(config)
     weights = Path(out["weights_path"])
     assert weights.is_file() and weights.with_suffix(".json").is_file()
@@ -201,8 +249,12 @@ def test_train_flow_trains_and_saves_weights(tmp_path):
 
 
 def test_evaluate_flow_publishes_the_report(tmp_path):
-    params = {"models": [{"name": "cloudlulc-net-tiny"}], "device": "cpu", "out_dir": str(tmp_path / "eval"),
-              "dataset": {"kind": "simulated", "n_scenes": 1, "shape": [32, 32], "cloud_covers": [0.3]}}
+    params = {
+        "models": [{"name": "cloudlulc-net-tiny"}],
+        "device": "cpu",
+        "out_dir": str(tmp_path / "eval"),
+        "dataset": {"kind": "simulated", "n_scenes": 1, "shape": [32, 32], "cloud_covers": [0.3]},
+    }
     state = evaluate_flow(params, return_state=True)
     assert state.is_completed(), state.message
     out = state.result()
@@ -212,11 +264,22 @@ def test_evaluate_flow_publishes_the_report(tmp_path):
 
 
 def test_served_deployments():
-    s = Settings(demo_aoi="17.69,48.23,17.70,48.24", demo_time="2022-01-16/2022-01-31", catalog_url="http://127.0.0.1:1/",
-                 nrt_cron="*/30 * * * *", nrt_paused=True)
+    s = Settings(
+        demo_aoi="17.69,48.23,17.70,48.24",
+        demo_time="2022-01-16/2022-01-31",
+        catalog_url="http://127.0.0.1:1/",
+        nrt_cron="*/30 * * * *",
+        nrt_paused=True,
+    )
     deps = {f"{d.flow_name}/{d.name}": d for d in build_deployments(s)}
-    assert set(deps) == {"map-aoi/default", "map-aoi/demo", "map-aoi-nrt/demo", "build-dataset/default",
-                         "train/default", "evaluate/default"}
+    assert set(deps) == {
+        "map-aoi/default",
+        "map-aoi/demo",
+        "map-aoi-nrt/demo",
+        "build-dataset/default",
+        "train/default",
+        "evaluate/default",
+    }
     assert deps["map-aoi/demo"].parameters["aoi"] == s.demo_aoi
     assert deps["map-aoi/demo"].parameters["catalog_url"] == s.catalog_url
     nrt = deps["map-aoi-nrt/demo"]
@@ -224,8 +287,10 @@ def test_served_deployments():
     for d in deps.values():  # every entrypoint is importable from any working directory
         assert import_object(d.entrypoint).name == d.flow_name
     assert "map-aoi/demo" not in {f"{d.flow_name}/{d.name}" for d in build_deployments(Settings())}
-    every_hour = {d.name: d for d in build_deployments(Settings(nrt_aoi="17.69,48.23,17.70,48.24", nrt_name="x",
-                                                                nrt_interval_minutes=60))}["x"]
+    every_hour = {
+        d.name: d
+        for d in build_deployments(Settings(nrt_aoi="17.69,48.23,17.70,48.24", nrt_name="x", nrt_interval_minutes=60))
+    }["x"]
     assert every_hour.schedules[0].schedule.interval.total_seconds() == 3600
 
 
@@ -238,17 +303,34 @@ def test_prefect_yaml_deploys_to_process_and_gpu_kubernetes_pools(tmp_path):
     from prefect.settings import PREFECT_API_URL
 
     repo = Path(__file__).resolve().parents[1]
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "CLOUDLULC_HOME": str(repo),
-           "CLOUDLULC_IMAGE": "ghcr.io/example/cloudlulc:0.1.0"}
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": PREFECT_API_URL.value(),
+        "CLOUDLULC_HOME": str(repo),
+        "CLOUDLULC_IMAGE": "ghcr.io/example/cloudlulc:0.1.0",
+    }
 
     def prefect(*args: str) -> None:
-        r = subprocess.run([sys.executable, "-m", "prefect", "--no-prompt", *args], env=env, cwd=repo,
-                           capture_output=True, text=True, timeout=300)
+        r = subprocess.run(
+            [sys.executable, "-m", "prefect", "--no-prompt", *args],
+            env=env,
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert r.returncode == 0, f"prefect {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
 
     prefect("work-pool", "create", "cloudlulc-process", "--type", "process")
-    prefect("work-pool", "create", "cloudlulc-k8s-gpu", "--type", "kubernetes",
-            "--base-job-template", "deploy/kubernetes/gpu-base-job-template.json")
+    prefect(
+        "work-pool",
+        "create",
+        "cloudlulc-k8s-gpu",
+        "--type",
+        "kubernetes",
+        "--base-job-template",
+        "deploy/kubernetes/gpu-base-job-template.json",
+    )
     prefect("deploy", "--prefect-file", "deploy/prefect.yaml", "--all")
 
     with get_client(sync_client=True) as client:
@@ -323,12 +405,19 @@ def test_search_is_retried_after_a_transient_catalog_failure(sim_catalog, stac_u
     aoi, window = demo_aoi_and_time(sim_catalog, half_side_m=200)
     # 5 x 503: more than open_catalog's 4 HTTP-level retries, so the first task attempt fails
     with _FlakyProxy(stac_url, failures=5) as proxy:
-        state = map_aoi_flow(aoi=aoi, time=window.split("/")[0], output=str(tmp_path / "r.zarr"),
-                             catalog_url=proxy.url, return_state=True)
+        state = map_aoi_flow(
+            aoi=aoi,
+            time=window.split("/")[0],
+            output=str(tmp_path / "r.zarr"),
+            catalog_url=proxy.url,
+            return_state=True,
+        )
     assert state.is_completed(), state.message
     assert proxy.searches > 5
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
     search = [r for r in runs if r.name.startswith("search")]
     assert len(search) == 1 and search[0].run_count == 2  # failed once, retried, completed
     assert len(state.result()["acquisitions"]) == 1
@@ -337,20 +426,34 @@ def test_search_is_retried_after_a_transient_catalog_failure(sim_catalog, stac_u
 def test_missing_sentinel1_fails_at_once_with_advice(sim_catalog, stac_url, tmp_path, fast_env, monkeypatch):
     monkeypatch.setenv("CLOUDLULC_RETRIES", "2")
     aoi, window = demo_aoi_and_time(sim_catalog, half_side_m=200)
-    state = map_aoi_flow(aoi=aoi, time=window.split("/")[0], output=str(tmp_path / "x.zarr"), catalog_url=stac_url,
-                         max_s1_gap_days=0.5, return_state=True)
+    state = map_aoi_flow(
+        aoi=aoi,
+        time=window.split("/")[0],
+        output=str(tmp_path / "x.zarr"),
+        catalog_url=stac_url,
+        max_s1_gap_days=0.5,
+        return_state=True,
+    )
     assert state.is_failed()
     msg = str(state.message)
     assert "No sentinel-1-rtc pass" in msg and "nearest pass found" in msg and "allow_optical_only=true" in msg
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
     pair = [r for r in runs if r.name.startswith("pair")]
     assert len(pair) == 1 and pair[0].run_count == 1  # not a transient error: no retry
     assert not (tmp_path / "x.zarr").exists()
 
     # allowed: the same acquisition is mapped optical-only, and the store and summary say so
-    out = map_aoi_flow(aoi=aoi, time=window.split("/")[0], output=str(tmp_path / "x.zarr"), catalog_url=stac_url,
-                       max_s1_gap_days=0.5, allow_optical_only=True)
+    out = map_aoi_flow(
+        aoi=aoi,
+        time=window.split("/")[0],
+        output=str(tmp_path / "x.zarr"),
+        catalog_url=stac_url,
+        max_s1_gap_days=0.5,
+        allow_optical_only=True,
+    )
     acq = out["acquisitions"][0]
     assert acq["optical_only"] and acq["s1_items"] == [] and acq["s1_gap_days"] is None
     assert any("optical-only" in w for w in out["warnings"])

@@ -25,7 +25,9 @@ def _load():
 
 def _products(lulc: np.ndarray, confidence: np.ndarray, reliability: np.ndarray) -> xr.Dataset:
     dims = ("y", "x")
-    return xr.Dataset({"lulc": (dims, lulc), "confidence": (dims, confidence), "optical_reliability": (dims, reliability)})
+    return xr.Dataset(
+        {"lulc": (dims, lulc), "confidence": (dims, confidence), "optical_reliability": (dims, reliability)}
+    )
 
 
 def test_compare_maps_catches_nodata_class_and_confidence_differences():
@@ -54,8 +56,12 @@ def test_compare_maps_catches_nodata_class_and_confidence_differences():
 
 def test_gpu_check_runs_end_to_end_on_the_cpu():
     """The whole script with the CPU as the device under test: both maps equal, one model copy."""
-    out = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--size", "256", "--runs", "2",
-                          "--dask-workers", "2"], capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--device", "cpu", "--size", "256", "--runs", "2", "--dask-workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "lulc: 100.0000% of" in out.stdout
     assert "device copies of the model in this process after 2 runs: 1" in out.stdout

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
+from inference_helpers import CALLS, ContextNet, CountingNet, PointwiseNet, make_cube, random_scene
 
 from cloudlulc.classes import NODATA, NUM_CLASSES
 from cloudlulc.inference import TileGrid, blend_window, predict_arrays, predict_cube
-from inference_helpers import ContextNet, CountingNet, CALLS, PointwiseNet, make_cube, random_scene
 
 torch.set_num_threads(1)
 
@@ -27,8 +27,9 @@ def scene():
 @pytest.fixture(scope="module")
 def reference(scene):
     optical, sar, _ = scene
-    return predict_arrays(optical, sar, ContextNet(), tile=32, overlap=8, batch_size=4, device="cpu",
-                          return_probabilities=True)
+    return predict_arrays(
+        optical, sar, ContextNet(), tile=32, overlap=8, batch_size=4, device="cpu", return_probabilities=True
+    )
 
 
 def _assert_matches_reference(result: xr.Dataset, ref: dict[str, np.ndarray]) -> None:
@@ -212,8 +213,7 @@ def test_tiles_over_nodata_only_are_skipped(scene):
     optical[:, :, :90] = np.nan
     sar[:, :, :90] = np.nan
     model = CountingNet("skip", seed=5)
-    ref = predict_arrays(optical, sar, model, tile=32, overlap=8, batch_size=1, device="cpu",
-                         return_probabilities=True)
+    ref = predict_arrays(optical, sar, model, tile=32, overlap=8, batch_size=1, device="cpu", return_probabilities=True)
     calls_with_nodata = CALLS["skip"]
     full = CountingNet("full", seed=5)
     predict_arrays(*scene[:2], full, tile=32, overlap=8, batch_size=1, device="cpu")
@@ -251,8 +251,10 @@ def test_neighbour_chunks_are_read_through_halo_strips(scene):
             elif isinstance(dep, tuple) and len(dep) == 4:  # a whole input chunk (name, 0, row, col)
                 assert dep[2:] == (i, j), (key, dep)  # only the group's own chunk
     assert strips > 0
-    _assert_matches_reference(result.compute(), predict_arrays(optical, sar, ContextNet(), tile=16, overlap=4,
-                                                              device="cpu", return_probabilities=True))
+    _assert_matches_reference(
+        result.compute(),
+        predict_arrays(optical, sar, ContextNet(), tile=16, overlap=4, device="cpu", return_probabilities=True),
+    )
 
 
 def test_amp_dtype_keeps_the_demo_weights_predictions():
@@ -314,6 +316,8 @@ def test_cpu_forwards_share_the_cores_between_dask_threads(scene, torch_threads)
     torch.set_num_threads(CPU_COUNT)
     with dask.config.set(scheduler="synchronous"):  # one thread runs everything
         assert share_cores_between_forwards("cpu") is None and torch.get_num_threads() == CPU_COUNT
-    with LocalCluster(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster, \
-            Client(cluster):  # workers size their own threads
+    with (
+        LocalCluster(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster,
+        Client(cluster),
+    ):  # workers size their own threads
         assert share_cores_between_forwards("cpu") is None and torch.get_num_threads() == CPU_COUNT

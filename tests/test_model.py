@@ -132,17 +132,28 @@ def test_tiny_model_overfits_one_batch_and_anchor_loss_falls():
 
 def test_orm_reliability_is_lower_under_thick_cloud_after_short_training(tmp_path):
     cfg = TrainConfig(
-        model="cloudlulc-net-tiny", model_overrides=SMALL,
+        model="cloudlulc-net-tiny",
+        model_overrides=SMALL,
         train_data=SimulatedDataConfig(n_patches=16, patch_size=32, cloud_cover=(0.3, 0.7), seed=1),
-        epochs=1, steps_per_epoch=40, batch_size=4, lr=3e-3, warmup_steps=5, device="cpu",
-        out_dir=tmp_path, progress=False,
+        epochs=1,
+        steps_per_epoch=40,
+        batch_size=4,
+        lr=3e-3,
+        warmup_steps=5,
+        device="cpu",
+        out_dir=tmp_path,
+        progress=False,
     )
     model = train(cfg).model.eval()
     cloudy, clear = [], []
     for seed in (101, 102, 103):
         scene = simulate_scene(seed, shape=(64, 64), cloud_cover=0.5)
         with torch.no_grad():
-            r = model(torch.from_numpy(scene.optical)[None], torch.from_numpy(scene.sar)[None]).reliability[0, 0].numpy()
+            r = (
+                model(torch.from_numpy(scene.optical)[None], torch.from_numpy(scene.sar)[None])
+                .reliability[0, 0]
+                .numpy()
+            )
         thick = scene.cloud_opacity > 0.7
         assert thick.sum() > 50 and (~scene.cloud).sum() > 50
         cloudy.append(r[thick].mean())

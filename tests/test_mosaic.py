@@ -15,6 +15,7 @@ import pytest
 import torch
 import xarray as xr
 import zarr
+from inference_helpers import CALLS, ContextNet, CountingNet, assert_matches_reference, make_cube, random_scene
 
 from cloudlulc.classes import CLASS_NAMES, NODATA
 from cloudlulc.inference import TileGrid, predict_arrays, predict_cube
@@ -27,7 +28,6 @@ from cloudlulc.mosaic import (
     read_provenance,
     write_mosaic,
 )
-from inference_helpers import CALLS, ContextNet, CountingNet, assert_matches_reference, make_cube, random_scene
 
 torch.set_num_threads(1)
 
@@ -35,9 +35,16 @@ H, W, CHUNK = 96, 120, 40  # 3 x 3 store chunks, the last row/column partial
 T0, T1, T2 = "2024-04-19T10:06:31.024Z", "2024-05-01T10:16:29Z", "2024-03-02T09:56:11Z"
 ATTRS = {
     "pairing": {
-        "s2": {"ids": ["S2A_MSIL2A_20240419T100031_R122_T33TUN"],
-               "hrefs": ["https://sentinel2l2a01.blob.core.windows.net/x/B04.tif?st=2024-04-19&se=2024-04-20&sig=SECRET%3D"]},
-        "s1": {"ids": ["S1A_IW_GRDH_1SDV_20240418"], "hrefs": ["https://sentinel1euwestrtc.blob.core.windows.net/y/vv.tif?sig=X"]},
+        "s2": {
+            "ids": ["S2A_MSIL2A_20240419T100031_R122_T33TUN"],
+            "hrefs": [
+                "https://sentinel2l2a01.blob.core.windows.net/x/B04.tif?st=2024-04-19&se=2024-04-20&sig=SECRET%3D"
+            ],
+        },
+        "s1": {
+            "ids": ["S1A_IW_GRDH_1SDV_20240418"],
+            "hrefs": ["https://sentinel1euwestrtc.blob.core.windows.net/y/vv.tif?sig=X"],
+        },
         "gap_days": 0.9,
     },
     "model": {"name": "context-net-test", "weights_sha256": "ab" * 32},
@@ -93,7 +100,10 @@ def test_gdal_reads_the_store(tmp_path, scene):
     name = f'ZARR:"{store}":/lulc'
     proc = subprocess.run(
         [sys.executable, str(Path(__file__).with_name("gdal_read.py")), name],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     info = json.loads(proc.stdout)
@@ -126,7 +136,9 @@ def test_append_replace_and_time_order(tmp_path, scene):
     assert (s.action, s.time_index, s.chunks_written) == ("replace", 0, 9)
     ds = open_mosaic(store)
     assert ds.sizes["time"] == 3
-    np.testing.assert_array_equal(ds["lulc"].sel(time=np.datetime64("2024-04-19T10:06:31.024")).values, b["lulc"].values)
+    np.testing.assert_array_equal(
+        ds["lulc"].sel(time=np.datetime64("2024-04-19T10:06:31.024")).values, b["lulc"].values
+    )
     np.testing.assert_array_equal(ds["lulc"].sel(time=np.datetime64("2024-03-02T09:56:11")).values, a["lulc"].values)
     np.testing.assert_array_equal(ds["lulc"].sel(time=np.datetime64("2024-05-01T10:16:29")).values, b["lulc"].values)
     assert read_provenance(store)["2024-04-19T10:06:31.024Z"]["note"] == "reprocessed"
@@ -187,8 +199,13 @@ def test_resume_after_crash_recomputes_only_unfinished_chunks(tmp_path, scene):
         earlier = result(ContextNet(seed=4)).compute()
         write_mosaic(earlier, store, time=T0, attrs=ATTRS, chunk_size=chunk)
         with pytest.raises(RuntimeError, match="simulated crash"):
-            write_mosaic(result(CountingNet("crash", fail_after=int(clean_calls * 0.9))), store, time=T1,
-                         attrs=ATTRS, chunk_size=chunk)
+            write_mosaic(
+                result(CountingNet("crash", fail_after=int(clean_calls * 0.9))),
+                store,
+                time=T1,
+                attrs=ATTRS,
+                chunk_size=chunk,
+            )
 
         root = zarr.open_group(store, mode="r", use_consolidated=False)
         done = root["_resume/done"][1]
@@ -205,11 +222,13 @@ def test_resume_after_crash_recomputes_only_unfinished_chunks(tmp_path, scene):
 
     clean = open_mosaic(clean_store)
     resumed = open_mosaic(store)
-    assert mapped_times(store) == sorted([np.datetime64("2024-04-19T10:06:31.024", "ns"),
-                                          np.datetime64("2024-05-01T10:16:29", "ns")])
+    assert mapped_times(store) == sorted(
+        [np.datetime64("2024-04-19T10:06:31.024", "ns"), np.datetime64("2024-05-01T10:16:29", "ns")]
+    )
     for name in MOSAIC_VARIABLES:
-        np.testing.assert_array_equal(resumed[name].sel(time=clean["time"].values[0]).values,
-                                      clean[name].isel(time=0).values)
+        np.testing.assert_array_equal(
+            resumed[name].sel(time=clean["time"].values[0]).values, clean[name].isel(time=0).values
+        )
     np.testing.assert_array_equal(resumed["lulc"].isel(time=0).values, earlier["lulc"].values)  # untouched
 
 
@@ -220,8 +239,16 @@ def test_block_wise_write_equals_one_shot_and_runs_each_tile_once(tmp_path, scen
     block they touch. Either way the map equals one-shot inference, bit for bit across block sizes."""
     optical, sar, _ = scene
     tile, overlap, chunk = 16, 4, 16  # 6 x 8 chunks
-    ref = predict_arrays(optical, sar, ContextNet(seed=5), tile=tile, overlap=overlap, batch_size=1, device="cpu",
-                         return_probabilities=True)
+    ref = predict_arrays(
+        optical,
+        sar,
+        ContextNet(seed=5),
+        tile=tile,
+        overlap=overlap,
+        batch_size=1,
+        device="cpu",
+        return_probabilities=True,
+    )
     grid = TileGrid(tile, overlap)
     unique = grid.count(H) * grid.count(W)
     runs = [(None, True)] + [(bc, carry) for bc in (1, 2, 3, 5) for carry in (True, False)]
@@ -231,9 +258,15 @@ def test_block_wise_write_equals_one_shot_and_runs_each_tile_once(tmp_path, scen
         for block_chunks, carry in runs:
             name = f"blocks-{block_chunks}-{carry}-{scheduler}"
             store = tmp_path / f"{name}.zarr"
-            s = write_mosaic(_result(scene, CountingNet(name, seed=5), chunks=chunk, tile=tile, overlap=overlap),
-                             store, time=T0, attrs=ATTRS, chunk_size=chunk, block_chunks=block_chunks,
-                             carry_border_tiles=carry)
+            s = write_mosaic(
+                _result(scene, CountingNet(name, seed=5), chunks=chunk, tile=tile, overlap=overlap),
+                store,
+                time=T0,
+                attrs=ATTRS,
+                chunk_size=chunk,
+                block_chunks=block_chunks,
+                carry_border_tiles=carry,
+            )
             assert (s.chunks_total, s.chunks_written) == (48, 48)
             slice_ = open_mosaic(store).isel(time=0)
             maps[block_chunks, carry] = {v: slice_[v].values for v in MOSAIC_VARIABLES}
@@ -261,8 +294,11 @@ def test_block_wise_write_equals_one_shot_and_runs_each_tile_once(tmp_path, scen
         5: ([(0, 6)], [(0, 5), (5, 8)]),
     }
     for block_chunks, (rows, cols) in extents.items():
-        expected = sum(touching(a * chunk, min(b * chunk, H), H) * touching(c * chunk, min(d * chunk, W), W)
-                       for a, b in rows for c, d in cols)
+        expected = sum(
+            touching(a * chunk, min(b * chunk, H), H) * touching(c * chunk, min(d * chunk, W), W)
+            for a, b in rows
+            for c, d in cols
+        )
         assert calls[block_chunks, False] == expected, block_chunks
     assert calls[1, False] > calls[2, False] >= calls[3, False] >= calls[5, False] > unique
     with pytest.raises(MosaicError, match="block_chunks"):
@@ -273,11 +309,17 @@ def test_different_run_restarts_an_interrupted_slice(tmp_path, scene):
     store = tmp_path / "d.zarr"
     with dask.config.set(scheduler="synchronous"):
         with pytest.raises(RuntimeError):
-            write_mosaic(_result(scene, CountingNet("crash2", fail_after=3), chunks=24, tile=16, overlap=4),
-                         store, time=T0, attrs=ATTRS, chunk_size=24)
+            write_mosaic(
+                _result(scene, CountingNet("crash2", fail_after=3), chunks=24, tile=16, overlap=4),
+                store,
+                time=T0,
+                attrs=ATTRS,
+                chunk_size=24,
+            )
         assert mapped_times(store) == []
-        s = write_mosaic(_result(scene, chunks=24, tile=16, overlap=4), store, time=T0,
-                         attrs={**ATTRS, "parameters": {"tile": 64}})
+        s = write_mosaic(
+            _result(scene, chunks=24, tile=16, overlap=4), store, time=T0, attrs={**ATTRS, "parameters": {"tile": 64}}
+        )
     assert (s.action, s.chunks_written) == ("replace", 20)
     assert len(mapped_times(store)) == 1
 
@@ -344,8 +386,9 @@ def test_simulated_catalog_end_to_end(sim_catalog, tmp_path):
     torch.manual_seed(0)
     result = predict_cube(cube, build_model("cloudlulc-net-tiny"), tile=64, overlap=16, device="cpu")
     store = tmp_path / "sim.zarr"
-    summary = write_mosaic(result, store, time=pair.time, attrs={"model": {"name": "cloudlulc-net-tiny"}},
-                           chunk_size=128)
+    summary = write_mosaic(
+        result, store, time=pair.time, attrs={"model": {"name": "cloudlulc-net-tiny"}}, chunk_size=128
+    )
     assert summary.chunks_written == summary.chunks_total
 
     ds = open_mosaic(store)

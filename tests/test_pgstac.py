@@ -103,7 +103,9 @@ def test_pgstac_serves_real_pc_items_the_catalog_accepts(pgstac_env):
     acqs = cat.search_s2(client, (92.0, 80.0, 98.0, 83.0), "2024-04-01", "2024-04-30", max_cloud_cover=0.5)
     assert [i for a in acqs for i in a.item_ids] == ["S2B_MSIL2A_20240419T095549_R122_T47XML_20240419T123458"]
     assert acqs[0].items[0]["properties"]["proj:epsg"] == 32647
-    fake = cat.Acquisition(cat.parse_datetime("2024-04-21T09:00:00Z"), "Sentinel-2A", 1, acqs[0].items, 0.2, 1.0, ("05.10",))
+    fake = cat.Acquisition(
+        cat.parse_datetime("2024-04-21T09:00:00Z"), "Sentinel-2A", 1, acqs[0].items, 0.2, 1.0, ("05.10",)
+    )
     pairing = cat.pair_s1(client, fake, (15.0, 30.7, 15.1, 30.8), 12)
     assert len(pairing.s1_items) == 2 and pairing.orbit_state == "descending"
     assert 2.1 < pairing.gap_days < 2.2

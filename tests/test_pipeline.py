@@ -6,7 +6,7 @@ The end-to-end run goes through a real ``rustac serve`` STAC API over the SIMULA
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +24,12 @@ from flows.demo import demo_aoi_and_time
 
 def test_time_window_day_and_range():
     start, end = parse_time_window("2022-01-16")
-    assert start == datetime(2022, 1, 16, tzinfo=timezone.utc)
+    assert start == datetime(2022, 1, 16, tzinfo=UTC)
     assert end.date() == start.date() and end > start and (end - start).total_seconds() > 86399
     s2, e2 = parse_time_window("2022-01-06/2022-01-31")
-    assert s2 == datetime(2022, 1, 6, tzinfo=timezone.utc) and e2.date().day == 31
+    assert s2 == datetime(2022, 1, 6, tzinfo=UTC) and e2.date().day == 31
     s3, e3 = parse_time_window("2022-01-06T10:00:00Z/2022-01-07T00:00:00+00:00")
-    assert s3.hour == 10 and e3 == datetime(2022, 1, 7, tzinfo=timezone.utc)
+    assert s3.hour == 10 and e3 == datetime(2022, 1, 7, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
@@ -73,7 +73,9 @@ def test_output_that_cannot_be_created_is_refused_before_work(tmp_path):
 
 
 def test_parameters_accept_the_documented_forms(tmp_path):
-    geojson = '{"type": "Polygon", "coordinates": [[[17.69,48.23],[17.70,48.23],[17.70,48.24],[17.69,48.24],[17.69,48.23]]]}'
+    geojson = (
+        '{"type": "Polygon", "coordinates": [[[17.69,48.23],[17.70,48.23],[17.70,48.24],[17.69,48.24],[17.69,48.23]]]}'
+    )
     vector = tmp_path / "aoi.geojson"
     vector.write_text(geojson)
     for aoi in ("17.69,48.23,17.70,48.24", [17.69, 48.23, 17.70, 48.24], geojson, str(vector)):
@@ -85,8 +87,9 @@ def test_parameters_accept_the_documented_forms(tmp_path):
 
 def test_resolved_fills_unset_fields_from_settings(tmp_path):
     s = Settings(catalog_url="http://127.0.0.1:9/", max_cloud_cover=33, device="cpu")
-    p = MapParams(aoi="17.69,48.23,17.70,48.24", time="2022-01-16", output=str(tmp_path / "m.zarr"),
-                  max_s1_gap_days=5).resolved(s)
+    p = MapParams(
+        aoi="17.69,48.23,17.70,48.24", time="2022-01-16", output=str(tmp_path / "m.zarr"), max_s1_gap_days=5
+    ).resolved(s)
     assert (p.catalog_url, p.max_cloud_cover, p.device, p.max_s1_gap_days) == ("http://127.0.0.1:9/", 33, "cpu", 5)
     assert p.s2_collection == "sentinel-2-l2a" and p.s1_collection == "sentinel-1-rtc"
 
@@ -111,7 +114,9 @@ def test_transient_errors_are_network_ones_only():
     assert pipeline.is_transient_error(StacApiError("http://x", "502 Bad Gateway"))
     assert not pipeline.is_transient_error(api_error(404))
     assert not pipeline.is_transient_error(ValueError("bad aoi"))
-    assert not pipeline.is_transient_error(NoSentinel1Error("none", s2_time=datetime.now(timezone.utc), max_gap_days=12, nearest=None))
+    assert not pipeline.is_transient_error(
+        NoSentinel1Error("none", s2_time=datetime.now(UTC), max_gap_days=12, nearest=None)
+    )
     try:  # a wrapped connection error counts through its cause
         try:
             raise ConnectionResetError("reset by peer")
@@ -156,7 +161,9 @@ def test_dask_cluster_selection():
     finally:
         cluster.close()
     with pytest.raises(DaskClusterError, match="dask-kubernetes|does not exist"):
-        make_cluster(Settings(dask_cluster="kubernetes", dask_kubernetes_spec=Path("deploy/dask/kubernetes-cluster.yaml")))
+        make_cluster(
+            Settings(dask_cluster="kubernetes", dask_kubernetes_spec=Path("deploy/dask/kubernetes-cluster.yaml"))
+        )
     with pytest.raises(DaskClusterError, match="cannot reach the Dask scheduler"):
         with dask_client(Settings(dask_connect_timeout="1s"), address="tcp://127.0.0.1:9"):
             pass
@@ -230,8 +237,10 @@ def test_library_modules_do_not_import_prefect():
     import subprocess
     import sys
 
-    code = ("import sys, cloudlulc.pipeline, cloudlulc.config, cloudlulc.dask_cluster, cloudlulc.demo; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))")
+    code = (
+        "import sys, cloudlulc.pipeline, cloudlulc.config, cloudlulc.dask_cluster, cloudlulc.demo; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
 

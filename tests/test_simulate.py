@@ -298,8 +298,10 @@ def test_tiles_overlap_and_the_aoi_crosses_both(sim_catalog):
     aoi_ll = box(*sim_catalog.aoi_bbox_lonlat)
     for d in sim_catalog.s2_dates:
         covering = [
-            it for it in sim_catalog.items_of("sentinel-2-l2a")
-            if it["properties"]["datetime"].startswith(d.strftime("%Y-%m-%dT%H:%M:%S")) and shape(it["geometry"]).intersects(aoi_ll)
+            it
+            for it in sim_catalog.items_of("sentinel-2-l2a")
+            if it["properties"]["datetime"].startswith(d.strftime("%Y-%m-%dT%H:%M:%S"))
+            and shape(it["geometry"]).intersects(aoi_ll)
         ]
         assert len(covering) == 2
 
@@ -458,7 +460,20 @@ def test_ensure_demo_catalog_reuses_a_matching_catalog(tmp_path):
 def test_cli_writes_a_catalog(tmp_path):
     out = tmp_path / "cli"
     proc = subprocess.run(
-        [sys.executable, "-m", "cloudlulc.simulate", str(out), "--seed", "2", "--tile-size", "60", "--overlap", "6", "--margin", "6"],
+        [
+            sys.executable,
+            "-m",
+            "cloudlulc.simulate",
+            str(out),
+            "--seed",
+            "2",
+            "--tile-size",
+            "60",
+            "--overlap",
+            "6",
+            "--margin",
+            "6",
+        ],
         capture_output=True,
         text=True,
         timeout=120,

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -39,8 +39,8 @@ def _expected_ids(cat: SimCatalog, collection: str, bbox, start: datetime, end: 
 
 def test_pystac_client_search_returns_the_right_items(sim_catalog, stac_url):
     client = Client.open(stac_url)
-    start = datetime(2022, 1, 10, tzinfo=timezone.utc)
-    end = datetime(2022, 2, 5, tzinfo=timezone.utc)
+    start = datetime(2022, 1, 10, tzinfo=UTC)
+    end = datetime(2022, 2, 5, tzinfo=UTC)
     search = client.search(
         collections=["sentinel-2-l2a"], bbox=sim_catalog.aoi_bbox_lonlat, datetime=(start, end), limit=3
     )
@@ -48,11 +48,16 @@ def test_pystac_client_search_returns_the_right_items(sim_catalog, stac_url):
     expected = _expected_ids(sim_catalog, "sentinel-2-l2a", sim_catalog.aoi_bbox_lonlat, start, end)
     assert len(got) == len(set(got)) == 4
     assert set(got) == expected
-    s1 = client.search(collections=["sentinel-1-rtc"], bbox=sim_catalog.aoi_bbox_lonlat, datetime="2022-01-20/2022-02-28")
+    s1 = client.search(
+        collections=["sentinel-1-rtc"], bbox=sim_catalog.aoi_bbox_lonlat, datetime="2022-01-20/2022-02-28"
+    )
     s1_ids = {it["id"] for it in s1.items_as_dicts()}
     assert s1_ids == _expected_ids(
-        sim_catalog, "sentinel-1-rtc", sim_catalog.aoi_bbox_lonlat, datetime(2022, 1, 20, tzinfo=timezone.utc),
-        datetime(2022, 2, 28, 23, 59, 59, tzinfo=timezone.utc),
+        sim_catalog,
+        "sentinel-1-rtc",
+        sim_catalog.aoi_bbox_lonlat,
+        datetime(2022, 1, 20, tzinfo=UTC),
+        datetime(2022, 2, 28, 23, 59, 59, tzinfo=UTC),
     )
     assert len(s1_ids) >= 2
     # WorldCover has datetime null: found through its start/end interval.
@@ -66,7 +71,10 @@ def test_served_items_keep_pc_fields_and_validate(sim_catalog, stac_url):
     assert {c.id for c in client.get_collections()} == {"sentinel-2-l2a", "sentinel-1-rtc", "esa-worldcover"}
     for c in client.get_collections():
         assert "SIMULATED" in c.description
-    served = {it["id"]: it for it in client.search(collections=["sentinel-2-l2a", "sentinel-1-rtc", "esa-worldcover"]).items_as_dicts()}
+    served = {
+        it["id"]: it
+        for it in client.search(collections=["sentinel-2-l2a", "sentinel-1-rtc", "esa-worldcover"]).items_as_dicts()
+    }
     assert set(served) == {it["id"] for it in sim_catalog.items}
     for it in sim_catalog.items:
         got = served[it["id"]]
@@ -85,7 +93,11 @@ def test_served_items_keep_pc_fields_and_validate(sim_catalog, stac_url):
 def test_intersects_honours_the_nodata_footprint(sim_catalog, stac_url):
     """A point in the nodata wedge of the western tile (first date) only hits the eastern tile."""
     first = min(sim_catalog.s2_dates)
-    items = [it for it in sim_catalog.items_of("sentinel-2-l2a") if it["properties"]["datetime"].startswith(first.strftime("%Y-%m-%d"))]
+    items = [
+        it
+        for it in sim_catalog.items_of("sentinel-2-l2a")
+        if it["properties"]["datetime"].startswith(first.strftime("%Y-%m-%d"))
+    ]
     west = next(it for it in items if it["properties"]["s2:mgrs_tile"] == "33UXP")
     east = next(it for it in items if it["properties"]["s2:mgrs_tile"] == "33UYP")
     wedge = box(*west["bbox"]).intersection(shape(east["geometry"])).difference(shape(west["geometry"]))
@@ -95,7 +107,9 @@ def test_intersects_honours_the_nodata_footprint(sim_catalog, stac_url):
     got = {
         it["id"]
         for it in client.search(
-            collections=["sentinel-2-l2a"], intersects=Point(pt.x, pt.y).__geo_interface__, datetime=first.strftime("%Y-%m-%d")
+            collections=["sentinel-2-l2a"],
+            intersects=Point(pt.x, pt.y).__geo_interface__,
+            datetime=first.strftime("%Y-%m-%d"),
         ).items_as_dicts()
     }
     assert got == {east["id"]}

@@ -24,10 +24,16 @@ SMALL = dict(widths=(8, 16, 16, 32), latent_dim=32, decoder_width=16, usmt_heads
 
 def _cfg(tmp_path, **kw):
     base = dict(
-        model="cloudlulc-net-tiny", model_overrides=SMALL,
+        model="cloudlulc-net-tiny",
+        model_overrides=SMALL,
         train_data=SimulatedDataConfig(n_patches=8, patch_size=32, seed=0),
         val_data=SimulatedDataConfig(n_patches=4, patch_size=32, seed=9),
-        epochs=2, steps_per_epoch=3, batch_size=4, device="cpu", out_dir=tmp_path, progress=False,
+        epochs=2,
+        steps_per_epoch=3,
+        batch_size=4,
+        device="cpu",
+        out_dir=tmp_path,
+        progress=False,
     )
     base.update(kw)
     return TrainConfig(**base)

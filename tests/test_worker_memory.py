@@ -65,8 +65,9 @@ def _probe(body: str, env: dict[str, str] | None = None) -> dict[str, int]:
     """Run the probe plus ``body`` (which prints ``key=value`` lines) in a fresh interpreter."""
     code = _ARENA_PROBE + textwrap.dedent(body)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GDAL_CACHEMAX"}
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                         env={**clean, **(env or {})})
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env={**clean, **(env or {})}
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return {k: int(v) for k, v in re.findall(r"^(\w+)=(\d+)$", out.stdout, flags=re.M)}
 
@@ -166,8 +167,9 @@ def test_applied_limits_are_described_for_the_run_log(monkeypatch):
     assert apply_worker_memory_limits(2, 64) == f"{expected_arenas}, GDAL block cache 64 MB"
     monkeypatch.setenv("MALLOC_ARENA_MAX", "3")
     monkeypatch.setenv("GDAL_CACHEMAX", "32")
-    assert apply_worker_memory_limits(0, 64) == ("malloc arenas capped at 3 (environment), "
-                                                 "GDAL block cache 32 (environment)")
+    assert apply_worker_memory_limits(0, 64) == (
+        "malloc arenas capped at 3 (environment), GDAL block cache 32 (environment)"
+    )
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     monkeypatch.delenv("GDAL_CACHEMAX")
     assert apply_worker_memory_limits(0, 0) == "malloc arenas: glibc default, GDAL block cache: GDAL default"
@@ -178,12 +180,20 @@ def test_worker_processes_get_the_limits_instead_of_the_nanny_trim_threshold():
     from distributed import Client
 
     default_trim = dask.config.get("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_")
-    cluster = make_cluster(Settings(dask_cluster="local", dask_processes=True, dask_n_workers=1,
-                                    dask_threads_per_worker=1, remote_read_threads=3))
+    cluster = make_cluster(
+        Settings(
+            dask_cluster="local",
+            dask_processes=True,
+            dask_n_workers=1,
+            dask_threads_per_worker=1,
+            remote_read_threads=3,
+        )
+    )
     try:
         with Client(cluster) as client:
-            seen = client.run(lambda: {k: os.environ.get(k) for k in ("MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_",
-                                                                       "GDAL_CACHEMAX")})
+            seen = client.run(
+                lambda: {k: os.environ.get(k) for k in ("MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_", "GDAL_CACHEMAX")}
+            )
             pools = client.run(lambda: __import__("cloudlulc.cube").cube.remote_read_threads())
     finally:
         cluster.close()

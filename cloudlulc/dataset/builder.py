@@ -24,7 +24,7 @@ import shutil
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,13 @@ PARTS_DIR = "index_parts"
 GEOTIFF_DIR = "geotiff"
 #: Files and folders the builder owns inside ``out`` (the only things ``overwrite=True`` deletes).
 OWNED_NAMES = (
-    ZARR_NAME, PARTS_DIR, GEOTIFF_DIR, "index.parquet", "index.csv", "summary.json", "report.md",
+    ZARR_NAME,
+    PARTS_DIR,
+    GEOTIFF_DIR,
+    "index.parquet",
+    "index.csv",
+    "summary.json",
+    "report.md",
     "cloud_levels.png",
 )
 
@@ -107,11 +113,16 @@ def refresh_tokens(sc: Scenes, params: DatasetParams) -> bool:
             sc.pairs[k] = catalog.resign_pair(pair)
             sc.cubes[k] = cube.build_cube(sc.pairs[k], sc.grid, chunksize=params.effective_chunksize)
             changed = True
-    signed = any(catalog.token_expiry(it["assets"][a].get("href", "")) is not None
-                 for p in sc.pairs for it in p.s2.items for a in it.get("assets", {}))
+    signed = any(
+        catalog.token_expiry(it["assets"][a].get("href", "")) is not None
+        for p in sc.pairs
+        for it in p.s2.items
+        for a in it.get("assets", {})
+    )
     if signed and sc.stac is not None and time.monotonic() - sc.label_signed_at > LABEL_RESIGN_SECONDS:
-        label = cube.build_label_cube(sc.stac, sc.grid, collection=params.label_collection,
-                                      chunksize=params.effective_chunksize)
+        label = cube.build_label_cube(
+            sc.stac, sc.grid, collection=params.label_collection, chunksize=params.effective_chunksize
+        )
         sc.label = label.isel(band=0, drop=True) if "band" in label.dims else label
         sc.label_signed_at = time.monotonic()
         changed = True
@@ -132,7 +143,9 @@ def open_scenes(params: DatasetParams) -> Scenes:
     grid = cube.grid_for_aoi(aoi)
     epsg, res, bounds, shape = _grid_geometry(grid)
     try:
-        label = cube.build_label_cube(stac, grid, collection=params.label_collection, chunksize=params.effective_chunksize)
+        label = cube.build_label_cube(
+            stac, grid, collection=params.label_collection, chunksize=params.effective_chunksize
+        )
     except catalog.CatalogError as e:
         raise NoLabelCoverageError(
             f"No label coverage for the AOI {tuple(round(v, 4) for v in aoi.bounds)} from "
@@ -144,8 +157,14 @@ def open_scenes(params: DatasetParams) -> Scenes:
     label_ids = [str(v) for v in label.attrs.get("source_items", [])]
     try:
         pairs = catalog.find_pairs(
-            stac, aoi, params.start, params.end, max_cloud_cover=100.0, max_gap_days=params.max_gap_days,
-            min_coverage=params.min_s1_coverage, allow_optical_only=True,
+            stac,
+            aoi,
+            params.start,
+            params.end,
+            max_cloud_cover=100.0,
+            max_gap_days=params.max_gap_days,
+            min_coverage=params.min_s1_coverage,
+            allow_optical_only=True,
         )
     except catalog.NoSentinel2Error as e:
         raise NoScenesError(f"No Sentinel-2 acquisitions to build a dataset from: {e}") from None
@@ -242,7 +261,8 @@ def build_region(
     fractions = [cloud_fraction(c) for c in clouds]
     valid = [1.0 - nodata_fraction_cloudmask(c) for c in clouds]
     clear_ok = [
-        i for i, (f, v) in enumerate(zip(fractions, valid))
+        i
+        for i, (f, v) in enumerate(zip(fractions, valid))
         if np.isfinite(f) and f * 100.0 <= params.clear_max_cloud and v >= 1.0 - params.max_nodata_fraction
     ]
     targets = list(range(len(sc.pairs)))
@@ -278,16 +298,28 @@ def build_region(
             for c in order:
                 cl_c = clouds[c][lr, lc]
                 frac_c = cloud_fraction(cl_c)
-                if (nodata_fraction_cloudmask(cl_c) <= params.max_nodata_fraction and np.isfinite(frac_c)
-                        and frac_c * 100.0 <= params.clear_max_cloud):
+                if (
+                    nodata_fraction_cloudmask(cl_c) <= params.max_nodata_fraction
+                    and np.isfinite(frac_c)
+                    and frac_c * 100.0 <= params.clear_max_cloud
+                ):
                     clear = c
                     break
             if clear is None:
                 dropped["clear_cloudy"] += 1
                 continue
             candidates.append(
-                Candidate(w, t, clear, {"cloud_fraction": frac, "cloud_level": level, "clear_cloud_fraction": frac_c,
-                                        "label_valid_fraction": label_valid})
+                Candidate(
+                    w,
+                    t,
+                    clear,
+                    {
+                        "cloud_fraction": frac,
+                        "cloud_level": level,
+                        "clear_cloud_fraction": frac_c,
+                        "label_valid_fraction": label_valid,
+                    },
+                )
             )
     rng = np.random.default_rng([params.seed, region_index])
     candidates, n_capped = cap_per_level(candidates, params.max_patches_per_level, rng)
@@ -309,7 +341,9 @@ def build_region(
         n = len(chunk)
         for key, arr in zip(need_clear, got[2 * n :]):
             clear_cache[key] = arr.astype(np.float32, copy=False)
-        batch: dict[str, list[np.ndarray]] = {k: [] for k in ("optical_cloudy", "optical_clear", "sar", "label", "cloud")}
+        batch: dict[str, list[np.ndarray]] = {
+            k: [] for k in ("optical_cloudy", "optical_clear", "sar", "label", "cloud")
+        }
         new_records: list[dict[str, Any]] = []
         for cd, opt, sar in zip(chunk, got[:n], got[n : 2 * n]):
             t, w, c_idx = cd.target, cd.window, cd.clear
@@ -340,7 +374,10 @@ def build_region(
                     "col": w.col,
                     "size": w.size,
                     "crs": f"EPSG:{sc.epsg}",
-                    "minx": minx, "miny": miny, "maxx": maxx, "maxy": maxy,
+                    "minx": minx,
+                    "miny": miny,
+                    "maxx": maxx,
+                    "maxy": maxy,
                     "s2_datetime": _iso(pair.s2.time),
                     "clear_datetime": _iso(clear_pair.s2.time),
                     "s1_datetime": _iso(pair.s1.s1_time),
@@ -368,8 +405,9 @@ def build_region(
         "n_patches": len(records),
         "label_valid_pixels": int((label != NODATA).sum()),
         "dropped": {k: int(v) for k, v in dropped.items() if v},
-        "acquisition_cloud_fraction": {_iso(times[i]): (None if not np.isfinite(f) else round(f, 4))
-                                       for i, f in enumerate(fractions)},
+        "acquisition_cloud_fraction": {
+            _iso(times[i]): (None if not np.isfinite(f) else round(f, 4)) for i, f in enumerate(fractions)
+        },
         "clear_references": sorted({_iso(times[cd.clear]) for cd in candidates}),
     }
     return pd.DataFrame.from_records(records, columns=index_mod.COLUMNS if not records else None), stats
@@ -406,12 +444,14 @@ def build_dataset(
         _clear_outputs(out)
     out.mkdir(parents=True, exist_ok=True)
     sc = open_scenes(params)
-    regions = make_regions(sc.shape, params.effective_region_size, params.patch_size, params.stride,
-                           params.region_buffer)
+    regions = make_regions(
+        sc.shape, params.effective_region_size, params.patch_size, params.stride, params.region_buffer
+    )
     if not regions:
         raise NoPatchesError(
             f"The AOI grid is {sc.shape[0]} x {sc.shape[1]} pixels, too small for one {params.patch_size}-pixel "
-            "patch; enlarge the AOI or lower patch_size.", {}
+            "patch; enlarge the AOI or lower patch_size.",
+            {},
         )
     splits = assign_splits([r.id for r in regions], params.split_fractions, params.seed)
     store = PatchStore.open_or_create(
@@ -425,11 +465,13 @@ def build_dataset(
             "grid_bounds": list(sc.bounds),
             "resolution": sc.resolution,
             "params": params.content_dict(),
-            "regions": {r.id: {"row0": r.row0, "col0": r.col0, "nrows": r.nrows, "ncols": r.ncols,
-                               "split": splits[r.id]} for r in regions},
+            "regions": {
+                r.id: {"row0": r.row0, "col0": r.col0, "nrows": r.nrows, "ncols": r.ncols, "split": splits[r.id]}
+                for r in regions
+            },
             "s1_bands": list(S1_BANDS),
             "s2_bands": list(S2_BANDS),
-            "created": datetime.now(timezone.utc).isoformat(),
+            "created": datetime.now(UTC).isoformat(),
         },
     )
     rolled = store.rollback()
@@ -440,9 +482,10 @@ def build_dataset(
     done = set(store.regions_done)
     skipped = len(done)
     todo = [(i, r) for i, r in enumerate(regions) if r.id not in done]
-    with _scheduler(params, client) as scheduler, tqdm(
-        total=len(regions), initial=len(done), disable=not progress, desc="regions", unit="region"
-    ) as bar:
+    with (
+        _scheduler(params, client) as scheduler,
+        tqdm(total=len(regions), initial=len(done), disable=not progress, desc="regions", unit="region") as bar,
+    ):
         for i, region in todo:
             if refresh_tokens(sc, params):
                 log.info("Re-signed expiring asset hrefs before region %s", region.id)

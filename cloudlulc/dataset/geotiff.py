@@ -57,8 +57,18 @@ def _write(path: Path, data: np.ndarray, crs: str, transform, nodata, descriptio
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tif.tmp")
     with rasterio.open(
-        tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-        dtype=data.dtype, crs=crs, transform=transform, nodata=nodata, compress="deflate", zlevel=1,
+        tmp,
+        "w",
+        driver="GTiff",
+        width=data.shape[2],
+        height=data.shape[1],
+        count=data.shape[0],
+        dtype=data.dtype,
+        crs=crs,
+        transform=transform,
+        nodata=nodata,
+        compress="deflate",
+        zlevel=1,
         tiled=data.shape[1] % 16 == 0 and data.shape[2] % 16 == 0,
     ) as dst:
         dst.write(data)

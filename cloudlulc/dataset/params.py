@@ -20,7 +20,16 @@ DEFAULT_CLOUD_LEVELS: tuple[float, ...] = (0.0, 10.0, 30.0, 60.0, 100.0)
 
 #: Parameters that do not change the content of the dataset (so they are left out of the fingerprint).
 _NON_CONTENT_FIELDS = frozenset(
-    {"out", "dask_address", "overwrite", "write_geotiff_layout", "geotiff_optical", "scheduler", "batch_patches", "chunksize"}
+    {
+        "out",
+        "dask_address",
+        "overwrite",
+        "write_geotiff_layout",
+        "geotiff_optical",
+        "scheduler",
+        "batch_patches",
+        "chunksize",
+    }
 )
 
 
@@ -76,8 +85,10 @@ class DatasetParams(BaseModel):
     scheduler: str | None = Field(None, description="dask scheduler name when no client (threads, processes...)")
     batch_patches: int = Field(32, ge=1, description="patches read per dask.compute (bounds memory)")
     chunksize: int | None = Field(
-        None, ge=64, description="dask chunk size of the cubes; None = region_size (<= 2048, else 1024) so "
-        "region windows read whole chunks once"
+        None,
+        ge=64,
+        description="dask chunk size of the cubes; None = region_size (<= 2048, else 1024) so "
+        "region windows read whole chunks once",
     )
     overwrite: bool = Field(False, description="delete an existing output instead of resuming it")
 
@@ -100,7 +111,7 @@ class DatasetParams(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _geometry(self) -> "DatasetParams":
+    def _geometry(self) -> DatasetParams:
         if self.stride > self.patch_size:
             raise ValueError(f"stride ({self.stride}) > patch_size ({self.patch_size}) would leave gaps unused")
         rs = self.effective_region_size

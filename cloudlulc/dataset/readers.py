@@ -64,8 +64,9 @@ class ZarrPatchDataset(Dataset):
     never read. The store is opened lazily per process, so DataLoader workers can fork safely.
     """
 
-    def __init__(self, path: str | Path, split: str | None = "train", *, fill_nan: float | None = None,
-                 return_meta: bool = False):
+    def __init__(
+        self, path: str | Path, split: str | None = "train", *, fill_nan: float | None = None, return_meta: bool = False
+    ):
         import zarr
 
         self.path, index_path = _resolve_zarr(path)
@@ -108,7 +109,10 @@ class ZarrPatchDataset(Dataset):
         s: dict[str, Any] = _sample(
             decode_optical(np.asarray(g["optical_cloudy"][r])),
             decode_optical(np.asarray(g["optical_clear"][r])),
-            g["sar"][r], g["label"][r], g["cloud"][r], self.fill_nan,
+            g["sar"][r],
+            g["label"][r],
+            g["cloud"][r],
+            self.fill_nan,
         )
         if self.return_meta:
             s["patch_id"] = self._ids.get(r, str(r))
@@ -132,8 +136,10 @@ def read_split_ids(root: Path, split: str) -> list[str]:
                 ids = pd.read_csv(f, header=None, dtype=str).iloc[:, 0]
                 if len(ids) and not (root / "Label" / f"{Path(str(ids.iloc[0])).stem}.tif").exists():
                     ids = ids.iloc[1:]  # a header line that is not an id
-            return [Path(str(v).strip()).stem if str(v).endswith(".tif") else Path(str(v).strip()).name
-                    for v in ids.dropna()]
+            return [
+                Path(str(v).strip()).stem if str(v).endswith(".tif") else Path(str(v).strip()).name
+                for v in ids.dropna()
+            ]
     raise DatasetError(
         f"No split file for {split!r} under {root} (looked for {', '.join(_SPLIT_FILES.get(split, ()))})"
     )
@@ -157,10 +163,18 @@ class GeoTiffLayoutDataset(Dataset):
     * cloud: ``Cloud/<id>.tif`` when present, else 255 (unknown): the published set has no cloud mask.
     """
 
-    def __init__(self, root: str | Path, split: str = "train", *, optical_scale: float | None = None,
-                 optical_offset: float | None = None, label_map: dict[int, int] | None = None,
-                 fill_nan: float | None = None, return_meta: bool = False,
-                 sar_units: Literal["db", "linear"] = "db"):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        optical_scale: float | None = None,
+        optical_offset: float | None = None,
+        label_map: dict[int, int] | None = None,
+        fill_nan: float | None = None,
+        return_meta: bool = False,
+        sar_units: Literal["db", "linear"] = "db",
+    ):
         self.root = Path(root)
         self.sar_units = sar_units
         if not (self.root / "Label").is_dir():

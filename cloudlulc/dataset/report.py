@@ -8,7 +8,7 @@ whole dataset, not only the regions built in the last run.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,7 @@ def write_report(
         dropped={k: int(v) for k, v in sorted(dropped.items())},
         regions_per_split=regions_per_split,
         params=params.model_dump(mode="json"),
-        created=datetime.now(timezone.utc).isoformat(),
+        created=datetime.now(UTC).isoformat(),
     )
     (out / "summary.json").write_text(json.dumps(summary.model_dump(mode="json"), indent=2))
     (out / "report.md").write_text(_markdown(summary, levels))
@@ -120,7 +120,8 @@ def _markdown(s: DatasetSummary, levels: list[str]) -> str:
     for sp in SPLITS:
         row = s.patches_per_split_level[sp]
         lines.append(
-            f"| {sp} | {len(s.regions_per_split[sp])} | " + " | ".join(str(row[lv]) for lv in levels)
+            f"| {sp} | {len(s.regions_per_split[sp])} | "
+            + " | ".join(str(row[lv]) for lv in levels)
             + f" | {s.patches_per_split[sp]} |"
         )
     lines += ["", "![patches per cloud level](cloud_levels.png)", "", "## Class balance (label pixels)", ""]

@@ -64,7 +64,7 @@ class PatchStore:
     @classmethod
     def open_or_create(
         cls, path: Path, *, patch_size: int, optical_dtype: str, fingerprint: str, attrs: dict[str, Any]
-    ) -> "PatchStore":
+    ) -> PatchStore:
         """Open an existing store of the same build (same fingerprint) or create an empty one."""
         path = Path(path)
         if (path / "zarr.json").exists():
@@ -99,7 +99,12 @@ class PatchStore:
             elif name == "label":
                 arr_attrs = {"_FillValue": NODATA, "classes": class_table()}
             group.create_array(
-                name, shape=shape, chunks=chunks, dtype=dtype, fill_value=fill, dimension_names=dims,
+                name,
+                shape=shape,
+                chunks=chunks,
+                dtype=dtype,
+                fill_value=fill,
+                dimension_names=dims,
                 attributes=arr_attrs,
             )
         group.attrs.update(

@@ -32,7 +32,7 @@ class ModelSpec(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
-    def _default_model(self) -> "ModelSpec":
+    def _default_model(self) -> ModelSpec:
         if self.weights is None and self.model is None:
             self.model = self.name
         return self
@@ -57,7 +57,7 @@ class DatasetSpec(BaseModel):
     seed: int = 1000
 
     @model_validator(mode="after")
-    def _path_needed(self) -> "DatasetSpec":
+    def _path_needed(self) -> DatasetSpec:
         if self.kind != "simulated" and self.path is None:
             raise ValueError(f"dataset kind {self.kind!r} needs `path` (the store or the GeoTIFF root)")
         return self
@@ -119,7 +119,7 @@ class EvaluationParams(BaseModel):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _something_to_do(self) -> "EvaluationParams":
+    def _something_to_do(self) -> EvaluationParams:
         if not self.models and "dataset" not in self.model_fields_set:
             self.dataset = None  # a products-only run does not need the default simulated split
         if (self.dataset is not None or self.cloud_sweep is not None) and not self.models:

@@ -20,7 +20,11 @@ def open_dataset(spec: DatasetSpec) -> Dataset:
         return SimulatedSplit(n_scenes=spec.n_scenes, shape=spec.shape, cloud_covers=spec.cloud_covers, seed=spec.seed)
     from cloudlulc import dataset as ds  # the dataset module's readers
 
-    reader = ds.ZarrPatchDataset(spec.path, spec.split) if spec.kind == "zarr" else ds.GeoTiffLayoutDataset(spec.path, spec.split)
+    reader = (
+        ds.ZarrPatchDataset(spec.path, spec.split)
+        if spec.kind == "zarr"
+        else ds.GeoTiffLayoutDataset(spec.path, spec.split)
+    )
     if len(reader) == 0:
         raise ValueError(
             f"split {spec.split!r} of {spec.path} holds no patches (small AOIs can leave val/test empty); "
@@ -73,9 +77,7 @@ def run_evaluation(params: EvaluationParams) -> EvaluationResult:
         from cloudlulc.evaluation.cloud_sweep import run_cloud_sweep
 
         torch.manual_seed(params.seed)  # the sweep builds the same untrained models as the split did
-        sweep = run_cloud_sweep(
-            params.models, params.cloud_sweep, batch_size=params.batch_size, device=params.device
-        )
+        sweep = run_cloud_sweep(params.models, params.cloud_sweep, batch_size=params.batch_size, device=params.device)
     paths = write_reports(
         params.out_dir,
         title=params.title,

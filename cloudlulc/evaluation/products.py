@@ -40,10 +40,14 @@ def open_reference(path: Path | str) -> xr.DataArray:
     da = rxr.open_rasterio(path, masked=False)
     if "band" in da.dims:
         if da.sizes["band"] != 1:
-            raise ProductComparisonError(f"reference {path} has {da.sizes['band']} bands; expected one band of class values")
+            raise ProductComparisonError(
+                f"reference {path} has {da.sizes['band']} bands; expected one band of class values"
+            )
         da = da.isel(band=0, drop=True)
     if da.rio.crs is None:
-        raise ProductComparisonError(f"reference {path} has no CRS; write one (rio.write_crs) so products can be aligned")
+        raise ProductComparisonError(
+            f"reference {path} has no CRS; write one (rio.write_crs) so products can be aligned"
+        )
     nodata = da.rio.nodata
     values = da.values
     if nodata is not None and nodata != NODATA:
@@ -102,7 +106,9 @@ def compare_layers(
     for arr in arrays.values():
         valid &= (arr >= 0) & (arr < NUM_CLASSES)
     if not valid.any():
-        raise ProductComparisonError("no pixel is valid in the reference and in every product: check AOI, dates and CRS")
+        raise ProductComparisonError(
+            "no pixel is valid in the reference and in every product: check AOI, dates and CRS"
+        )
     target = np.where(valid, ref, NODATA)
 
     if cloud is not None:
@@ -209,7 +215,9 @@ def clip_reference(reference: xr.DataArray, aoi: Any) -> xr.DataArray:
         raise ProductComparisonError(f"the AOI {geom.bounds} does not overlap the reference raster: {exc}") from exc
 
 
-def compare_products(spec: ProductComparisonSpec, *, reference: xr.DataArray | None = None) -> dict[str, dict[str, Any]]:
+def compare_products(
+    spec: ProductComparisonSpec, *, reference: xr.DataArray | None = None
+) -> dict[str, dict[str, Any]]:
     """Fetch each product on the reference grid (plus the mosaic slice) and score them side by side.
 
     Returns ``{method name: metrics}``; each metrics dict also carries ``source`` (collection and

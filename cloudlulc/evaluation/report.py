@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +43,7 @@ class Table:
 
     def html(self) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.rows
-        )
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.rows)
         note = f'<p class="note">{html.escape(self.note)}</p>' if self.note else ""
         return f"<h4>{html.escape(self.title)}</h4><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
 
@@ -79,7 +77,9 @@ def pct(value: float | None) -> str:
 def summary_table(results: Mapping[str, Mapping[str, Any]], title: str, label: str = "method") -> Table:
     rows = []
     for name, m in results.items():
-        rows.append([name, pct(mv.oa(m)), pct(mv.macro_f1(m)), pct(mv.miou(m)), f"{mv.n_pixels(m):,}", f"{mv.n_patches(m):,}"])
+        rows.append(
+            [name, pct(mv.oa(m)), pct(mv.macro_f1(m)), pct(mv.miou(m)), f"{mv.n_pixels(m):,}", f"{mv.n_patches(m):,}"]
+        )
     return Table(title, [label, "OA %", "macro F1 %", "mIoU %", "scored pixels", "patches"], rows)
 
 
@@ -200,8 +200,15 @@ def plot_confusion(name: str, metrics: Mapping[str, Any], path: Path) -> Path | 
     ax.set_ylabel("reference")
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, f"{norm[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                    color="white" if norm[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{norm[i, j]:.2f}",
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if norm[i, j] > 0.5 else "black",
+            )
     ax.set_title(f"{name}: confusion (row-normalised)", fontsize=9)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
@@ -279,7 +286,10 @@ def dataset_section(models: Mapping[str, Mapping[str, Any]], fig_dir: Path, desc
         sec.tables.append(table)
         sec.tables += [bin_detail_table(name, m) for name, m in models.items()]
         sec.figures.append(
-            Figure("mIoU per cloud-cover bin", plot_bin_curves(models, fig_dir / "models_bins.png", "mIoU per cloud-cover bin"))
+            Figure(
+                "mIoU per cloud-cover bin",
+                plot_bin_curves(models, fig_dir / "models_bins.png", "mIoU per cloud-cover bin"),
+            )
         )
     else:
         sec.intro += " The samples carry no cloud mask, so no cloud-cover bins are shown."
@@ -396,7 +406,9 @@ def render_html(title: str, header: str, sections: Sequence[Section]) -> str:
         if sec.intro:
             parts.append(f"<p>{html.escape(sec.intro)}</p>")
         if sec.bullets:
-            parts.append("<ul class='highlights'>" + "".join(f"<li>{html.escape(b)}</li>" for b in sec.bullets) + "</ul>")
+            parts.append(
+                "<ul class='highlights'>" + "".join(f"<li>{html.escape(b)}</li>" for b in sec.bullets) + "</ul>"
+            )
         parts += [t.html() for t in sec.tables]
         parts.append("<div class='figs'>")
         for fig in sec.figures:
@@ -459,7 +471,7 @@ def write_reports(
     out = Path(out_dir)
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
-    created = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    created = datetime.now(UTC).isoformat(timespec="seconds")
     simulated = bool(cloud_sweep) or bool(params and (params.get("dataset") or {}).get("kind") == "simulated")
     header = f"Generated {created} by cloudlulc {version}."
     if simulated:

@@ -64,7 +64,9 @@ def load_model(spec: ModelLike) -> nn.Module:
             return from_pretrained(spec.weights)
         assert spec.model is not None  # ModelSpec's validator defaults it to the name
         return build_model(spec.model, **spec.overrides)
-    if isinstance(spec, Path) or (isinstance(spec, str) and (spec.endswith((".safetensors", ".json")) or Path(spec).exists())):
+    if isinstance(spec, Path) or (
+        isinstance(spec, str) and (spec.endswith((".safetensors", ".json")) or Path(spec).exists())
+    ):
         return from_pretrained(Path(spec))
     return build_model(str(spec))
 
@@ -106,7 +108,9 @@ def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Ten
             out[key] = torch.stack([_as_tensor(s[key]) for s in samples])
     missing = [k for k in ("optical", "sar", "label") if k not in out]
     if missing:
-        raise KeyError(f"dataset samples lack {missing}; evaluation needs optical, sar and label (see dataset contract)")
+        raise KeyError(
+            f"dataset samples lack {missing}; evaluation needs optical, sar and label (see dataset contract)"
+        )
     return out
 
 
@@ -211,7 +215,9 @@ def evaluate_model(
     per cloud bin) plus ``cloud_known``, ``n_patches_unknown_cloud`` and ``model`` (what was evaluated)."""
     dev = resolve_device(device)
     net = load_model(model).to(dev).eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_samples)
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_samples
+    )
     fills = fill_values(net)
     scorer = BinnedScorer()
     for batch in loader:

@@ -35,7 +35,11 @@ class BinnedScorer:
         if cloud_fraction is None:
             known = np.zeros(b, dtype=bool)
         else:
-            frac = cloud_fraction.detach().cpu().numpy() if isinstance(cloud_fraction, torch.Tensor) else np.asarray(cloud_fraction)
+            frac = (
+                cloud_fraction.detach().cpu().numpy()
+                if isinstance(cloud_fraction, torch.Tensor)
+                else np.asarray(cloud_fraction)
+            )
             frac = np.broadcast_to(frac.astype(np.float64).reshape(-1), (b,))
             known = np.isfinite(frac)
             if known.any():

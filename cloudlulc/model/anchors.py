@@ -27,8 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def mode_downsample(labels: torch.Tensor, size: tuple[int, int], num_classes: int, ignore_index: int = 255,
-                    min_valid: float = 0.5) -> torch.Tensor:
+def mode_downsample(
+    labels: torch.Tensor, size: tuple[int, int], num_classes: int, ignore_index: int = 255, min_valid: float = 0.5
+) -> torch.Tensor:
     """Majority class of each cell of ``labels`` [B,H,W] at ``size`` (h, w); ``ignore_index`` if too few labels."""
     valid = (labels != ignore_index) & (labels >= 0) & (labels < num_classes)
     safe = torch.where(valid, labels, torch.zeros_like(labels))
@@ -41,10 +42,16 @@ def mode_downsample(labels: torch.Tensor, size: tuple[int, int], num_classes: in
 class SemanticAnchors(nn.Module):
     """Class anchors in latent space (EMA buffers) and the anchor-guided contrastive loss."""
 
-    def __init__(self, num_classes: int, dim: int, momentum: float = 0.95, temperature: float = 0.1,
-                 ignore_index: int = 255) -> None:
+    def __init__(
+        self, num_classes: int, dim: int, momentum: float = 0.95, temperature: float = 0.1, ignore_index: int = 255
+    ) -> None:
         super().__init__()
-        self.num_classes, self.momentum, self.temperature, self.ignore_index = num_classes, momentum, temperature, ignore_index
+        self.num_classes, self.momentum, self.temperature, self.ignore_index = (
+            num_classes,
+            momentum,
+            temperature,
+            ignore_index,
+        )
         self.register_buffer("anchors", torch.zeros(num_classes, dim))
         self.register_buffer("initialised", torch.zeros(num_classes, dtype=torch.bool))
 

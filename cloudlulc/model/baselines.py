@@ -29,7 +29,9 @@ class UNet(nn.Module):
         self.stride = 2 ** (len(widths) - 1)
         self.stem = nn.Sequential(ConvNormAct(in_channels, widths[0], groups=groups), ResBlock(widths[0], groups))
         self.downs = nn.ModuleList(
-            nn.Sequential(ConvNormAct(widths[i], widths[i + 1], stride=2, groups=groups), ResBlock(widths[i + 1], groups))
+            nn.Sequential(
+                ConvNormAct(widths[i], widths[i + 1], stride=2, groups=groups), ResBlock(widths[i + 1], groups)
+            )
             for i in range(len(widths) - 1)
         )
         self.ups = nn.ModuleList(

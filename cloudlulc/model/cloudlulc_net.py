@@ -65,7 +65,12 @@ class CloudLULCNet(nn.Module):
         self.orm = nn.ModuleList(OpticalReliabilityModule(w, g) for w in config.widths)
         self.hiaa = HIAA(config.widths, config.hiaa_order, g)
         self.usmt = USMT(
-            config.widths[-1], config.latent_dim, config.usmt_layers, config.usmt_heads, config.usmt_mlp_ratio, config.dropout
+            config.widths[-1],
+            config.latent_dim,
+            config.usmt_layers,
+            config.usmt_heads,
+            config.usmt_mlp_ratio,
+            config.dropout,
         )
         self.decoder = FPNDecoder(config.latent_dim, config.widths, config.decoder_width, config.num_classes, g)
         self.anchors = SemanticAnchors(config.num_classes, config.latent_dim, ignore_index=config.ignore_index)

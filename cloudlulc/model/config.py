@@ -40,7 +40,7 @@ class ModelConfigBase(BaseModel):
     ignore_index: int = 255
 
     @model_validator(mode="after")
-    def _check_lengths(self) -> "ModelConfigBase":
+    def _check_lengths(self) -> ModelConfigBase:
         if len(self.optical_mean) != len(self.s2_bands) or len(self.optical_std) != len(self.s2_bands):
             raise ValueError(
                 f"optical_mean/optical_std need one value per S2 band ({len(self.s2_bands)}), got "
@@ -77,7 +77,7 @@ class CloudLULCNetConfig(ModelConfigBase):
     norm_groups: int = 8
 
     @model_validator(mode="after")
-    def _check_arch(self) -> "CloudLULCNetConfig":
+    def _check_arch(self) -> CloudLULCNetConfig:
         if self.latent_dim % self.usmt_heads:
             raise ValueError(f"latent_dim ({self.latent_dim}) must be divisible by usmt_heads ({self.usmt_heads})")
         if self.hiaa_order < 1:

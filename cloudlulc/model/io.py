@@ -45,7 +45,9 @@ def _stem(path: str | Path) -> Path:
     return p.with_suffix("") if p.suffix in {".safetensors", ".json"} else p
 
 
-def save_pretrained(model: nn.Module, path_stem: str | Path, metadata: dict[str, Any] | None = None) -> tuple[Path, Path]:
+def save_pretrained(
+    model: nn.Module, path_stem: str | Path, metadata: dict[str, Any] | None = None
+) -> tuple[Path, Path]:
     """Write ``<stem>.safetensors`` and ``<stem>.json``; returns both paths.
 
     ``metadata`` may hold ``training_data`` (str or dict), ``metrics`` (dict) and any other JSON-able
@@ -117,7 +119,9 @@ def check_compatible(doc: dict[str, Any], source: str = "weights") -> None:
         )
 
 
-def from_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu", verify_sha256: bool = True) -> nn.Module:
+def from_pretrained(
+    path: str | Path, *, map_location: str | torch.device = "cpu", verify_sha256: bool = True
+) -> nn.Module:
     """Rebuild a model from ``<stem>.json`` + ``<stem>.safetensors`` (safetensors only, no unpickling).
 
     The model is returned in eval mode.
@@ -134,7 +138,9 @@ def from_pretrained(path: str | Path, *, map_location: str | torch.device = "cpu
     state = load_file(str(st_path), device=str(map_location))
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise WeightsMismatchError(f"{st_path}: tensors missing {missing[:5]} / unexpected {unexpected[:5]} for {doc['name']}")
+        raise WeightsMismatchError(
+            f"{st_path}: tensors missing {missing[:5]} / unexpected {unexpected[:5]} for {doc['name']}"
+        )
     return model.eval()
 
 

@@ -46,7 +46,9 @@ class EncoderStage(nn.Sequential):
     """Stride-2 downsampling convolution followed by ``depth`` residual blocks."""
 
     def __init__(self, cin: int, cout: int, depth: int, groups: int = 8) -> None:
-        super().__init__(ConvNormAct(cin, cout, stride=2, groups=groups), *[ResBlock(cout, groups) for _ in range(depth)])
+        super().__init__(
+            ConvNormAct(cin, cout, stride=2, groups=groups), *[ResBlock(cout, groups) for _ in range(depth)]
+        )
 
 
 class Encoder(nn.Module):

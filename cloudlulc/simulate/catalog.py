@@ -33,7 +33,7 @@ import shutil
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +52,8 @@ from cloudlulc.simulate.scene import (
     CROPLAND,
     FOREST,
     GRASSLAND,
-    WATER,
     SCL_NODATA,
+    WATER,
     Landscape,
     apply_clouds,
     make_clouds,
@@ -103,7 +103,7 @@ class S1Pass:
 
 
 def _utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=timezone.utc)
+    return datetime(*args, tzinfo=UTC)
 
 
 #: Dates straddle the 25 Jan 2022 switch to processing baseline 04.00 (DN offset +1000).
@@ -449,7 +449,12 @@ def _write_all(
     truth_path = root / "truth" / "lulc_truth.tif"
     wb = layout.world_bounds()
     writer.write(
-        truth_path, land.labels, transform=from_origin(wb[0], wb[3], RES, RES), crs=crs, nodata=255, resampling="nearest"
+        truth_path,
+        land.labels,
+        transform=from_origin(wb[0], wb[3], RES, RES),
+        crs=crs,
+        nodata=255,
+        resampling="nearest",
     )
     writer.wait()
     # The file extension fields need the finished files.
@@ -480,9 +485,7 @@ def _write_all(
         starts = [it["properties"].get("start_datetime") or it["properties"]["datetime"] for it in its]
         ends = [it["properties"].get("end_datetime") or it["properties"]["datetime"] for it in its]
         interval = [_iso(min(starts, key=_parse_dt)), _iso(max(ends, key=_parse_dt))]
-        item_links = [
-            {"rel": "item", "href": f"./items/{it['id']}.json", "type": "application/geo+json"} for it in its
-        ]
+        item_links = [{"rel": "item", "href": f"./items/{it['id']}.json", "type": "application/geo+json"} for it in its]
         col = md.collection_dict(cid, bbox, interval)
         col_file = dict(col)
         col_file["links"] = col["links"] + [
@@ -516,7 +519,8 @@ def _write_all(
             "type": "Catalog",
             "id": "cloudlulc-simulated",
             "stac_version": md.STAC_VERSION,
-            "description": "SIMULATED Planetary-Computer-shaped catalog written by cloudlulc.simulate. " + md.SIMULATED_NOTE,
+            "description": "SIMULATED Planetary-Computer-shaped catalog written by cloudlulc.simulate. "
+            + md.SIMULATED_NOTE,
             "links": [
                 {"rel": "root", "href": "./catalog.json", "type": "application/json"},
                 *[
@@ -580,7 +584,7 @@ def _parse_dt(s: str) -> datetime:
 
 
 def _iso(s: str) -> str:
-    return _parse_dt(s).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _parse_dt(s).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -695,7 +699,9 @@ def _write_s2(
             "s2:mean_solar_azimuth": 163.2,
             "s2:processing_baseline": acq.processing_baseline,
             "s2:degraded_msi_data_percentage": 0.0,
-            "s2:reflectance_conversion_factor": round(1 + 0.0334 * np.cos(2 * np.pi * (dt.timetuple().tm_yday - 3) / 365), 9),
+            "s2:reflectance_conversion_factor": round(
+                1 + 0.0334 * np.cos(2 * np.pi * (dt.timetuple().tm_yday - 3) / 365), 9
+            ),
             "s2:saturated_defective_pixel_percentage": 0.0,
             **pcts,
             "cloudlulc:simulated": True,
@@ -841,9 +847,7 @@ def _write_worldcover(
     src_transform = from_origin(wb[0], wb[3], RES, RES)
     # WorldCover grid: EPSG:4326, 1/12000 degree, aligned on whole degrees.
     deg = 1.0 / 12000.0
-    lon, lat = geo.to_ll.transform(
-        np.array([wb[0], wb[2], wb[2], wb[0]]), np.array([wb[1], wb[1], wb[3], wb[3]])
-    )
+    lon, lat = geo.to_ll.transform(np.array([wb[0], wb[2], wb[2], wb[0]]), np.array([wb[1], wb[1], wb[3], wb[3]]))
     # the largest lon/lat rectangle inside the UTM world (no nodata at the edges)
     west, east = max(lon[0], lon[3]), min(lon[1], lon[2])
     south, north = max(lat[0], lat[1]), min(lat[2], lat[3])

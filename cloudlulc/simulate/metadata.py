@@ -34,18 +34,111 @@ COG_TYPE = "image/tiff; application=geotiff; profile=cloud-optimized"
 
 #: Sentinel-2 L2A band assets as on the Planetary Computer: key -> (gsd, title, eo:bands entry).
 S2_BAND_META: dict[str, tuple[int, str, dict[str, Any]]] = {
-    "B01": (60, "Band 1 - Coastal aerosol - 60m", {"common_name": "coastal", "description": "Band 1 - Coastal aerosol", "center_wavelength": 0.443, "full_width_half_max": 0.027}),
-    "B02": (10, "Band 2 - Blue - 10m", {"common_name": "blue", "description": "Band 2 - Blue", "center_wavelength": 0.49, "full_width_half_max": 0.098}),
-    "B03": (10, "Band 3 - Green - 10m", {"common_name": "green", "description": "Band 3 - Green", "center_wavelength": 0.56, "full_width_half_max": 0.045}),
-    "B04": (10, "Band 4 - Red - 10m", {"common_name": "red", "description": "Band 4 - Red", "center_wavelength": 0.665, "full_width_half_max": 0.038}),
-    "B05": (20, "Band 5 - Vegetation red edge 1 - 20m", {"common_name": "rededge", "description": "Band 5 - Vegetation red edge 1", "center_wavelength": 0.704, "full_width_half_max": 0.019}),
-    "B06": (20, "Band 6 - Vegetation red edge 2 - 20m", {"common_name": "rededge", "description": "Band 6 - Vegetation red edge 2", "center_wavelength": 0.74, "full_width_half_max": 0.018}),
-    "B07": (20, "Band 7 - Vegetation red edge 3 - 20m", {"common_name": "rededge", "description": "Band 7 - Vegetation red edge 3", "center_wavelength": 0.783, "full_width_half_max": 0.028}),
-    "B08": (10, "Band 8 - NIR - 10m", {"common_name": "nir", "description": "Band 8 - NIR", "center_wavelength": 0.842, "full_width_half_max": 0.145}),
-    "B8A": (20, "Band 8A - Vegetation red edge 4 - 20m", {"common_name": "rededge", "description": "Band 8A - Vegetation red edge 4", "center_wavelength": 0.865, "full_width_half_max": 0.033}),
-    "B09": (60, "Band 9 - Water vapor - 60m", {"description": "Band 9 - Water vapor", "center_wavelength": 0.945, "full_width_half_max": 0.026}),
-    "B11": (20, "Band 11 - SWIR (1.6) - 20m", {"common_name": "swir16", "description": "Band 11 - SWIR (1.6)", "center_wavelength": 1.61, "full_width_half_max": 0.143}),
-    "B12": (20, "Band 12 - SWIR (2.2) - 20m", {"common_name": "swir22", "description": "Band 12 - SWIR (2.2)", "center_wavelength": 2.19, "full_width_half_max": 0.242}),
+    "B01": (
+        60,
+        "Band 1 - Coastal aerosol - 60m",
+        {
+            "common_name": "coastal",
+            "description": "Band 1 - Coastal aerosol",
+            "center_wavelength": 0.443,
+            "full_width_half_max": 0.027,
+        },
+    ),
+    "B02": (
+        10,
+        "Band 2 - Blue - 10m",
+        {
+            "common_name": "blue",
+            "description": "Band 2 - Blue",
+            "center_wavelength": 0.49,
+            "full_width_half_max": 0.098,
+        },
+    ),
+    "B03": (
+        10,
+        "Band 3 - Green - 10m",
+        {
+            "common_name": "green",
+            "description": "Band 3 - Green",
+            "center_wavelength": 0.56,
+            "full_width_half_max": 0.045,
+        },
+    ),
+    "B04": (
+        10,
+        "Band 4 - Red - 10m",
+        {"common_name": "red", "description": "Band 4 - Red", "center_wavelength": 0.665, "full_width_half_max": 0.038},
+    ),
+    "B05": (
+        20,
+        "Band 5 - Vegetation red edge 1 - 20m",
+        {
+            "common_name": "rededge",
+            "description": "Band 5 - Vegetation red edge 1",
+            "center_wavelength": 0.704,
+            "full_width_half_max": 0.019,
+        },
+    ),
+    "B06": (
+        20,
+        "Band 6 - Vegetation red edge 2 - 20m",
+        {
+            "common_name": "rededge",
+            "description": "Band 6 - Vegetation red edge 2",
+            "center_wavelength": 0.74,
+            "full_width_half_max": 0.018,
+        },
+    ),
+    "B07": (
+        20,
+        "Band 7 - Vegetation red edge 3 - 20m",
+        {
+            "common_name": "rededge",
+            "description": "Band 7 - Vegetation red edge 3",
+            "center_wavelength": 0.783,
+            "full_width_half_max": 0.028,
+        },
+    ),
+    "B08": (
+        10,
+        "Band 8 - NIR - 10m",
+        {"common_name": "nir", "description": "Band 8 - NIR", "center_wavelength": 0.842, "full_width_half_max": 0.145},
+    ),
+    "B8A": (
+        20,
+        "Band 8A - Vegetation red edge 4 - 20m",
+        {
+            "common_name": "rededge",
+            "description": "Band 8A - Vegetation red edge 4",
+            "center_wavelength": 0.865,
+            "full_width_half_max": 0.033,
+        },
+    ),
+    "B09": (
+        60,
+        "Band 9 - Water vapor - 60m",
+        {"description": "Band 9 - Water vapor", "center_wavelength": 0.945, "full_width_half_max": 0.026},
+    ),
+    "B11": (
+        20,
+        "Band 11 - SWIR (1.6) - 20m",
+        {
+            "common_name": "swir16",
+            "description": "Band 11 - SWIR (1.6)",
+            "center_wavelength": 1.61,
+            "full_width_half_max": 0.143,
+        },
+    ),
+    "B12": (
+        20,
+        "Band 12 - SWIR (2.2) - 20m",
+        {
+            "common_name": "swir22",
+            "description": "Band 12 - SWIR (2.2)",
+            "center_wavelength": 2.19,
+            "full_width_half_max": 0.242,
+        },
+    ),
 }
 SCL_TITLE = "Scene classfication map (SCL)"  # sic, as on the Planetary Computer
 
@@ -92,7 +185,9 @@ LICENSE_LINKS = {
 }
 
 
-def s2_band_asset(key: str, href: str, proj_bbox: list[float], proj_shape: list[int], proj_transform: list[float]) -> dict[str, Any]:
+def s2_band_asset(
+    key: str, href: str, proj_bbox: list[float], proj_shape: list[int], proj_transform: list[float]
+) -> dict[str, Any]:
     """One Sentinel-2 band asset with per-asset ``proj:*`` (bands differ in resolution)."""
     gsd, title, band = S2_BAND_META[key]
     return {
@@ -108,7 +203,9 @@ def s2_band_asset(key: str, href: str, proj_bbox: list[float], proj_shape: list[
     }
 
 
-def s2_scl_asset(href: str, proj_bbox: list[float], proj_shape: list[int], proj_transform: list[float]) -> dict[str, Any]:
+def s2_scl_asset(
+    href: str, proj_bbox: list[float], proj_shape: list[int], proj_transform: list[float]
+) -> dict[str, Any]:
     return {
         "href": href,
         "proj:bbox": proj_bbox,

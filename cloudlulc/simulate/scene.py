@@ -50,9 +50,7 @@ _EM_NAMES = tuple(ENDMEMBERS)
 _EM = np.array([ENDMEMBERS[k] for k in _EM_NAMES], dtype=np.float32)  # [E, 12]
 
 #: Opaque cloud top reflectance (bright, flat in the VNIR, darker in SWIR and B09 water vapour).
-CLOUD_SPECTRUM = np.array(
-    (0.52, 0.50, 0.49, 0.49, 0.50, 0.51, 0.52, 0.52, 0.52, 0.30, 0.40, 0.29), dtype=np.float32
-)
+CLOUD_SPECTRUM = np.array((0.52, 0.50, 0.49, 0.49, 0.50, 0.51, 0.52, 0.52, 0.52, 0.30, 0.40, 0.29), dtype=np.float32)
 
 #: Mean S1 backscatter in dB (VV, VH) per class; cropland/grassland are modulated by greenness.
 SAR_MEAN_DB: dict[int, tuple[float, float]] = {

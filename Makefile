@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m cloudlulc.demo
+	$(PY) -m flows.demo
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -5,7 +5,7 @@ directory, builds the cube of each acquisition over the AOI and times ``.compute
 reads the same COG windows (every S2 band, SCL, S1 vv/vh of the paired pass) with
 ``rasterio.open(...).read(window=...)`` at native resolution, no warping, no mosaicking. Both are
 reported as MB/s of *decoded source pixels* (the same bytes for both), plus the cube's output MB/s.
-``--http`` serves the COGs through cloudlulc.http_assets and reads them via GDAL /vsicurl.
+``--http`` serves the COGs through cloudlulc.testing.assets and reads them via GDAL /vsicurl.
 
     python benchmarks/cube_read.py [--tile-size 720] [--chunksize 512] [--http] [--workers N]
 """
@@ -23,11 +23,11 @@ import numpy as np
 import rasterio
 from rasterio.windows import from_bounds
 
-from cloudlulc.catalog import Pair, group_acquisitions, parse_aoi, select_s1
 from cloudlulc.classes import S1_BANDS, S2_BANDS
 from cloudlulc.cube import build_cube, grid_for_aoi
-from cloudlulc.http_assets import serve_assets
 from cloudlulc.simulate import write_demo_catalog
+from cloudlulc.stac import Pair, group_acquisitions, parse_aoi, select_s1
+from cloudlulc.testing.assets import serve_assets
 
 GDAL_ENV = dict(
     GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR",

@@ -19,11 +19,11 @@ from pathlib import Path
 import numpy as np
 import rioxarray
 
-from cloudlulc.metrics import ConfusionMatrix
-from cloudlulc.mosaic import open_mosaic
 from cloudlulc.pipeline import map_aoi
 from cloudlulc.simulate import ensure_demo_catalog
-from cloudlulc.stac_server import serve_stac
+from cloudlulc.store import open_mosaic
+from cloudlulc.testing.stac_server import serve_stac
+from cloudlulc.training.metrics import ConfusionMatrix
 
 
 def main(argv: list[str] | None = None) -> None:

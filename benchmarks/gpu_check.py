@@ -81,12 +81,8 @@ def main() -> int:
     import torch
     from inference import catalog_cube, write_benchmark_catalog
 
-    from cloudlulc.inference import (
-        _DEVICE_MODELS,
-        AMP_DTYPE,
-        predict_cube,
-        resolve_device,
-    )
+    from cloudlulc.inference import AMP_DTYPE, predict_cube, resolve_device
+    from cloudlulc.inference.device import _DEVICE_MODELS
     from cloudlulc.model import demo_weights_path, from_pretrained
 
     device = torch.device(args.device)

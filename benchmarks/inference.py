@@ -12,17 +12,17 @@ Prints (never asserts):
 3. **memory**: peak RSS of the pipeline (fresh process each) for an AOI and one 16x its area
    (target: < 25 % growth, i.e. memory bounded by the chunk size, not the AOI), and the share of
    tiles recomputed along the borders of ``write_mosaic``'s blocks (none where border tile groups are
-   carried between blocks, see :mod:`cloudlulc.block_compute`). ``write_mosaic`` computes square
+   carried between blocks, see :mod:`cloudlulc.store.blocks`). ``write_mosaic`` computes square
    blocks of ``--block-chunks`` chunks a side one at a time, so memory is bounded by the block; the
    default sizes are one block side and four times it (an AOI smaller than a block under-fills it).
    Memory limits are the pipeline's (``malloc_arena_max``, ``gdal_cachemax_mb``,
-   :mod:`cloudlulc.worker_memory`), in every run of this script; ``--malloc-arena-max 0`` and
+   :mod:`cloudlulc.runtime.worker`), in every run of this script; ``--malloc-arena-max 0`` and
    ``--gdal-cachemax 0`` show glibc's and GDAL's defaults, ``--nanny-malloc`` Dask's nanny setting.
 
 Source of the pipeline input: ``--source demo`` writes a simulated Planetary-Computer-shaped catalog
 sized for a ``--size`` x ``--size`` pixel AOI across its two Sentinel-2 tiles
 (:func:`cloudlulc.simulate.write_demo_catalog`, SIMULATED DATA; ``--size 0``: the small demo AOI) and
-reads it through ``cloudlulc.catalog`` pairing and :func:`cloudlulc.cube.build_cube`.
+reads it through ``cloudlulc.stac`` pairing and :func:`cloudlulc.cube.build_cube`.
 ``--source synthetic`` writes synthetic multi-band COGs and opens them lazily with
 ``rioxarray.open_rasterio``. The memory runs read a catalog sized for each of their AOIs the same way
 (``--memory-source demo``, the default) or synthetic COGs (``--memory-source synthetic``).
@@ -157,8 +157,8 @@ def catalog_cube(cat, chunk: int, size: int | None = None, serve: Any = None):
     """
     from pyproj import Transformer
 
-    from cloudlulc.catalog import Pair, group_acquisitions, parse_aoi, select_s1
     from cloudlulc.cube import build_cube, grid_for_aoi
+    from cloudlulc.stac import Pair, group_acquisitions, parse_aoi, select_s1
 
     if size is None:
         aoi = parse_aoi(list(cat.aoi_bbox_lonlat))
@@ -242,8 +242,8 @@ def model_only(model, device: str, tile: int, batch: int, repeats: int, streams:
 
 def pipeline(cube, model, store: Path, args) -> tuple[float, int]:
     """Seconds and output pixels of predict_cube + write_mosaic (the COG reads happen inside)."""
-    from cloudlulc.inference import predict_cube
-    from cloudlulc.mosaic import write_mosaic
+    from cloudlulc.inference import is_shared_work, predict_cube
+    from cloudlulc.store import write_mosaic
 
     t = time.perf_counter()
     result = predict_cube(
@@ -256,6 +256,7 @@ def pipeline(cube, model, store: Path, args) -> tuple[float, int]:
         attrs={"benchmark": True},
         chunk_size=args.chunk,
         block_chunks=args.block_chunks or None,
+        shared_work=is_shared_work if args.carry else None,
     )
     return time.perf_counter() - t, cube.sizes["y"] * cube.sizes["x"]
 
@@ -265,7 +266,7 @@ def forward_timer():
     """Accumulate the time spent in the inference's batch forward (a measurement wrapper)."""
     import threading
 
-    import cloudlulc.inference as inference
+    import cloudlulc.inference.blend as inference
 
     stats = {"seconds": 0.0, "calls": 0, "tiles": 0}
     lock = threading.Lock()
@@ -359,7 +360,7 @@ def memory_run(args) -> None:
 
 def tile_grid(model, args):
     """The inference's tile grid for this model (tile rounded up to the model's stride)."""
-    from cloudlulc.inference import _effective_grid
+    from cloudlulc.inference.predict import _effective_grid
 
     return _effective_grid(model, args.tile, args.overlap)
 
@@ -408,11 +409,11 @@ def main() -> None:
     )
     p.add_argument("--source", choices=("demo", "synthetic"), default="demo")
     p.add_argument(
-        "--read-threads",
-        type=int,
-        default=None,
-        help="threads reading a chunk's bands of remote assets at once (default: the "
-        "remote_read_threads setting; 1: one after the other)",
+        "--no-carry",
+        dest="carry",
+        action="store_false",
+        help="recompute (and re-read) the tile groups that neighbouring blocks share instead of carrying "
+        "them between blocks (the carry_border_tiles setting, on by default)",
     )
     p.add_argument(
         "--asset-latency-ms",
@@ -488,27 +489,22 @@ def main() -> None:
     p.add_argument("--_input-dir", dest="input_dir", default="", help=argparse.SUPPRESS)
     args = p.parse_args()
     from cloudlulc.config import Settings
-    from cloudlulc.worker_memory import apply_worker_memory_limits
+    from cloudlulc.runtime import apply_worker_limits
 
     settings = Settings()
     if args.malloc_arena_max is None:
         args.malloc_arena_max = 0 if args.nanny_malloc else settings.malloc_arena_max
     if args.gdal_cachemax is None:
         args.gdal_cachemax = settings.gdal_cachemax_mb
-    # as dask_client() does before the workers start (cloudlulc.worker_memory): here before any thread
-    args.memory_limits = apply_worker_memory_limits(args.malloc_arena_max, args.gdal_cachemax)
+    # as dask_client() does before the workers start (cloudlulc.runtime.worker): here before any thread
+    args.memory_limits = apply_worker_limits(args.malloc_arena_max, args.gdal_cachemax)
     if args.nanny_malloc:  # the memory runs' children get Dask nanny's variable (see below)
         args.memory_limits += "; memory runs with MALLOC_TRIM_THRESHOLD_=65536 (Dask's nanny)"
-    from cloudlulc.cube import remote_read_threads, set_remote_read_threads
-
-    if args.read_threads is not None:
-        set_remote_read_threads(args.read_threads)
-    args.read_threads = remote_read_threads()
     from cloudlulc.pipeline import read_chunk_size
 
     args.read_chunk = read_chunk_size(args.chunk, args.read_chunk)
     if args.block_chunks is None:
-        from cloudlulc.mosaic import auto_block_chunks
+        from cloudlulc.store import auto_block_chunks
 
         args.block_chunks = auto_block_chunks(args.chunk)
 
@@ -528,7 +524,7 @@ def main() -> None:
     print(
         f"device={dev} model={args.model} tile={args.tile} overlap={args.overlap} batch={args.batch_size} "
         f"chunk={args.chunk} read_chunk={args.read_chunk} torch_threads={args.torch_threads} dask_workers={args.dask_workers} "
-        f"scheduler={args.scheduler} read_threads={args.read_threads} "
+        f"scheduler={args.scheduler} carry={args.carry} "
         f"cpus={os.cpu_count()} load_avg_1min={load:.1f}"
     )
     print(f"memory limits: {args.memory_limits}")
@@ -539,7 +535,7 @@ def main() -> None:
             if args.source == "demo":
                 serve = None
                 if args.asset_latency_ms is not None:
-                    from cloudlulc.http_assets import serve_assets
+                    from cloudlulc.testing.assets import serve_assets
 
                     def serve(root):
                         return servers.enter_context(serve_assets(root, delay_ms=args.asset_latency_ms)).url
@@ -670,6 +666,7 @@ def main() -> None:
                     str(args.malloc_arena_max),
                     "--gdal-cachemax",
                     str(args.gdal_cachemax),
+                    *([] if args.carry else ["--no-carry"]),
                 ]
                 # the limits as the pipeline sets them (the child applies them), or as Dask's nanny does
                 env = dict(os.environ)

@@ -21,8 +21,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from cloudlulc.config import get_settings
-from cloudlulc.dask_cluster import dask_client
 from cloudlulc.dataset import DatasetParams
+from cloudlulc.runtime import dask_client
 from flows.params import validate
 
 

@@ -4,7 +4,7 @@ What it does, all locally and offline, on SIMULATED data (:mod:`cloudlulc.simula
 
 1. writes the simulated Planetary-Computer-shaped catalog to ``.demo/catalog`` (deterministic; kept
    for the next run);
-2. serves it as a STAC API with ``rustac serve`` (:func:`cloudlulc.stac_server.serve_stac`);
+2. serves it as a STAC API with ``rustac serve`` (:func:`cloudlulc.testing.stac_server.serve_stac`);
 3. starts a throwaway ``prefect server`` (temporary ``PREFECT_HOME``, SQLite, free port);
 4. serves the deployments (``python -m flows.serve``) with the demo defaults in the environment;
 5. runs ``prefect deployment run map-aoi/demo`` — the CLI, as a user would — and follows the flow
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloudlulc.stac_server import serve_stac
+from cloudlulc.testing.stac_server import serve_stac
 from flows.local_server import (
     LocalServerError,
     flow_run_artifacts,

@@ -1,6 +1,6 @@
-"""Prefect flow ``evaluate``: a thin wrapper over :func:`cloudlulc.evaluate.run_evaluation`.
+"""Prefect flow ``evaluate``: a thin wrapper over :func:`cloudlulc.evaluation.run_evaluation`.
 
-Parameters are the library's :class:`cloudlulc.evaluate.EvaluationParams` (models, dataset, product
+Parameters are the library's :class:`cloudlulc.evaluation.EvaluationParams` (models, dataset, product
 comparison, cloud sweep); the flow publishes the Markdown report as an artifact and returns the result.
 """
 
@@ -12,14 +12,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from cloudlulc.evaluate import EvaluationParams
+from cloudlulc.evaluation import EvaluationParams
 from flows.params import run_with_config_file, validate
 
 
 @flow(name="evaluate", log_prints=True, validate_parameters=False)
 def evaluate_flow(params: EvaluationParams | dict[str, Any]) -> dict[str, Any]:
     """Run the evaluation described by ``params``; returns :class:`EvaluationResult` as JSON."""
-    from cloudlulc.evaluate import run_evaluation
+    from cloudlulc.evaluation import run_evaluation
 
     p = params if isinstance(params, EvaluationParams) else validate(EvaluationParams, "evaluate", params)
     get_run_logger().info("evaluating %d model(s) into %s", len(p.models), p.out_dir)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from cloudlulc.local_processes import free_port, wait_until_ready
+from cloudlulc.testing.processes import free_port, wait_until_ready
 
 _UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}

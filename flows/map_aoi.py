@@ -6,7 +6,7 @@ publish — and the pixel-level parallelism is Dask's (:mod:`cloudlulc.dask_clus
 
 Network-facing tasks retry with a delay, but only on transient errors
 (:func:`cloudlulc.pipeline.is_transient_error`): a missing Sentinel-1 pass or a bad AOI fails at once.
-Parameters are validated (:class:`cloudlulc.config.MapParams`) before any task runs.
+Parameters are validated (:class:`cloudlulc.params.MapParams`) before any task runs.
 
 Run it directly::
 
@@ -28,8 +28,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.utilities.annotations import quote
 
 from cloudlulc import pipeline
-from cloudlulc.config import MapParams, Settings, get_settings
-from cloudlulc.dask_cluster import dask_client
+from cloudlulc.config import Settings, get_settings
+from cloudlulc.model.io import ModelInfo, load_model
+from cloudlulc.params import MapParams, MapRun
+from cloudlulc.stac import Acquisition, Pair
+from cloudlulc.times import iso_utc
+from cloudlulc.runtime import dask_client
 from flows.params import validate
 
 _log = logging.getLogger(__name__)
@@ -53,7 +57,7 @@ _TASK_OPTS: dict[str, Any] = {"cache_policy": NO_CACHE, "retry_condition_fn": re
 
 
 @task(name="search", **_TASK_OPTS)
-def search_task(params: MapParams) -> tuple[list[Any], list[str]]:
+def search_task(params: MapRun) -> tuple[list[Acquisition], list[str]]:
     acqs, skipped = pipeline.search_stage(params)
     logger = get_run_logger()
     logger.info(
@@ -64,7 +68,7 @@ def search_task(params: MapParams) -> tuple[list[Any], list[str]]:
     for a in acqs:
         logger.info(
             "  %s  %s  cloud %.1f%%  items %s",
-            pipeline.iso_time(pipeline.acquisition_time(a)),
+            iso_utc(a.time),
             a.platform,
             a.cloud_cover or float("nan"),
             ", ".join(a.item_ids),
@@ -73,33 +77,33 @@ def search_task(params: MapParams) -> tuple[list[Any], list[str]]:
 
 
 @task(name="pair", **_TASK_OPTS)
-def pair_task(params: MapParams, acquisitions: list[Any]) -> list[Any]:
+def pair_task(params: MapRun, acquisitions: list[Acquisition]) -> list[Pair]:
     pairs = pipeline.pair_stage(params, acquisitions)
     logger = get_run_logger()
     for p in pairs:
         d = pipeline.describe_pair(p)
         if d["optical_only"]:
-            logger.warning("%s: optical-only (%s)", pipeline.iso_time(p.time), p.s1_missing_reason)
+            logger.warning("%s: optical-only (%s)", iso_utc(p.s2.time), p.s1_missing_reason)
         else:
             logger.info(
-                "%s: Sentinel-1 %s, gap %.2f days", pipeline.iso_time(p.time), ", ".join(d["s1_items"]), d["gap_days"]
+                "%s: Sentinel-1 %s, gap %.2f days", iso_utc(p.s2.time), ", ".join(d["s1_items"]), d["gap_days"]
             )
     return pairs
 
 
 @task(name="cube", **_TASK_OPTS)
-def cube_task(params: MapParams, pairs: list[Any], settings: Settings) -> list[Any]:
+def cube_task(params: MapRun, pairs: list[Pair], settings: Settings) -> list[Any]:
     cubes = pipeline.cube_stage(params, pairs, settings)
     for c in cubes:
         get_run_logger().info(
-            "cube %s: %s", pipeline.iso_time(c["time"].values) if "time" in c.coords else "?", dict(c.sizes)
+            "cube %s: %s", iso_utc(c["time"].values) if "time" in c.coords else "?", dict(c.sizes)
         )
     return cubes
 
 
 @task(name="infer-write", task_run_name="infer-write-{label}", **_TASK_OPTS)
 def infer_write_task(
-    label: str, params: MapParams, pair: Any, cube: Any, model: Any, model_info: pipeline.ModelInfo, settings: Settings
+    label: str, params: MapRun, pair: Pair, cube: Any, model: Any, model_info: ModelInfo, settings: Settings
 ) -> str:
     t = pipeline.infer_write_stage(params, pair, cube, model, model_info, settings)
     get_run_logger().info("wrote %s to %s", t, params.output)
@@ -107,7 +111,7 @@ def infer_write_task(
 
 
 @task(name="publish", **_TASK_OPTS)
-def publish_task(params: MapParams, times: list[str], pairs: list[Any]) -> list[pipeline.AcquisitionResult]:
+def publish_task(params: MapRun, times: list[str], pairs: list[Pair]) -> list[pipeline.AcquisitionResult]:
     return pipeline.publish_stage(params, times, pairs)
 
 
@@ -130,7 +134,7 @@ def run_mapping(params: MapParams, settings: Settings | None = None) -> pipeline
         logger.warning(msg)
         result.warnings.append(msg)
 
-    model, info = pipeline.load_model(p.weights, log_fn=note)
+    model, info = load_model(p.weights, log_fn=note)
     result.model = info
     logger.info("model: %s%s", info.name, f" (sha256 {info.sha256[:12]})" if info.sha256 else "")
 
@@ -140,7 +144,7 @@ def run_mapping(params: MapParams, settings: Settings | None = None) -> pipeline
         cubes = cube_task.with_options(**retry)(p, pairs, s)
         times = [
             infer_write_task.with_options(**retry)(
-                pipeline.iso_time(pair.time), p, quote(pair), quote(cube), quote(model), info, s
+                iso_utc(pair.s2.time), p, quote(pair), quote(cube), quote(model), info, s
             )
             for pair, cube in zip(pairs, cubes)
         ]

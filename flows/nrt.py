@@ -1,6 +1,6 @@
 """Prefect flow ``map-aoi-nrt``: keep an AOI's mosaic up to date, one scheduled run at a time.
 
-Each run reads the times already in the store (:func:`cloudlulc.mosaic.mapped_times`), searches
+Each run reads the times already in the store (:func:`cloudlulc.store.mapped_times`), searches
 Sentinel-2 acquisitions from the day of the last mapped time (or ``lookback_days`` back for an empty
 store) up to now, drops those already mapped and maps the rest, appending one time slice each.
 So re-running maps nothing twice, and a run after missed ones catches up on everything since.
@@ -19,6 +19,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from cloudlulc import pipeline
+from cloudlulc.times import iso_utc
 from flows.map_aoi import publish_artifacts, run_mapping
 from flows.params import NrtParams, validate
 
@@ -73,7 +74,7 @@ def map_aoi_nrt_flow(
     )
     out = result.as_dict()
     out["window"] = map_params.time
-    out["mapped_times"] = [pipeline.iso_time(t) for t in sorted(pipeline.existing_times(params.output))]
+    out["mapped_times"] = [iso_utc(t) for t in sorted(pipeline.existing_times(params.output))]
     return out
 
 

@@ -1,7 +1,7 @@
 """Flow parameter models and the one place parameter errors are turned into readable messages.
 
-The library owns the parameter models (:class:`cloudlulc.config.MapParams`,
-:class:`cloudlulc.dataset.DatasetParams`, :class:`cloudlulc.evaluate.EvaluationParams`) so the CLI,
+The library owns the parameter models (:class:`cloudlulc.params.MapParams`,
+:class:`cloudlulc.dataset.DatasetParams`, :class:`cloudlulc.evaluation.EvaluationParams`) so the CLI,
 Python callers and the flows validate identically; this module adds what only the flows need:
 the near-real-time parameters and :func:`validate`, which every flow calls first so that bad
 parameters fail *before any work starts* with a message naming each bad field.
@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from cloudlulc.config import MapParams, MappingOptions, parse_time_window
+from cloudlulc.params import MapParams, MappingOptions, parse_time_window
 
 __all__ = ["InvalidParameters", "MapParams", "NrtParams", "validate"]
 

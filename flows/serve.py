@@ -25,7 +25,7 @@ from prefect import serve
 from prefect.deployments.runner import EntrypointType
 
 from cloudlulc.config import Settings, get_settings
-from cloudlulc.worker_memory import export_to_child_processes
+from cloudlulc.runtime.worker import export_to_child_processes
 from flows.build_dataset import build_dataset_flow
 from flows.evaluate import evaluate_flow
 from flows.map_aoi import map_aoi_flow

@@ -1,6 +1,6 @@
-"""Prefect flow ``train``: a thin wrapper over :func:`cloudlulc.train.train`.
+"""Prefect flow ``train``: a thin wrapper over :func:`cloudlulc.training.train`.
 
-Parameters are the library's :class:`cloudlulc.train.TrainConfig` (validated before training starts);
+Parameters are the library's :class:`cloudlulc.training.TrainConfig` (validated before training starts);
 the flow records the per-epoch history and the weights path as an artifact. On the Kubernetes work
 pool (``deploy/prefect.yaml``) it runs on a GPU node; locally it trains on the CPU.
 """
@@ -12,14 +12,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from cloudlulc.train import TrainConfig
+from cloudlulc.training import TrainConfig
 from flows.params import run_with_config_file, validate
 
 
 @flow(name="train", log_prints=True, validate_parameters=False)
 def train_flow(config: TrainConfig | dict[str, Any]) -> dict[str, Any]:
     """Train the model described by ``config``; returns the weights path and the epoch history."""
-    from cloudlulc.train import train
+    from cloudlulc.training import train
 
     cfg = config if isinstance(config, TrainConfig) else validate(TrainConfig, "train", config)
     get_run_logger().info("training %s for %d epoch(s) into %s", cfg.model, cfg.epochs, cfg.out_dir)

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from cloudlulc.model.io import DEMO_WEIGHTS_STEM, WEIGHTS_DIR, save_pretrained
-from cloudlulc.train import SimulatedDataConfig, SimulatedPatches, TrainConfig, evaluate_model, train
+from cloudlulc.training import SimulatedDataConfig, SimulatedPatches, TrainConfig, evaluate_model, train
 
 MODELS = ("cloudlulc-net-tiny", "unet-optical", "unet-early-fusion")
 TRAIN_DESCRIPTION = (

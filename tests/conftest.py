@@ -14,7 +14,7 @@ import pytest
 from pc_fixtures import find_pc_fixtures
 
 from cloudlulc.simulate import SimCatalog, write_demo_catalog
-from cloudlulc.stac_server import serve_stac
+from cloudlulc.testing.stac_server import serve_stac
 
 #: Demo-catalog geometry used by the test session: two 3 km S2 tiles overlapping by 300 m.
 SIM_TILE_SIZE, SIM_OVERLAP, SIM_MARGIN = 300, 30, 12

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import httpx
 
-from cloudlulc.http_assets import _die_with_parent
-from cloudlulc.local_processes import free_port, stop_process, wait_until_ready
+from cloudlulc.testing.assets import die_with_parent as _die_with_parent
+from cloudlulc.testing.processes import free_port, stop_process, wait_until_ready
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 POSTGIS_CONTROL = Path("/usr/share/postgresql/15/extension/postgis.control")

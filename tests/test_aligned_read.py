@@ -1,7 +1,7 @@
 """Reads of assets already on the cube grid skip GDAL's warper and give the warped values.
 
-The reference is the same read with the warper (``CheckedRioReader.fast_aligned_reads = False``,
-stackstac's own path): over the SIMULATED catalog (both processing baselines, the swath-edge nodata
+The reference is the same read with the warper (``AssetReader.aligned_reads = False``, a
+``WarpedVRT`` as stackstac's own reader reads): over the SIMULATED catalog (both processing baselines, the swath-edge nodata
 wedge, the S1 pass split in two frames, and a grid reaching past the tiles on every side), and over
 small synthetic rasters with nodata holes, edges and every window phase for the dtypes and
 nodata conventions the fast path accepts.
@@ -18,11 +18,11 @@ from rasterio.enums import Resampling
 from rasterio.windows import Window
 from stackstac.raster_spec import RasterSpec
 
-import cloudlulc.cube as cube_mod
-from cloudlulc.aligned_read import AlignedWindowDataset, grid_alignment, upsample
-from cloudlulc.catalog import Pair, group_acquisitions, parse_aoi, select_s1
+import cloudlulc.cube.reader as reader_mod
 from cloudlulc.classes import S2_BANDS
-from cloudlulc.cube import CheckedRioReader, Grid, build_cube, optical_cube
+from cloudlulc.cube import AssetReader, Grid, build_cube, optical_cube
+from cloudlulc.cube.aligned import grid_alignment, upsample
+from cloudlulc.stac import Pair, group_acquisitions, parse_aoi, select_s1
 
 NATIVE_M = {
     "B01": 60,
@@ -97,7 +97,7 @@ def _pairs(sim, grid: Grid) -> list[Pair]:
 
 def _computed(monkeypatch, fast: bool, make, *args, **kwargs):
     """``make(*args, **kwargs)`` computed with aligned reads on (``fast``) or every asset warped."""
-    monkeypatch.setattr(CheckedRioReader, "fast_aligned_reads", fast)
+    monkeypatch.setattr(AssetReader, "aligned_reads", fast)
     return make(*args, **kwargs).compute(scheduler="threads")
 
 
@@ -105,14 +105,14 @@ def _computed(monkeypatch, fast: bool, make, *args, **kwargs):
 def fast_reads_counter(monkeypatch):
     """Counts assets actually served without the warper (spies on the real decision)."""
     served = {"fast": 0, "warp": 0}
-    real = cube_mod.aligned_dataset
+    real = reader_mod.aligned_source
 
     def spy(*args, **kwargs):
         out = real(*args, **kwargs)
         served["fast" if out is not None else "warp"] += 1
         return out
 
-    monkeypatch.setattr(cube_mod, "aligned_dataset", spy)
+    monkeypatch.setattr(reader_mod, "aligned_source", spy)
     return served
 
 
@@ -188,12 +188,12 @@ def _holey_raster(path, k: int, dtype: str, nodata: float | None, seed: int = 0)
 def _reads(path, k: int, resampling: Resampling, fast: bool, monkeypatch, window: int = 37) -> np.ndarray:
     """The 10 m grid over the raster plus 25 px on every side, read window by window (odd-sized
     windows: every phase of the upsampling, windows across the raster's edges and fully outside)."""
-    monkeypatch.setattr(CheckedRioReader, "fast_aligned_reads", fast)
+    monkeypatch.setattr(AssetReader, "aligned_reads", fast)
     h, w = 47 * k + 50, 53 * k + 50
     spec = RasterSpec(
         32633, (600000 - 250.0, 5000000 - 470.0 * k - 250, 600000 + 530.0 * k + 250, 5000000 + 250.0), (10.0, 10.0)
     )
-    reader = CheckedRioReader(
+    reader = AssetReader(
         url=str(path),
         spec=spec,
         resampling=resampling,
@@ -206,7 +206,7 @@ def _reads(path, k: int, resampling: Resampling, fast: bool, monkeypatch, window
         for c in range(0, w, window):
             win = Window(c, r, min(window, w - c), min(window, h - r))
             out[r : r + win.height, c : c + win.width] = reader.read(win)
-    assert isinstance(reader.dataset, AlignedWindowDataset) == fast
+    assert reader.aligned == fast
     reader.close()
     return out
 

@@ -18,8 +18,10 @@ import pytest
 import shapely
 from pc_fixtures import PC_FIXTURES
 
-from cloudlulc import catalog as cat
-from cloudlulc.catalog import (
+from cloudlulc import stac as cat
+from cloudlulc.stac.items import EARTH_SEARCH_S2_KEYS
+from cloudlulc.times import parse_datetime
+from cloudlulc.stac import (
     Acquisition,
     AoiError,
     NoSentinel1Error,
@@ -141,7 +143,7 @@ def test_every_fixture_item_normalises(name, item):
 def test_s1_space_separated_datetimes_and_worldcover_null_datetime():
     s1 = load("sentinel-1-rtc.json")[0]
     assert " " in s1["properties"]["start_datetime"]
-    start = cat.parse_datetime(s1["properties"]["start_datetime"])
+    start = parse_datetime(s1["properties"]["start_datetime"])
     assert start == datetime(2024, 4, 19, 4, 59, 4, 220006, tzinfo=UTC)
     wc = load("esa-worldcover.json")[0]
     assert wc["properties"]["datetime"] is None
@@ -164,7 +166,7 @@ def test_pystac_proj_code_rewrite_is_undone():
 
 def test_earth_search_asset_keys_map_to_band_names():
     raw = load("sentinel-2-l2a.json")[0]
-    inverse = {v: k for k, v in cat.EARTH_SEARCH_S2_KEYS.items()}
+    inverse = {v: k for k, v in EARTH_SEARCH_S2_KEYS.items()}
     es = copy.deepcopy(raw)
     es["assets"] = {inverse.get(k, k.lower()): v for k, v in raw["assets"].items()}
     es["properties"].pop("proj:epsg")
@@ -213,7 +215,7 @@ S1_PASS_TIME = datetime(2024, 4, 19, 4, 59, tzinfo=UTC)
 def test_select_s1_picks_the_pass_and_mosaics_its_frames(caplog):
     s1 = load("sentinel-1-rtc.json")
     acq = _acq_at(S1_PASS_TIME + timedelta(days=2, hours=5))
-    with caplog.at_level("INFO", logger="cloudlulc.catalog"):
+    with caplog.at_level("INFO", logger="cloudlulc.stac"):
         one = select_s1(acq, s1, AOI_S1_ONE_FRAME, 12)
     assert [it["properties"]["s1:slice_number"] for it in one.s1_items] == ["29"]
     assert one.orbit_state == "descending" and one.relative_orbit == 51
@@ -353,7 +355,7 @@ def test_open_catalog_unreachable_names_the_url():
 @pytest.fixture(scope="module")
 def pc_fixture_api(tmp_path_factory):
     """The real PC fixture items served by rustac (A's cloudlulc.stac_server), as the PC API would."""
-    from cloudlulc.stac_server import serve_stac
+    from cloudlulc.testing.stac_server import serve_stac
 
     api = tmp_path_factory.mktemp("pc-api") / "api"
     api.mkdir()

@@ -21,7 +21,7 @@ import shapely
 import torch
 import zarr
 
-from cloudlulc import catalog as cat
+from cloudlulc import stac as cat
 from cloudlulc.classes import NODATA, S2_BANDS
 from cloudlulc.cube import build_cube, build_label_cube, grid_for_aoi
 from cloudlulc.dataset import (
@@ -429,7 +429,7 @@ def test_store_int16_encoding_rollback_and_commit(tmp_path):
 
 def test_training_code_reads_the_built_dataset(built, tmp_path):
     """The contract with cloudlulc.train: a short real training run on ZarrPatchDataset splits."""
-    from cloudlulc.train import TrainConfig, train
+    from cloudlulc.training import TrainConfig, train
 
     params, summary, _ = built
     torch.set_num_threads(1)

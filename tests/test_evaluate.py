@@ -16,14 +16,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from cloudlulc.classes import NUM_CLASSES, S1_BANDS, S2_BANDS
-from cloudlulc.evaluate import (
-    CloudSweepSpec,
-    EvaluationParams,
-    ModelSpec,
-    evaluate,
-    evaluate_model,
-    run_evaluation,
-)
+from cloudlulc.evaluation import CloudSweepSpec, EvaluationParams, ModelSpec, evaluate, evaluate_model, run_evaluation
 from cloudlulc.evaluation.cloud_sweep import run_cloud_sweep
 from cloudlulc.evaluation.simulated import SimulatedSplit
 from cloudlulc.model import ModelOutput, build_model, save_pretrained

@@ -14,9 +14,9 @@ import xarray as xr
 from rasterio.warp import Resampling, reproject
 
 from cloudlulc.classes import LABEL_PRODUCTS, NODATA, NUM_CLASSES, remap_labels
-from cloudlulc.evaluate import EvaluationParams, ProductComparisonSpec, run_evaluation
+from cloudlulc.evaluation import EvaluationParams, ProductComparisonSpec, run_evaluation
 from cloudlulc.evaluation.products import ProductComparisonError, compare_products, open_reference, select_release
-from cloudlulc.mosaic import write_mosaic
+from cloudlulc.store import write_mosaic
 
 MOSAIC_TIME = "2024-04-19T10:00:00"
 

@@ -12,8 +12,7 @@ from matplotlib import image as mpimg
 from rio_cogeo.cogeo import cog_validate
 
 from cloudlulc.classes import CLASSES, NODATA, colour_rgb
-from cloudlulc.export import export_cog, quicklook_png
-from cloudlulc.mosaic import write_mosaic
+from cloudlulc.store import export_cog, quicklook_png, write_mosaic
 
 H, W = 700, 650  # larger than one 512 COG block, so overviews are built
 TIME = "2024-04-19T10:06:31Z"
@@ -82,7 +81,7 @@ def test_quicklook_png_with_legend(store, tmp_path):
 
 
 def test_quicklook_accepts_a_dataset(store, tmp_path):
-    from cloudlulc.mosaic import open_mosaic
+    from cloudlulc.store import open_mosaic
 
     out = quicklook_png(open_mosaic(store), TIME, tmp_path / "ql2.png", max_size=200)
     assert out.stat().st_size > 1000

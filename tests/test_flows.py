@@ -24,9 +24,9 @@ from prefect.testing.utilities import prefect_test_harness
 from prefect.utilities.importtools import import_object
 
 from cloudlulc.config import Settings
-from cloudlulc.mosaic import mapped_times
 from cloudlulc.simulate import DEFAULT_S1, DEFAULT_S2, write_demo_catalog
-from cloudlulc.stac_server import serve_stac
+from cloudlulc.store import mapped_times
+from cloudlulc.testing.stac_server import serve_stac
 from flows.build_dataset import build_dataset_flow, parse_sets
 from flows.demo import demo_aoi_and_time
 from flows.evaluate import evaluate_flow

@@ -231,7 +231,7 @@ def test_neighbour_chunks_are_read_through_halo_strips(scene):
     (memory bounded by the block, not by the block plus a ring of neighbour chunks)."""
     from dask.core import get_dependencies
 
-    from cloudlulc.inference import TILE_GROUP_PREFIX
+    from cloudlulc.inference.graph import TILE_GROUP_PREFIX
 
     optical, sar, cloud = (a[..., :128, :128] for a in scene)  # chunks of 64: four tiles deep
     cube = make_cube(optical, sar, cloud, (64, 64))
@@ -298,7 +298,7 @@ def test_cpu_forwards_share_the_cores_between_dask_threads(scene, torch_threads)
     from dask.system import CPU_COUNT
     from distributed import Client, LocalCluster
 
-    from cloudlulc.inference import share_cores_between_forwards
+    from cloudlulc.inference.predict import share_cores_between_forwards
 
     optical, sar, cloud = scene
     cube = make_cube(optical, sar, cloud, (64, 64))

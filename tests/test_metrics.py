@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from cloudlulc.metrics import CLOUD_BINS, ConfusionMatrix
+from cloudlulc.training.metrics import CLOUD_BINS, ConfusionMatrix
 
 
 def test_matches_hand_computed_confusion_matrix():

@@ -9,7 +9,7 @@ import torch
 from cloudlulc.model import MODEL_NAMES, CloudLULCNet, ModelOutput, build_model
 from cloudlulc.model.anchors import SemanticAnchors, mode_downsample
 from cloudlulc.simulate import simulate_scene
-from cloudlulc.train import SimulatedDataConfig, SimulatedPatches, TrainConfig, compute_loss, prepare_batch, train
+from cloudlulc.training import SimulatedDataConfig, SimulatedPatches, TrainConfig, compute_loss, prepare_batch, train
 
 torch.set_num_threads(1)  # more threads thrash on a shared, loaded CPU
 SMALL = dict(widths=(8, 16, 16, 32), latent_dim=32, decoder_width=16, usmt_heads=4)

@@ -18,8 +18,8 @@ import zarr
 from inference_helpers import CALLS, ContextNet, CountingNet, assert_matches_reference, make_cube, random_scene
 
 from cloudlulc.classes import CLASS_NAMES, NODATA
-from cloudlulc.inference import TileGrid, predict_arrays, predict_cube
-from cloudlulc.mosaic import (
+from cloudlulc.inference import TileGrid, is_shared_work, predict_arrays, predict_cube
+from cloudlulc.store import (
     MOSAIC_VARIABLES,
     MosaicError,
     MosaicGridError,
@@ -265,7 +265,7 @@ def test_block_wise_write_equals_one_shot_and_runs_each_tile_once(tmp_path, scen
                 attrs=ATTRS,
                 chunk_size=chunk,
                 block_chunks=block_chunks,
-                carry_border_tiles=carry,
+                shared_work=is_shared_work if carry else None,
             )
             assert (s.chunks_total, s.chunks_written) == (48, 48)
             slice_ = open_mosaic(store).isel(time=0)
@@ -374,10 +374,10 @@ def test_simulated_catalog_end_to_end(sim_catalog, tmp_path):
     """SIMULATED catalog COGs -> catalog pairing -> build_cube -> CloudLULC-Net tiny -> mosaic -> COG."""
     from rio_cogeo.cogeo import cog_validate
 
-    from cloudlulc.catalog import Pair, group_acquisitions, parse_aoi, select_s1
     from cloudlulc.cube import build_cube, grid_for_aoi
-    from cloudlulc.export import export_cog
     from cloudlulc.model import build_model
+    from cloudlulc.stac import Pair, group_acquisitions, parse_aoi, select_s1
+    from cloudlulc.store import export_cog
 
     aoi = parse_aoi(list(sim_catalog.aoi_bbox_lonlat))
     acq = group_acquisitions(sim_catalog.items_of("sentinel-2-l2a"), aoi)[0]

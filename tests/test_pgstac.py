@@ -1,7 +1,7 @@
 """Search -> pair -> cube through stac-fastapi-pgstac on a real PostgreSQL + PostGIS (the PC's engine).
 
 The simulated catalog (SIMULATED DATA) is loaded with pypgstac; its COGs are served over HTTP with
-range requests (cloudlulc.http_assets) and read by GDAL through /vsicurl, as in production. Skips
+range requests (cloudlulc.testing.assets) and read by GDAL through /vsicurl, as in production. Skips
 only when the Debian packages postgresql-15 / postgresql-15-postgis-3 are not installed.
 """
 
@@ -14,10 +14,12 @@ import pytest
 from cube_checks import reflectance_at
 from pgstac_server import missing_requirements, serve_pgstac
 
-from cloudlulc import catalog as cat
+from cloudlulc import stac as cat
+from cloudlulc.stac.client import conforms
+from cloudlulc.times import parse_datetime
 from cloudlulc.classes import S2_BANDS
 from cloudlulc.cube import build_cube, build_label_cube, grid_for_aoi
-from cloudlulc.http_assets import serve_assets
+from cloudlulc.testing.assets import serve_assets
 
 pytestmark = [
     pytest.mark.pgstac,
@@ -50,7 +52,7 @@ def test_pgstac_search_pair_cube_over_http(sim_catalog, pgstac_env):
     server, assets, items = pgstac_env
     client = cat.open_catalog(server.api_url)
     # pgstac implements query and sort, so the server filters too (rustac does not).
-    assert cat._conforms(client, "QUERY") and cat._conforms(client, "SORT")
+    assert conforms(client, "QUERY") and conforms(client, "SORT")
     aoi = cat.parse_aoi(sim_catalog.aoi_bbox_lonlat)
     start, end = min(sim_catalog.s2_dates).date(), max(sim_catalog.s2_dates).date()
     s2_all = [it for it in items if it["collection"] == "sentinel-2-l2a"]
@@ -104,7 +106,7 @@ def test_pgstac_serves_real_pc_items_the_catalog_accepts(pgstac_env):
     assert [i for a in acqs for i in a.item_ids] == ["S2B_MSIL2A_20240419T095549_R122_T47XML_20240419T123458"]
     assert acqs[0].items[0]["properties"]["proj:epsg"] == 32647
     fake = cat.Acquisition(
-        cat.parse_datetime("2024-04-21T09:00:00Z"), "Sentinel-2A", 1, acqs[0].items, 0.2, 1.0, ("05.10",)
+        parse_datetime("2024-04-21T09:00:00Z"), "Sentinel-2A", 1, acqs[0].items, 0.2, 1.0, ("05.10",)
     )
     pairing = cat.pair_s1(client, fake, (15.0, 30.7, 15.1, 30.8), 12)
     assert len(pairing.s1_items) == 2 and pairing.orbit_state == "descending"

@@ -15,8 +15,10 @@ import xarray as xr
 from pydantic import ValidationError
 
 from cloudlulc import pipeline
-from cloudlulc.config import MapParams, Settings, parse_time_window
-from cloudlulc.dask_cluster import DaskClusterError, dask_client, make_cluster
+from cloudlulc.model.io import WeightsError, load_model
+from cloudlulc.config import Settings
+from cloudlulc.params import MapParams, parse_time_window
+from cloudlulc.runtime import DaskClusterError, dask_client, make_cluster
 from flows.demo import demo_aoi_and_time
 
 # ------------------------------------------------------------------------------------ parameters
@@ -39,8 +41,8 @@ def test_time_window_day_and_range():
         ({"time": "2022-02-10/2022-01-01"}, "time", "ends before it starts"),
         ({"time": "2022-01-01/.."}, "time", "both ends"),
         ({"aoi": "1,2,3"}, "aoi", "4 numbers"),
-        ({"aoi": [10, 50, 9, 51]}, "aoi", "minx<maxx"),
-        ({"aoi": "no/such/file.geojson"}, "aoi", "no such vector file"),
+        ({"aoi": [10, 50, 9, 51]}, "aoi", "minx < maxx"),
+        ({"aoi": "no/such/file.geojson"}, "aoi", "does not exist"),
         ({"aoi": '{"type": "Point", "coordinates": [1, 2]}'}, "aoi", "no area"),
         ({"catalog_url": "ftp://x"}, "catalog_url", "http"),
         ({"device": "gpu"}, "device", "cuda"),
@@ -100,7 +102,7 @@ def test_resolved_fills_unset_fields_from_settings(tmp_path):
 def test_transient_errors_are_network_ones_only():
     from pystac_client.exceptions import APIError
 
-    from cloudlulc.catalog import NoSentinel1Error, StacApiError
+    from cloudlulc.stac import NoSentinel1Error, StacApiError
 
     def api_error(status):
         e = APIError("boom")
@@ -200,7 +202,7 @@ def test_map_aoi_library_end_to_end(sim_catalog, stac_url, tmp_path):
     assert str(out) in md and acq.s2_items[0] in md and "km²" in md
 
     # a later run reads in chunks that divide the store's own chunks, whatever chunk_size it asks for
-    from cloudlulc.mosaic import store_chunk_size
+    from cloudlulc.store import store_chunk_size
 
     assert store_chunk_size(out) == 64 and store_chunk_size(tmp_path / "none.zarr") is None
     wide, _ = demo_aoi_and_time(sim_catalog, half_side_m=1280)  # 256 px: several chunks (lazy, never read)
@@ -223,23 +225,27 @@ def test_load_model_defaults_to_the_committed_demo_weights(tmp_path):
     from cloudlulc.model.io import read_metadata, sha256_file
 
     demo = demo_weights_path()
-    net, info = pipeline.load_model(None)
+    net, info = load_model(None)
     assert info.trained and info.weights_path == str(demo)
     assert info.sha256 == sha256_file(demo) and info.name == read_metadata(demo)["name"]
     assert not net.training
-    _, via_json = pipeline.load_model(demo.with_suffix(".json"))  # the sidecar path works too
+    _, via_json = load_model(demo.with_suffix(".json"))  # the sidecar path works too
     assert via_json.sha256 == info.sha256
-    with pytest.raises(pipeline.PipelineError, match="do not exist"):
-        pipeline.load_model(tmp_path / "missing.safetensors")
+    with pytest.raises(WeightsError, match="do not exist"):
+        load_model(tmp_path / "missing.safetensors")
 
 
 def test_library_modules_do_not_import_prefect():
+    """Every module of the library imports without Prefect and without the flows (the layering)."""
     import subprocess
     import sys
 
     code = (
-        "import sys, cloudlulc.pipeline, cloudlulc.config, cloudlulc.dask_cluster, cloudlulc.demo; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))"
+        "import importlib, pkgutil, sys, cloudlulc\n"
+        "for m in pkgutil.walk_packages(cloudlulc.__path__, 'cloudlulc.'):\n"
+        "    if not m.name.endswith('__main__'):\n"
+        "        importlib.import_module(m.name)\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'prefect', 'flows'}))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"

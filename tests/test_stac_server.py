@@ -18,7 +18,7 @@ from shapely.geometry import Point, box, shape
 
 from cloudlulc.schemas import validate_stac
 from cloudlulc.simulate import SimCatalog
-from cloudlulc.stac_server import StacServerError, serve_stac
+from cloudlulc.testing.stac_server import StacServerError, serve_stac
 
 
 def _parse(s: str) -> datetime:
@@ -177,7 +177,7 @@ def test_cli_serves_until_terminated(sim_catalog):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "cloudlulc.stac_server", "serve", str(sim_catalog.root), "--port", str(port)],
+        [sys.executable, "-m", "cloudlulc.testing.stac_server", "serve", str(sim_catalog.root), "--port", str(port)],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

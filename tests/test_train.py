@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from cloudlulc.model import from_pretrained
-from cloudlulc.train import (
+from cloudlulc.training import (
     SimulatedDataConfig,
     SimulatedPatches,
     TrainConfig,

@@ -1,4 +1,4 @@
-"""Worker memory limits (cloudlulc.worker_memory): glibc arena cap and GDAL block cache, applied
+"""Worker memory limits (cloudlulc.runtime.worker): glibc arena cap and GDAL block cache, applied
 where the pipeline's workers start, and effective.
 
 Arena counts come from glibc's own ``malloc_stats()`` and the cache size from GDAL, in fresh
@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cloudlulc import worker_memory
 from cloudlulc.config import Settings
-from cloudlulc.dask_cluster import make_cluster
-from cloudlulc.worker_memory import (
+from cloudlulc.runtime import make_cluster
+from cloudlulc.runtime import worker as worker_memory
+from cloudlulc.runtime.worker import (
     export_to_child_processes,
     limit_gdal_block_cache,
     limit_malloc_arenas,
@@ -75,7 +75,7 @@ def _probe(body: str, env: dict[str, str] | None = None) -> dict[str, int]:
 @glibc_only
 def test_cap_keeps_new_threads_in_the_existing_arenas():
     body = """
-        from cloudlulc.worker_memory import limit_malloc_arenas
+        from cloudlulc.runtime.worker import limit_malloc_arenas
         print(f"applied={{int(limit_malloc_arenas({cap}))}}")
         allocate_together(6)
         print(f"arenas={{arenas()}}")
@@ -96,7 +96,7 @@ def test_threaded_scheduler_limits_memory_before_its_threads_start():
         import dask.array as da
         from rasterio.env import get_gdal_config
         from cloudlulc.config import Settings
-        from cloudlulc.dask_cluster import dask_client
+        from cloudlulc.runtime import dask_client
 
         before = arenas()
         held = []
@@ -125,7 +125,7 @@ def test_threaded_scheduler_limits_memory_before_its_threads_start():
 def test_gdal_block_cache_leaves_an_operator_value_to_gdal():
     body = """
         from rasterio.env import get_gdal_config
-        from cloudlulc.worker_memory import limit_gdal_block_cache
+        from cloudlulc.runtime.worker import limit_gdal_block_cache
         print(f"set={{int(limit_gdal_block_cache(48))}}")
         print(f"gdal_cache={{get_gdal_config('GDAL_CACHEMAX')}}")
     """
@@ -159,20 +159,20 @@ def test_arena_settings_validate_and_zero_leaves_the_allocator_alone(monkeypatch
 
 
 def test_applied_limits_are_described_for_the_run_log(monkeypatch):
-    from cloudlulc.worker_memory import apply_worker_memory_limits
+    from cloudlulc.runtime.worker import apply_worker_limits
 
     for key in ("MALLOC_ARENA_MAX", "GDAL_CACHEMAX"):
         monkeypatch.delenv(key, raising=False)
     expected_arenas = "malloc arenas capped at 2" if worker_memory._glibc() else "malloc arenas: glibc default"
-    assert apply_worker_memory_limits(2, 64) == f"{expected_arenas}, GDAL block cache 64 MB"
+    assert apply_worker_limits(2, 64) == f"{expected_arenas}, GDAL block cache 64 MB"
     monkeypatch.setenv("MALLOC_ARENA_MAX", "3")
     monkeypatch.setenv("GDAL_CACHEMAX", "32")
-    assert apply_worker_memory_limits(0, 64) == (
+    assert apply_worker_limits(0, 64) == (
         "malloc arenas capped at 3 (environment), GDAL block cache 32 (environment)"
     )
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     monkeypatch.delenv("GDAL_CACHEMAX")
-    assert apply_worker_memory_limits(0, 0) == "malloc arenas: glibc default, GDAL block cache: GDAL default"
+    assert apply_worker_limits(0, 0) == "malloc arenas: glibc default, GDAL block cache: GDAL default"
 
 
 def test_worker_processes_get_the_limits_instead_of_the_nanny_trim_threshold():
@@ -186,7 +186,6 @@ def test_worker_processes_get_the_limits_instead_of_the_nanny_trim_threshold():
             dask_processes=True,
             dask_n_workers=1,
             dask_threads_per_worker=1,
-            remote_read_threads=3,
         )
     )
     try:
@@ -194,11 +193,9 @@ def test_worker_processes_get_the_limits_instead_of_the_nanny_trim_threshold():
             seen = client.run(
                 lambda: {k: os.environ.get(k) for k in ("MALLOC_ARENA_MAX", "MALLOC_TRIM_THRESHOLD_", "GDAL_CACHEMAX")}
             )
-            pools = client.run(lambda: __import__("cloudlulc.cube").cube.remote_read_threads())
     finally:
         cluster.close()
     assert list(seen.values()) == [{"MALLOC_ARENA_MAX": "2", "MALLOC_TRIM_THRESHOLD_": None, "GDAL_CACHEMAX": "64"}]
-    assert list(pools.values()) == [3]  # the read pool's setting reaches the worker processes too
     # the override was scoped to starting the cluster
     assert dask.config.get("distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_") == default_trim
 

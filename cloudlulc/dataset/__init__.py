@@ -18,7 +18,7 @@ Splits are by region (square blocks of the AOI grid): a region's patches all go 
 patch crosses a region edge, so train/val/test share no pixel. Re-running with the same parameters
 resumes: committed regions are skipped and an interrupted one is rebuilt without duplicates.
 
-Readers yield the training sample dict of :mod:`cloudlulc.train`:
+Readers yield the training sample dict of :mod:`cloudlulc.training`:
 ``optical`` [12,H,W] float32 reflectance (cloudy target), ``optical_clear`` [12,H,W], ``sar`` [2,H,W]
 float32 dB, ``label`` [H,W] int64 (255 ignore), ``cloud`` [H,W] uint8, ``cloud_fraction`` scalar.
 """

@@ -3,7 +3,7 @@
 Pipeline (one AOI, one grid):
 
 1. search Sentinel-2 over the AOI and pair every acquisition with its nearest Sentinel-1 pass
-   (:func:`cloudlulc.catalog.find_pairs`, optical-only pairs kept so they can be counted as dropped);
+   (:func:`cloudlulc.stac.find_pairs`, optical-only pairs kept so they can be counted as dropped);
 2. lazy cubes of every acquisition and the label product on one grid (:mod:`cloudlulc.cube`);
 3. the grid is cut into regions (split blocks, :mod:`cloudlulc.dataset.regions`); per region:
    regional cloud fraction of each acquisition from its SCL mask, the clear reference of each cloudy
@@ -104,7 +104,8 @@ def refresh_tokens(sc: Scenes, params: DatasetParams) -> bool:
     """
     import time
 
-    from cloudlulc import catalog, cube
+    from cloudlulc import cube
+    from cloudlulc import stac as catalog
 
     changed = False
     for k, pair in enumerate(sc.pairs):
@@ -136,7 +137,8 @@ def _grid_geometry(grid: Any) -> tuple[int, float, tuple[float, float, float, fl
 
 def open_scenes(params: DatasetParams) -> Scenes:
     """Search, pair and open lazy cubes for the whole AOI (raises the builder's clear errors)."""
-    from cloudlulc import catalog, cube
+    from cloudlulc import cube
+    from cloudlulc import stac as catalog
 
     stac = catalog.open_catalog(params.catalog_url, sign=params.sign)
     aoi = catalog.parse_aoi(params.aoi)

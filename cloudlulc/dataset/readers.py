@@ -1,6 +1,6 @@
 """PyTorch datasets over a built dataset: the Zarr store or the paper's GeoTIFF layout.
 
-Both yield the same sample dict, the one :mod:`cloudlulc.train` consumes, so training code does not
+Both yield the same sample dict, the one :mod:`cloudlulc.training` consumes, so training code does not
 care which format it reads:
 
 ``optical`` float32 [12,H,W] reflectance of the cloudy target, ``optical_clear`` float32 [12,H,W]
@@ -8,7 +8,7 @@ reflectance of the clear reference, ``sar`` float32 [2,H,W] dB (VV, VH), ``label
 (classes 0..5, 255 ignore), ``cloud`` uint8 [H,W] (1 cloud/shadow, 0 clear, 255 unknown) and
 ``cloud_fraction`` float32 scalar (cloudy share of the pixels with a known mask; 0 when unknown).
 
-NaN nodata in optical/SAR is kept by default: :func:`cloudlulc.train.prepare_batch` fills it with the
+NaN nodata in optical/SAR is kept by default: :func:`cloudlulc.training.prepare_batch` fills it with the
 model's band means and ignores those pixels' labels. ``fill_nan`` replaces it with a constant
 instead. With ``return_meta=True`` a ``patch_id`` string is added.
 """

@@ -1,4 +1,4 @@
-"""Read-only accessors over :meth:`cloudlulc.metrics.ConfusionMatrix.compute` dicts.
+"""Read-only accessors over :meth:`cloudlulc.training.metrics.ConfusionMatrix.compute` dicts.
 
 The report and plots go through these few functions so that the metrics layout (``total`` /
 ``per_bin`` / ``confusion``, defined in :mod:`cloudlulc.metrics`) is interpreted in one place.

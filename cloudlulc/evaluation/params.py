@@ -2,7 +2,7 @@
 
 One validated object describes a whole run (models, dataset, product comparison, cloud sweep, output
 folder) so that the Prefect flow (``flows/evaluate.py``), the CLI and Python callers share one entry
-point, :func:`cloudlulc.evaluate.run_evaluation`, and the run is reproducible from its JSON.
+point, :func:`cloudlulc.evaluation.run_evaluation`, and the run is reproducible from its JSON.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class ProductComparisonSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reference: Path
-    #: clip the reference to this AOI first (anything ``cloudlulc.catalog.parse_aoi`` accepts, lon/lat)
+    #: clip the reference to this AOI first (anything ``cloudlulc.stac.parse_aoi`` accepts, lon/lat)
     aoi: Any = None
     collections: list[str] = Field(default_factory=lambda: ["esa-worldcover", "io-lulc-annual-v02"])
     stac_url: str | None = None

@@ -3,7 +3,7 @@
 The products (ESA WorldCover, Impact Observatory annual LULC, any collection in
 :data:`cloudlulc.classes.LABEL_PRODUCTS`) are searched on a STAC API, the release valid at the
 comparison date is chosen, and :func:`cloudlulc.cube.label_cube_from_items` maps it to the CloudLULC
-classes (``remap_labels``) on the reference's grid; our map is a time slice of a Zarr mosaic (:func:`cloudlulc.mosaic.open_mosaic`).
+classes (``remap_labels``) on the reference's grid; our map is a time slice of a Zarr mosaic (:func:`cloudlulc.store.open_mosaic`).
 Every method is scored on the pixels that are valid in the reference *and in every layer*, so a
 product cannot look better by abstaining on hard pixels.
 
@@ -135,7 +135,7 @@ def compare_layers(
 
 
 def _mosaic_slice(store: Path, time: str | None) -> xr.Dataset:
-    from cloudlulc.mosaic import open_mosaic
+    from cloudlulc.store import open_mosaic
 
     ds = open_mosaic(store)
     if "time" in ds.dims:
@@ -154,7 +154,8 @@ def _mosaic_slice(store: Path, time: str | None) -> xr.Dataset:
 
 
 def _interval(item: dict[str, Any]) -> tuple[datetime, datetime]:
-    from cloudlulc.catalog import item_datetime, parse_datetime
+    from cloudlulc.stac import item_datetime
+    from cloudlulc.stac.client import parse_datetime
 
     props = item.get("properties", {})
     start = parse_datetime(props.get("start_datetime")) or item_datetime(item)
@@ -183,8 +184,8 @@ def product_layer(client: Any, grid: Any, collection: str, date: datetime | None
     import shapely
     from shapely.geometry import mapping, shape
 
-    from cloudlulc.catalog import normalize_item
     from cloudlulc.cube import label_cube_from_items
+    from cloudlulc.stac import normalize_item
 
     footprint = grid.footprint_lonlat()
     search = client.search(collections=[collection], intersects=mapping(footprint), limit=100)
@@ -206,7 +207,7 @@ def product_layer(client: Any, grid: Any, collection: str, date: datetime | None
 
 def clip_reference(reference: xr.DataArray, aoi: Any) -> xr.DataArray:
     """The reference cut to the AOI's bounding box (lon/lat), for comparing over one AOI only."""
-    from cloudlulc.catalog import parse_aoi
+    from cloudlulc.stac import parse_aoi
 
     geom = parse_aoi(aoi)
     try:
@@ -223,8 +224,9 @@ def compare_products(
     Returns ``{method name: metrics}``; each metrics dict also carries ``source`` (collection and
     item ids, or store and time).
     """
-    from cloudlulc.catalog import open_catalog, parse_datetime
     from cloudlulc.classes import LABEL_PRODUCTS
+    from cloudlulc.stac import open_catalog
+    from cloudlulc.stac.client import parse_datetime
 
     ref = reference if reference is not None else open_reference(spec.reference)
     if spec.aoi is not None:

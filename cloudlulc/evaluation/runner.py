@@ -1,4 +1,4 @@
-"""Score segmentation models on a dataset split with :class:`cloudlulc.metrics.ConfusionMatrix`.
+"""Score segmentation models on a dataset split with :class:`cloudlulc.training.metrics.ConfusionMatrix`.
 
 Any ``torch.utils.data.Dataset`` yielding the dataset contract works (``ZarrPatchDataset``,
 ``GeoTiffLayoutDataset``, :class:`~cloudlulc.evaluation.simulated.SimulatedSplit`): a dict with
@@ -27,30 +27,15 @@ from torch.utils.data import DataLoader, Dataset
 from cloudlulc.classes import NODATA
 from cloudlulc.evaluation.params import ModelSpec
 from cloudlulc.evaluation.scoring import BinnedScorer
+from cloudlulc.inference.device import resolve_device
+from cloudlulc.model.inputs import OPTICAL_FILL, SAR_FILL, fill_nan, fill_values, model_stride
+from cloudlulc.model.io import load_model as load_weights
 
 log = logging.getLogger(__name__)
 
 NanPolicy = Literal["any", "all", "none"]
-#: Fill values for non-finite inputs of models without normalisation constants in a ``config``: dark
-#: reflectance and the dB floor the cube clips SAR to are plausible "no signal" values, unlike 0 dB.
-OPTICAL_FILL: float = 0.0
-SAR_FILL: float = -50.0
 
 ModelLike = nn.Module | ModelSpec | str | Path
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA, then Apple MPS, then CPU; anything else is passed to ``torch.device``."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        mps = getattr(torch.backends, "mps", None)
-        if mps is not None and mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    return torch.device(device)
 
 
 def load_model(spec: ModelLike) -> nn.Module:
@@ -67,7 +52,7 @@ def load_model(spec: ModelLike) -> nn.Module:
     if isinstance(spec, Path) or (
         isinstance(spec, str) and (spec.endswith((".safetensors", ".json")) or Path(spec).exists())
     ):
-        return from_pretrained(Path(spec))
+        return load_weights(Path(spec))[0]
     return build_model(str(spec))
 
 
@@ -114,28 +99,18 @@ def collate_samples(samples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Ten
     return out
 
 
-def fill_values(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-band fills for non-finite inputs: the model's normalisation means (zero after normalising),
-    as training (:func:`cloudlulc.train.prepare_batch`) and inference do; constants for foreign models."""
-    cfg = getattr(model, "config", None)
-    opt = getattr(cfg, "optical_mean", None)
-    sar = getattr(cfg, "sar_mean", None)
-    opt_t = torch.as_tensor(opt, dtype=torch.float32) if opt is not None else torch.tensor([OPTICAL_FILL])
-    sar_t = torch.as_tensor(sar, dtype=torch.float32) if sar is not None else torch.tensor([SAR_FILL])
-    return opt_t, sar_t
-
-
 def prepare_batch(
     batch: Mapping[str, torch.Tensor],
     nan_policy: NanPolicy = "any",
-    fills: tuple[torch.Tensor, torch.Tensor] | None = None,
+    fills: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Finite float inputs, a target with unusable pixels set to 255, and per-sample cloud fractions.
 
     Returns ``(optical, sar, target, cloud_fraction)``. ``cloud_fraction`` [B] is the cloudy share of
     the *scored* pixels with a known mask (``cloud`` 255 = unknown), NaN for a sample with no known
     mask pixel, and ``None`` when the samples carry no ``cloud`` at all. ``fills`` are per-band (or
-    scalar) values for non-finite inputs (default :data:`OPTICAL_FILL`, :data:`SAR_FILL`).
+    scalar) values for non-finite inputs (default: :data:`~cloudlulc.model.inputs.OPTICAL_FILL`,
+    :data:`~cloudlulc.model.inputs.SAR_FILL`).
     """
     optical = batch["optical"].float()
     sar = batch["sar"].float()
@@ -152,9 +127,9 @@ def prepare_batch(
         unusable = torch.zeros_like(target, dtype=torch.bool)
     target[unusable] = NODATA
     target[(target < 0) | (target > NODATA)] = NODATA
-    opt_fill, sar_fill = fills if fills is not None else (torch.tensor([OPTICAL_FILL]), torch.tensor([SAR_FILL]))
-    optical = torch.where(bad_opt, opt_fill.to(optical).view(1, -1, 1, 1).expand_as(optical), optical)
-    sar = torch.where(bad_sar, sar_fill.to(sar).view(1, -1, 1, 1).expand_as(sar), sar)
+    opt_fill, sar_fill = fills if fills is not None else (np.array([OPTICAL_FILL]), np.array([SAR_FILL]))
+    optical, _ = fill_nan(optical, opt_fill)
+    sar, _ = fill_nan(sar, sar_fill)
 
     cloud_fraction = None
     if "cloud" in batch:
@@ -168,12 +143,6 @@ def prepare_batch(
         frac = cloudy.flatten(1).sum(1).float() / n_known.clamp(min=1).float()
         cloud_fraction = torch.where(n_known > 0, frac, torch.full_like(frac, float("nan")))
     return optical, sar, target, cloud_fraction
-
-
-def model_stride(model: nn.Module) -> int:
-    """The divisibility requirement for H and W (``model.stride``; 1 when the model has none)."""
-    stride = getattr(model, "stride", 1)
-    return int(stride) if stride else 1
 
 
 def logits_of(output: Any) -> torch.Tensor:

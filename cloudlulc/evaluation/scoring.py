@@ -1,4 +1,4 @@
-"""Accumulate :class:`cloudlulc.metrics.ConfusionMatrix` scores where some samples have no cloud mask.
+"""Accumulate :class:`cloudlulc.training.metrics.ConfusionMatrix` scores where some samples have no cloud mask.
 
 Every sample counts in the totals; only samples whose cloud fraction is known (finite) are put in a
 cloud-cover bin. Putting unknown-cloud samples (the published GeoTIFF set, windows outside the
@@ -19,7 +19,7 @@ class BinnedScorer:
     """Two confusion matrices: ``everything`` for totals, ``binned`` for samples with a known cloud fraction."""
 
     def __init__(self) -> None:
-        from cloudlulc.metrics import ConfusionMatrix  # engineer C's module: the one metric definition
+        from cloudlulc.training.metrics import ConfusionMatrix
 
         self.everything = ConfusionMatrix()
         self.binned = ConfusionMatrix()

@@ -12,6 +12,9 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +23,22 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cloudlulc import classes as C
+from cloudlulc.errors import CloudLULCError
 from cloudlulc.model.config import config_from_dict
-from cloudlulc.model.registry import model_from_config
+from cloudlulc.model.registry import build_model, model_from_config
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 DEMO_WEIGHTS_STEM = "cloudlulc-net-tiny-sim"
 
 
-class WeightsMismatchError(ValueError):
+class WeightsError(CloudLULCError, ValueError):
+    """Weights cannot be used: missing, unreadable, or corrupt; the message names the file."""
+
+
+class WeightsMismatchError(WeightsError):
     """The weights were trained for another band order or class table, or the file is corrupt."""
 
 
@@ -150,3 +160,61 @@ def demo_weights_path() -> Path:
     if not path.exists():
         raise FileNotFoundError(f"demo weights {path} are missing; run scripts/train_demo_weights.py to recreate them")
     return path
+
+
+@dataclass
+class ModelInfo:
+    """Which network mapped the run; recorded in the store and the run summary."""
+
+    name: str
+    weights_path: str | None
+    sha256: str | None
+    trained: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "weights_path": self.weights_path,
+            "weights_sha256": self.sha256,
+            "trained": self.trained,
+        }
+
+
+def load_model(
+    weights: str | Path | None = None, *, log_fn: Callable[[str], None] | None = None
+) -> tuple[Any, ModelInfo]:
+    """Load ``weights``, else the committed demo weights, else an UNTRAINED tiny network (said loudly).
+
+    The untrained fallback exists so the pipeline can run before any weights are committed; its
+    maps are meaningless and :class:`ModelInfo` records ``trained=False``.
+    """
+    say = log_fn or log.warning
+    path: Path | None = Path(weights).expanduser() if weights else None
+    if path is None:
+        try:
+            candidate = Path(demo_weights_path())
+        except Exception:  # demo weights not committed yet
+            candidate = None
+        if candidate is not None and _weights_file(candidate).exists():
+            path = candidate
+    if path is None:
+        net = build_model("cloudlulc-net-tiny")
+        say(
+            "no weights given and no demo weights committed: using an UNTRAINED cloudlulc-net-tiny (maps are meaningless)"
+        )
+        return net.eval(), ModelInfo("cloudlulc-net-tiny (untrained)", None, None, trained=False)
+    if not _weights_file(path).exists():
+        raise WeightsError(f"weights {path} do not exist")
+    net = from_pretrained(path)
+    wfile = _weights_file(path)
+    name = str(read_metadata(wfile).get("name") or wfile.stem)
+    return net.eval(), ModelInfo(name, str(wfile), sha256_file(wfile), trained=True)
+
+
+def _weights_file(path: Path) -> Path:
+    """The .safetensors file for a path given as the file, its JSON sidecar or the common stem."""
+    if path.suffix == ".safetensors":
+        return path
+    if path.suffix == ".json":
+        return path.with_suffix(".safetensors")
+    return path.with_name(path.name + ".safetensors")

@@ -5,7 +5,7 @@ SIMULATED DATA, for tests, demos and CPU training without network access:
 - :func:`simulate_scene` renders one co-registered acquisition in memory (``SimScene``);
 - :func:`write_demo_catalog` writes COGs and STAC JSON with the collection ids, asset keys and
   property names of the Planetary Computer (``sentinel-2-l2a``, ``sentinel-1-rtc``,
-  ``esa-worldcover``), ready for ``rustac serve`` (see :mod:`cloudlulc.stac_server`);
+  ``esa-worldcover``), ready for ``rustac serve`` (see :mod:`cloudlulc.testing.stac_server`);
   ``SimCatalog.load(dir)`` re-opens one and :func:`ensure_demo_catalog` reuses or writes the demo
   catalog (default ``.demo/catalog``).
 

@@ -1,0 +1,203 @@
+"""The validated parameters of one mapping run, and their resolution against the settings.
+
+:class:`MapParams` is what one :func:`cloudlulc.map_aoi` run (and the ``map-aoi`` Prefect flow) is
+asked to do. It is validated completely *before* any search, download or inference starts, so a
+typo in a date or an AOI fails in milliseconds with a message naming the field. Options left unset
+take their value from :class:`~cloudlulc.config.Settings` in :meth:`MapParams.resolved`, which
+returns a :class:`MapRun` whose fields are all decided.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import shapely
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from cloudlulc.config import CatalogUrl, DaskAddress, DeviceName, Settings, WeightsPath, get_settings
+from cloudlulc.stac.aoi import parse_aoi
+from cloudlulc.times import parse_time_window
+
+__all__ = ["AoiInput", "MapParams", "MapRun", "MappingOptions", "is_local_store", "local_store_path"]
+
+#: fsspec-style URL prefixes accepted for the output store; anything else is a local path
+_REMOTE_STORE_RE = re.compile(r"^[a-z][a-z0-9+.-]*://")
+
+AoiInput = str | list[float] | tuple[float, ...] | dict[str, Any]
+
+
+def is_local_store(store: str) -> bool:
+    """Whether ``store`` is a local path (or a ``file://`` URL) rather than an object-store URL."""
+    return not _REMOTE_STORE_RE.match(store) or store.startswith("file://")
+
+
+def local_store_path(store: str) -> Path:
+    """The local path of a local ``store``."""
+    return Path(store.removeprefix("file://")).expanduser()
+
+
+def _check_local_store_writable(v: str) -> None:
+    """Refuse a local output that cannot be created, before any search or compute is spent on it."""
+    p = Path(v).expanduser().absolute()
+    if p.exists() and not p.is_dir():
+        raise ValueError(f"output {v!r} is an existing file, not a Zarr store directory")
+    existing = next(a for a in (p, *p.parents) if a.exists())
+    if not existing.is_dir():
+        raise ValueError(f"output {v!r} cannot be created: {str(existing)!r} is a file, not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"output {v!r} is not writable: no write permission on {str(existing)!r}")
+
+
+class MappingOptions(BaseModel):
+    """How to map (catalog, limits, model, compute), shared by one-off and near-real-time runs.
+
+    Fields left as ``None`` take their value from :class:`~cloudlulc.config.Settings`, so a
+    deployment can pin only what differs from the site defaults.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    catalog_url: CatalogUrl | None = None
+    s2_collection: str | None = None
+    s1_collection: str | None = None
+    max_cloud_cover: float | None = Field(None, ge=0, le=100)
+    max_s1_gap_days: float | None = Field(None, ge=0, le=60)
+    allow_optical_only: bool | None = None
+    weights: WeightsPath = None
+    device: DeviceName | None = None
+    dask_address: DaskAddress = None
+    chunk_size: int | None = Field(None, ge=64)
+    #: where PNG quicklooks go; None = ``<output parent>/quicklooks`` (local) or ``./quicklooks``
+    quicklook_dir: str | None = None
+
+
+class MapParams(MappingOptions):
+    """Everything one ``map_aoi`` run needs, validated before any work starts."""
+
+    aoi: AoiInput = Field(description="GeoJSON (dict or text), bbox 'minx,miny,maxx,maxy' in lon/lat, or a vector file")
+    time: str = Field(description="target date '2024-04-19' or range '2024-04-01/2024-04-30' (UTC)")
+    output: str = Field(description="output Zarr store: local path or fsspec URL (s3://, gs://, az://)")
+    #: map only the newest acquisition of the window (True) or every acquisition in it (False)
+    latest_only: bool = False
+    #: skip acquisitions whose time is already in the store (near-real-time runs)
+    skip_mapped: bool = False
+
+    @field_validator("aoi", mode="before")
+    @classmethod
+    def _check_aoi(cls, v: Any) -> Any:
+        if v is None or (isinstance(v, (str, list, tuple, dict)) and len(v) == 0):
+            raise ValueError("aoi is empty: give a bbox 'minx,miny,maxx,maxy', GeoJSON or a vector file path")
+        if isinstance(v, str) and v.strip().startswith("{"):
+            try:
+                v = json.loads(v)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"aoi looks like GeoJSON but is not valid JSON: {exc}") from None
+        parse_aoi(v)  # the one AOI parser: AoiError (a ValueError) names the problem
+        return v
+
+    @field_validator("time")
+    @classmethod
+    def _check_time(cls, v: str) -> str:
+        parse_time_window(v)
+        return v
+
+    @field_validator("output")
+    @classmethod
+    def _check_output(cls, v: str) -> str:
+        v = v.strip()
+        if not v:
+            raise ValueError("output is empty: give a Zarr store path such as 'out/aoi.zarr'")
+        if not _REMOTE_STORE_RE.match(v):
+            _check_local_store_writable(v)
+        return v
+
+    @property
+    def window(self) -> tuple[datetime, datetime]:
+        """The inclusive UTC search window of ``time``."""
+        return parse_time_window(self.time)
+
+    @property
+    def output_is_local(self) -> bool:
+        return is_local_store(self.output)
+
+    def quicklook_path(self) -> Path:
+        if self.quicklook_dir:
+            return Path(self.quicklook_dir).expanduser()
+        if self.output_is_local:
+            return local_store_path(self.output).resolve().parent / "quicklooks"
+        return Path("quicklooks").resolve()
+
+    def resolved(self, settings: Settings | None = None) -> MapRun:
+        """The run with every option decided: unset ones from ``settings`` (default: the environment)."""
+        s = settings or get_settings()
+        return MapRun(
+            aoi=self.aoi,
+            time=self.time,
+            output=self.output,
+            latest_only=self.latest_only,
+            skip_mapped=self.skip_mapped,
+            catalog_url=self.catalog_url or s.catalog_url,
+            s2_collection=self.s2_collection or s.s2_collection,
+            s1_collection=self.s1_collection or s.s1_collection,
+            max_cloud_cover=s.max_cloud_cover if self.max_cloud_cover is None else self.max_cloud_cover,
+            max_s1_gap_days=s.max_s1_gap_days if self.max_s1_gap_days is None else self.max_s1_gap_days,
+            allow_optical_only=s.allow_optical_only if self.allow_optical_only is None else self.allow_optical_only,
+            weights=self.weights or s.weights,
+            device=self.device or s.device,
+            dask_address=self.dask_address or s.dask_address,
+            chunk_size=self.chunk_size or s.chunk_size,
+            quicklook_dir=str(self.quicklook_path()),
+        )
+
+
+class MapRun(BaseModel):
+    """A mapping run with every option decided (:meth:`MapParams.resolved`): what the stages read.
+
+    ``weights`` None means the committed demo weights; ``dask_address`` None means the cluster that
+    the settings select.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    aoi: AoiInput
+    time: str
+    output: str
+    latest_only: bool
+    skip_mapped: bool
+    catalog_url: CatalogUrl
+    s2_collection: str
+    s1_collection: str
+    max_cloud_cover: float
+    max_s1_gap_days: float
+    allow_optical_only: bool
+    weights: str | None
+    device: DeviceName
+    dask_address: str | None
+    chunk_size: int
+    quicklook_dir: str
+
+    @property
+    def window(self) -> tuple[datetime, datetime]:
+        return parse_time_window(self.time)
+
+    @property
+    def geometry(self) -> shapely.Geometry:
+        """The AOI as a lon/lat geometry."""
+        return parse_aoi(self.aoi)
+
+    @property
+    def output_is_local(self) -> bool:
+        return is_local_store(self.output)
+
+    def quicklook_path(self) -> Path:
+        return Path(self.quicklook_dir)
+
+    @model_validator(mode="after")
+    def _check_aoi(self) -> MapRun:
+        parse_aoi(self.aoi)
+        return self

@@ -1,0 +1,284 @@
+"""The stages of mapping one AOI, each a function of a resolved run (:class:`~cloudlulc.params.MapRun`).
+
+1. :func:`search_stage`  Sentinel-2 acquisitions of the AOI in the time window (optionally minus the
+   times already in the store, for near-real-time runs);
+2. :func:`pair_stage`    the nearest Sentinel-1 pass of each (or optical-only, if allowed);
+3. :func:`cube_stage`    lazy Dask cubes of every pair on one UTM 10 m grid;
+4. :func:`infer_write_stage` CloudLULC-Net inference through Dask, written to the Zarr mosaic
+   (one ``time`` slice per acquisition; rewriting a time replaces it, so a retry is safe);
+5. :func:`publish_stage` class areas in km² and PNG quicklooks read back from the store.
+
+:func:`cloudlulc.pipeline.map_aoi` runs them in turn; the ``map-aoi`` Prefect flow calls the same
+functions one task each, so the flow holds no logic of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import dask
+import numpy as np
+import xarray as xr
+
+from cloudlulc.config import Settings, get_settings
+from cloudlulc.cube import HttpOptions, ReadOptions, ReadRetry, build_cube, grid_for_aoi
+from cloudlulc.errors import CloudLULCError
+from cloudlulc.inference import is_shared_work, predict_cube
+from cloudlulc.model.io import ModelInfo
+from cloudlulc.params import MapRun, is_local_store, local_store_path
+from cloudlulc.pipeline.results import AcquisitionResult, class_areas_km2
+from cloudlulc.stac import (
+    Acquisition,
+    MissingCollectionError,
+    NoSentinel1Error,
+    NoSentinel2Error,
+    Pair,
+    items_need_resign,
+    open_catalog,
+    pair_s1,
+    resign_pair,
+    search_s2,
+)
+from cloudlulc.store import mapped_times, open_mosaic, quicklook_png, store_chunk_size, write_mosaic
+from cloudlulc.times import SAME_TIME_TOLERANCE, iso_utc, to_datetime64
+
+if TYPE_CHECKING:
+    from pystac_client import Client
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+
+class PipelineError(CloudLULCError):
+    """A mapping run cannot go on; the message says what to change."""
+
+
+def open_client(run: MapRun) -> Client:
+    """The STAC API of the run."""
+    return open_catalog(run.catalog_url)
+
+
+def existing_times(store: str) -> list[np.datetime64]:
+    """Times of the completed slices in ``store``; none when the store does not exist yet."""
+    if is_local_store(store) and not local_store_path(store).exists():
+        return []
+    try:
+        return [np.datetime64(t, "ns") for t in mapped_times(store)]
+    except FileNotFoundError:
+        return []
+
+
+def _is_mapped(t: np.datetime64, done: Sequence[np.datetime64]) -> bool:
+    return any(abs(to_datetime64(t) - d) <= SAME_TIME_TOLERANCE for d in done)
+
+
+def search_stage(run: MapRun) -> tuple[list[Acquisition], list[str]]:
+    """Sentinel-2 acquisitions to map, and the ISO times skipped because they are already mapped.
+
+    With ``skip_mapped`` (near-real-time runs) an empty window is normal and gives ``[]``; otherwise
+    :class:`~cloudlulc.stac.NoSentinel2Error` propagates with its explanation.
+    """
+    start, end = run.window
+    try:
+        acqs = search_s2(
+            open_client(run), run.geometry, start, end, run.max_cloud_cover, collection=run.s2_collection
+        )
+    except NoSentinel2Error:
+        if not run.skip_mapped:
+            raise
+        acqs = []
+    skipped: list[str] = []
+    if run.skip_mapped and acqs:
+        done = existing_times(run.output)
+        skipped = [iso_utc(a.time) for a in acqs if _is_mapped(to_datetime64(a.time), done)]
+        acqs = [a for a in acqs if not _is_mapped(to_datetime64(a.time), done)]
+    if run.latest_only and acqs:
+        acqs = acqs[-1:]
+    return acqs, skipped
+
+
+def pair_stage(run: MapRun, acquisitions: Sequence[Acquisition]) -> list[Pair]:
+    """Pair each acquisition with its nearest Sentinel-1 pass; optical-only when allowed and none is near."""
+    client = open_client(run)
+    aoi = run.geometry
+    pairs = []
+    for acq in acquisitions:
+        try:
+            pairing = pair_s1(client, acq, aoi, max_gap_days=run.max_s1_gap_days, collection=run.s1_collection)
+        except (NoSentinel1Error, MissingCollectionError) as exc:
+            if not run.allow_optical_only:
+                raise PipelineError(
+                    f"{exc} [map-aoi: set allow_optical_only=true to map {iso_utc(acq.time)} with "
+                    f"optical data only, or raise max_s1_gap_days (now {run.max_s1_gap_days:g})]"
+                ) from exc
+            log.warning("mapping %s optical-only: %s", iso_utc(acq.time), exc)
+            pairs.append(Pair(s2=acq, s1=None, aoi=aoi, s1_missing_reason=str(exc)))
+            continue
+        pairs.append(Pair(s2=acq, s1=pairing, aoi=aoi))
+    return pairs
+
+
+def read_options(settings: Settings) -> ReadOptions:
+    """How the cube reads pixels, from the settings (travels with the read tasks)."""
+    return ReadOptions(
+        http=HttpOptions(timeout_s=settings.read_timeout_s, connect_timeout_s=settings.read_connect_timeout_s),
+        retry=ReadRetry(attempts=settings.read_retries, delay_s=settings.read_retry_delay_s),
+    )
+
+
+def cube_stage(run: MapRun, pairs: Sequence[Pair], settings: Settings | None = None) -> list[xr.Dataset]:
+    """Lazy (Dask) input cubes, one per pair, all on the AOI's UTM 10 m grid, chunked by
+    :func:`read_chunk_size` of the mosaic's chunks (an existing store keeps its own).
+
+    Planetary Computer SAS tokens expire within about an hour and are baked into the graph, so a pair
+    whose tokens are close to expiry (a long queue, a retry) is re-signed before its cube is built.
+    """
+    s = settings or get_settings()
+    grid = grid_for_aoi(run.geometry)
+    store_chunk = store_chunk_size(run.output) or run.chunk_size
+    chunk = read_chunk_size(store_chunk, s.read_chunk_size)
+    read = read_options(s)
+    cubes = []
+    for p in pairs:
+        items = list(p.s2.items) + (list(p.s1.s1_items) if p.s1 is not None else [])
+        if items_need_resign(items):
+            p = resign_pair(p)
+        cubes.append(build_cube(p, grid, chunksize=chunk, read=read))
+    return cubes
+
+
+#: largest read chunk chosen by default (see :func:`read_chunk_size`)
+MAX_DEFAULT_READ_CHUNK = 512
+
+
+def read_chunk_size(store_chunk: int, requested: int | None = None) -> int:
+    """Chunk side of the input cube for a mosaic with ``store_chunk`` px chunks.
+
+    Reads and inference run on chunks smaller than the store's so that even a small AOI has enough
+    of them to keep every worker busy while others read or write; the store keeps DESIGN's 1024 px
+    chunks. A read chunk must divide the store chunk, so no read chunk straddles two store chunks
+    (and so two blocks of the write).
+    """
+    if requested is not None:
+        if requested < 1 or store_chunk % requested:
+            raise ValueError(
+                f"read_chunk_size={requested} must divide the mosaic's chunk_size={store_chunk} (e.g. "
+                f"{store_chunk // 2} or {store_chunk // 4}); unset it to pick one automatically"
+            )
+        return requested
+    return max(d for d in range(1, min(store_chunk, MAX_DEFAULT_READ_CHUNK) + 1) if store_chunk % d == 0)
+
+
+def infer_write_stage(
+    run: MapRun,
+    pair: Pair,
+    cube: xr.Dataset,
+    model: nn.Module,
+    model_info: ModelInfo,
+    settings: Settings | None = None,
+) -> str:
+    """Run the network over ``cube`` and write the result as one time slice; returns its ISO time.
+
+    The Dask graph is computed by the Zarr write (so it runs on whatever client is current).
+    Rewriting the same time replaces the slice, so retrying after a failure is safe.
+    """
+    s = settings or get_settings()
+    resources = s.dask_task_resources
+    annotate = dask.annotate(resources=dict(resources)) if resources else contextlib.nullcontext()
+    with annotate:
+        result = predict_cube(
+            cube,
+            model,
+            tile=s.tile,
+            overlap=min(s.overlap, s.tile // 4),
+            batch_size=s.batch_size,
+            device=run.device,
+        )
+    if "cloud" not in result and "cloud" in cube:
+        result["cloud"] = cube["cloud"]
+    t = to_datetime64(pair.s2.time)
+    write_mosaic(
+        result,
+        run.output,
+        time=t,
+        attrs=run_attrs(run, pair, model_info),
+        chunk_size=run.chunk_size,
+        block_chunks=max(1, round(s.block_pixels / (store_chunk_size(run.output) or run.chunk_size))),
+        shared_work=is_shared_work if s.carry_border_tiles else None,
+    )
+    return iso_utc(t)
+
+
+def publish_stage(run: MapRun, times: Sequence[str], pairs: Sequence[Pair]) -> list[AcquisitionResult]:
+    """Read each written slice back: class areas in km², a PNG quicklook; one result per time."""
+    ds = open_mosaic(run.output)
+    qdir = run.quicklook_path()
+    qdir.mkdir(parents=True, exist_ok=True)
+    stem = Path(run.output.rstrip("/")).stem or "mosaic"
+    by_time = {iso_utc(p.s2.time): p for p in pairs}
+    out = []
+    for t in times:
+        # the exact stored time (ISO strings here are rounded to seconds)
+        lulc = ds["lulc"].sel(time=to_datetime64(t), method="nearest", tolerance=SAME_TIME_TOLERANCE)
+        areas = class_areas_km2(lulc)
+        png = qdir / f"{stem}_{t.replace(':', '').replace('-', '')}.png"
+        quicklook_png(run.output, lulc["time"].values, png)
+        pair = by_time.get(t)
+        info = describe_pair(pair) if pair is not None else {}
+        out.append(
+            AcquisitionResult(
+                time=t,
+                s2_items=info.get("s2_items", []),
+                s1_items=info.get("s1_items", []),
+                s1_gap_days=info.get("gap_days"),
+                optical_only=info.get("optical_only", False),
+                class_areas_km2=areas,
+                mapped_km2=round(sum(areas.values()), 6),
+                quicklook=str(png),
+            )
+        )
+    return out
+
+
+def describe_pair(pair: Pair) -> dict[str, Any]:
+    """Item ids and S1 gap of a pair, from ``Pair.as_dict()`` (ids and unsigned hrefs only)."""
+    d = pair.as_dict()
+    s2 = d.get("s2") or {}
+    s1 = d.get("s1") or {}
+    return {
+        "s2_items": list(s2.get("item_ids", [])),
+        "s1_items": list(s1.get("s1_item_ids", [])),
+        "gap_days": None if not s1 or s1.get("gap_days") is None else float(s1["gap_days"]),
+        "optical_only": pair.s1 is None,
+        "pairing": d,
+    }
+
+
+def optical_only_warnings(pairs: Sequence[Pair]) -> list[str]:
+    """One line per pair mapped without Sentinel-1."""
+    return [
+        f"{iso_utc(p.s2.time)}: no Sentinel-1 pass within the gap, mapped optical-only" for p in pairs if p.s1 is None
+    ]
+
+
+def run_attrs(run: MapRun, pair: Pair, model_info: ModelInfo) -> dict[str, Any]:
+    """Provenance stored with each slice: items, gap, model, parameters.
+
+    The mosaic writer adds the software version and creation time itself; nothing time-varying goes
+    in here, so an interrupted write of the same slice is recognised and resumed.
+    """
+    info = describe_pair(pair)
+    return {
+        "pairing": info["pairing"],
+        "s2_items": info["s2_items"],
+        "s1_items": info["s1_items"],
+        "s1_gap_days": info["gap_days"],
+        "optical_only": info["optical_only"],
+        "model": model_info.name,
+        "weights_sha256": model_info.sha256 or "untrained",
+        "parameters": run.model_dump(mode="json"),
+    }

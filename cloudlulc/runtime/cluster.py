@@ -1,0 +1,170 @@
+"""Where the chunk-level parallelism runs: a Dask client chosen by configuration.
+
+Prefect tasks stay coarse (search, cube, infer, write, publish); the pixels are processed by Dask.
+The same pipeline code scales from a laptop to a cluster by configuration only:
+
+* ``dask_cluster="threads"`` (default): Dask's threaded scheduler in this process.
+* ``dask_address="tcp://..."``: connect to a running scheduler (nothing is created or closed).
+* ``dask_cluster="local"``: a ``distributed.LocalCluster`` on this machine (dashboard, task
+  resources such as ``{"GPU": 1}``).
+* ``dask_cluster="kubernetes"``: a dask-kubernetes operator ``KubeCluster`` from the YAML spec in
+  ``deploy/dask/`` (GPU workers advertise ``resources={"GPU": 1}``).
+* ``dask_cluster="coiled"``: a ``coiled.Cluster`` with keyword arguments from ``deploy/dask/coiled.yaml``.
+
+dask-kubernetes and coiled are optional: imported only when selected, with an install hint otherwise.
+Worker memory limits (:mod:`cloudlulc.runtime.worker`) are set where the workers start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from cloudlulc.config import Settings, get_settings
+from cloudlulc.errors import CloudLULCError
+from cloudlulc.runtime.worker import apply_worker_limits, nanny_environ
+
+log = logging.getLogger(__name__)
+
+
+class DaskClusterError(CloudLULCError):
+    """The configured Dask cluster cannot be created or reached."""
+
+
+@contextlib.contextmanager
+def dask_client(settings: Settings | None = None, *, address: str | None = None) -> Iterator[Any]:
+    """Yield a ``distributed.Client`` for the configured cluster; close what was created on exit.
+
+    ``address`` overrides ``settings.dask_address`` (the ``map-aoi`` flow passes its parameter).
+    A cluster created here is closed on exit; a cluster reached by address is left running.
+    With ``dask_cluster="threads"`` (and no address) it yields None with Dask's threaded scheduler
+    set as the default for the duration (``dask_threads_per_worker`` threads, else one per core).
+    """
+    s = settings or get_settings()
+    address = address or s.dask_address
+    if not address and s.dask_cluster == "threads":
+        import dask
+        from dask.system import CPU_COUNT
+
+        if s.dask_task_resources:
+            log.warning(
+                "dask_task_resources %s are ignored by the threaded scheduler; set "
+                "CLOUDLULC_DASK_CLUSTER=local (or a cluster address) to enforce them",
+                s.dask_task_resources,
+            )
+        # explicit: outside the main thread (Prefect tasks) Dask would otherwise size a new pool by
+        # Python's default, min(32, cores + 4), and oversubscribe the cores
+        threads = s.dask_threads_per_worker or CPU_COUNT
+        limits = apply_worker_limits(s.malloc_arena_max, s.gdal_cachemax_mb)  # before the threads start
+        with dask.config.set(scheduler="threads", num_workers=threads):
+            log.info("Dask threaded scheduler, %d threads; %s", threads, limits)
+            yield None
+        return
+
+    from distributed import Client
+
+    if address:
+        try:
+            client = Client(address, timeout=s.dask_connect_timeout)
+        except (OSError, TimeoutError) as exc:
+            raise DaskClusterError(
+                f"cannot reach the Dask scheduler at {address!r}: {exc}. Is the cluster running, and is "
+                "CLOUDLULC_DASK_ADDRESS / the dask_address parameter right?"
+            ) from exc
+        log.info("using Dask scheduler %s (dashboard %s)", address, client.dashboard_link)
+        try:
+            yield client
+        finally:
+            client.close()
+        return
+
+    cluster = make_cluster(s)
+    try:
+        client = Client(cluster)
+        log.info("Dask %s cluster started (dashboard %s)", s.dask_cluster, client.dashboard_link)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        cluster.close()
+
+
+def make_cluster(settings: Settings) -> Any:
+    """Create (but do not connect to) the cluster that ``settings.dask_cluster`` selects."""
+    kind = settings.dask_cluster
+    if kind == "threads":
+        raise DaskClusterError("dask_cluster='threads' is Dask's threaded scheduler, not a cluster; use dask_client()")
+    if kind == "local":
+        from distributed import LocalCluster
+
+        kwargs: dict[str, Any] = {"processes": settings.dask_processes, "dashboard_address": ":0"}
+        if settings.dask_n_workers:
+            kwargs["n_workers"] = settings.dask_n_workers
+        elif not settings.dask_processes:
+            kwargs["n_workers"] = 1
+        if settings.dask_threads_per_worker:
+            kwargs["threads_per_worker"] = settings.dask_threads_per_worker
+        if settings.dask_task_resources:
+            kwargs["resources"] = dict(settings.dask_task_resources)
+        if not settings.dask_processes:  # worker threads in this process
+            limits = apply_worker_limits(settings.malloc_arena_max, settings.gdal_cachemax_mb)
+            log.info("in-process LocalCluster; %s", limits)
+            return LocalCluster(**kwargs)
+        import dask
+
+        # nannies read it when the cluster starts them; None entries unset Dask's own variables
+        limits = nanny_environ(settings.malloc_arena_max, settings.gdal_cachemax_mb)
+        environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in limits.items()}
+        with dask.config.set(environ):
+            return LocalCluster(**kwargs)
+    if kind == "kubernetes":
+        return _kube_cluster(settings)
+    if kind == "coiled":
+        return _coiled_cluster(settings)
+    raise DaskClusterError(f"unknown dask_cluster {kind!r}: use threads, local, kubernetes or coiled")
+
+
+def load_spec(path: Path) -> dict[str, Any]:
+    """Read a YAML cluster spec, failing with the path in the message."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise DaskClusterError(
+            f"Dask cluster spec {path} does not exist (set CLOUDLULC_DASK_KUBERNETES_SPEC / _COILED_CONFIG)"
+        )
+    with path.open() as f:
+        spec = yaml.safe_load(f)
+    if not isinstance(spec, dict):
+        raise DaskClusterError(f"Dask cluster spec {path} is not a YAML mapping")
+    return spec
+
+
+def _kube_cluster(settings: Settings) -> Any:
+    try:
+        from dask_kubernetes.operator import KubeCluster
+    except ImportError as exc:
+        raise DaskClusterError(
+            "dask_cluster='kubernetes' needs dask-kubernetes: pip install 'dask-kubernetes>=2024.1' "
+            "(and the Dask operator installed in the cluster)"
+        ) from exc
+    spec = load_spec(settings.dask_kubernetes_spec)
+    cluster = KubeCluster(custom_cluster_spec=spec)
+    if settings.dask_n_workers:
+        cluster.scale(settings.dask_n_workers)
+    return cluster
+
+
+def _coiled_cluster(settings: Settings) -> Any:
+    try:
+        import coiled
+    except ImportError as exc:
+        raise DaskClusterError("dask_cluster='coiled' needs coiled: pip install coiled (and `coiled login`)") from exc
+    kwargs = load_spec(settings.dask_coiled_config)
+    if settings.dask_n_workers:
+        kwargs["n_workers"] = settings.dask_n_workers
+    return coiled.Cluster(**kwargs)

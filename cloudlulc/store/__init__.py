@@ -1,0 +1,32 @@
+"""The Zarr v3 LULC mosaic: one store per mapping target (AOI), one ``time`` slice per acquisition.
+
+* :mod:`~cloudlulc.store.schema`: variables, attributes and layout on disk;
+* :mod:`~cloudlulc.store.writer`: :func:`write_mosaic` (append, replace, resume), block by block
+  (:mod:`~cloudlulc.store.blocks`), with per-slice provenance (:mod:`~cloudlulc.store.provenance`);
+* :mod:`~cloudlulc.store.reader`: :func:`open_mosaic`, :func:`mapped_times`, :func:`read_provenance`;
+* :mod:`~cloudlulc.store.export`: :func:`export_cog`, :func:`quicklook_png` (through the reader only).
+"""
+
+from cloudlulc.store.export import colormap, export_cog, quicklook_png
+from cloudlulc.store.reader import mapped_times, open_mosaic, read_provenance, select_time, store_chunk_size
+from cloudlulc.store.schema import DEFAULT_CHUNK_SIZE, MOSAIC_VARIABLES, MosaicError, MosaicGridError
+from cloudlulc.store.writer import DEFAULT_BLOCK_PIXELS, WriteSummary, auto_block_chunks, write_mosaic
+
+__all__ = [
+    "DEFAULT_BLOCK_PIXELS",
+    "DEFAULT_CHUNK_SIZE",
+    "MOSAIC_VARIABLES",
+    "MosaicError",
+    "MosaicGridError",
+    "WriteSummary",
+    "auto_block_chunks",
+    "colormap",
+    "export_cog",
+    "mapped_times",
+    "open_mosaic",
+    "quicklook_png",
+    "read_provenance",
+    "select_time",
+    "store_chunk_size",
+    "write_mosaic",
+]

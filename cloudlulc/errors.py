@@ -40,6 +40,9 @@ def is_transient_error(exc: BaseException) -> bool:
     e: BaseException | None = exc
     while e is not None and id(e) not in seen:
         seen.add(id(e))
+        flag = getattr(e, "transient", None)
+        if isinstance(flag, bool):  # the raiser knew (cloudlulc.stac.AssetReadError)
+            return flag
         if isinstance(e, (ConnectionError, TimeoutError)):
             return True
         status = getattr(e, "status_code", None)

@@ -1,7 +1,8 @@
 """Reads of assets already on the cube grid skip GDAL's warper and give the warped values.
 
 The reference is the same read with the warper (``AssetReader.aligned_reads = False``, a
-``WarpedVRT`` as stackstac's own reader reads): over the SIMULATED catalog (both processing baselines, the swath-edge nodata
+``WarpedVRT`` as stackstac's own reader reads): over the SIMULATED catalog (both processing
+baselines, the swath-edge nodata
 wedge, the S1 pass split in two frames, and a grid reaching past the tiles on every side), and over
 small synthetic rasters with nodata holes, edges and every window phase for the dtypes and
 nodata conventions the fast path accepts.

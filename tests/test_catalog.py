@@ -19,8 +19,6 @@ import shapely
 from pc_fixtures import PC_FIXTURES
 
 from cloudlulc import stac as cat
-from cloudlulc.stac.items import EARTH_SEARCH_S2_KEYS
-from cloudlulc.times import parse_datetime
 from cloudlulc.stac import (
     Acquisition,
     AoiError,
@@ -34,6 +32,8 @@ from cloudlulc.stac import (
     select_s1,
     unsigned_href,
 )
+from cloudlulc.stac.items import EARTH_SEARCH_S2_KEYS
+from cloudlulc.times import parse_datetime
 
 FIXTURES = PC_FIXTURES
 
@@ -283,7 +283,7 @@ def test_unsigned_href_and_token_helpers():
     assert unsigned_href(tilejson) == tilejson  # not a token
     assert cat.token_expiry(signed) == datetime(2030, 1, 1, 1, tzinfo=UTC)
     assert cat.token_expiry(href) is None
-    assert "SECRET" not in cat.strip_tokens(f"Error opening '{signed}': 404")
+    assert "SECRET" not in cat.redact(f"Error opening '{signed}': 404")
 
 
 def test_resign_items_replaces_tokens_and_provenance_never_shows_them():

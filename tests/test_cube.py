@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC
 
 import numpy as np
@@ -40,8 +37,8 @@ from cloudlulc.cube import (
     linear_to_db,
     utm_epsg,
 )
-from cloudlulc.stac import AssetReadError, NoSentinel1Error, Pair, group_acquisitions, parse_aoi, select_s1
 from cloudlulc.cube.stack import FOOTPRINT_MARGIN_M
+from cloudlulc.stac import AssetReadError, NoSentinel1Error, Pair, group_acquisitions, parse_aoi, select_s1
 from cloudlulc.testing.assets import serve_assets
 from cloudlulc.times import parse_datetime
 
@@ -162,7 +159,9 @@ def test_first_valid_mosaic_equals_convert_then_stackstac_mosaic_and_skips_cover
             return values[tuple(slice(a, b) for a, b in loc)].copy()
 
         stacked = da.map_blocks(load, dtype=values.dtype, chunks=((1,) * 3, (1, 1), (4, 4), (4, 4, 4)))
-        arr = xr.DataArray(stacked, dims=("time", "band", "y", "x"), coords={"id": ("time", [it["id"] for it in items])})
+        arr = xr.DataArray(
+            stacked, dims=("time", "band", "y", "x"), coords={"id": ("time", [it["id"] for it in items])}
+        )
         with dask.config.set(scheduler="sync"):
             got = first_valid(arr, items, grid, nodata, convert, params, dtype).values
         np.testing.assert_array_equal(got, _stackstac_reference(values, convert, params, nodata))

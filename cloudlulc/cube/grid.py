@@ -12,7 +12,7 @@ import shapely
 from affine import Affine
 from pyproj import Transformer
 
-from cloudlulc.stac.aoi import parse_aoi
+from cloudlulc.stac.aoi import aoi_centre, fix_footprint, parse_aoi, unwrap_antimeridian
 from cloudlulc.stac.errors import CatalogError
 
 
@@ -76,7 +76,12 @@ class Grid:
         return tuple(tr.transform_bounds(*self.bounds, densify_pts=21))  # type: ignore[return-value]
 
     def footprint_lonlat(self) -> shapely.Geometry:
-        return shapely.box(*self.bounds_lonlat)
+        """The grid's outline in lon/lat, cut in two where it crosses ±180° (a STAC search with it
+        then asks for the right places, not for the rest of the globe)."""
+        tr = Transformer.from_crs(self.epsg, 4326, always_xy=True)
+        outline = shapely.segmentize(shapely.box(*self.bounds), max_segment_length=max(self.resolution, 100.0))
+        lonlat = shapely.transform(outline, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
+        return fix_footprint(lonlat)
 
     def window(self, row_off: int, col_off: int, height: int, width: int) -> Grid:
         """The sub-grid of a pixel window (clipped to this grid), for re-building a cube per batch."""
@@ -102,17 +107,35 @@ def utm_epsg(lon: float, lat: float) -> int:
     return (32600 if lat >= 0 else 32700) + zone
 
 
-def grid_for_aoi(aoi: Any, epsg: int | None = None, resolution: float = 10.0) -> Grid:
-    """The grid covering ``aoi``: UTM zone of its centroid unless ``epsg`` is given, bounds snapped outward."""
+#: grids larger than this are refused by default: one run maps one AOI on one grid held by one graph
+MAX_GRID_PIXELS = 1_000_000_000
+
+
+class GridTooLargeError(CatalogError, ValueError):
+    """The AOI's grid has more pixels than the limit for one run."""
+
+
+def grid_for_aoi(
+    aoi: Any, epsg: int | None = None, resolution: float = 10.0, *, max_pixels: int = MAX_GRID_PIXELS
+) -> Grid:
+    """The grid covering ``aoi``: the UTM zone of its centre unless ``epsg`` is given, bounds snapped
+    outward. An AOI split at ±180° is handled as the one area it is (centre, zone and bounds on the
+    antimeridian, not on the other side of the globe); a grid over ``max_pixels`` is refused."""
     geom = aoi if isinstance(aoi, shapely.Geometry) else parse_aoi(aoi)
     if epsg is None:
-        c = geom.centroid
-        epsg = utm_epsg(c.x, c.y)
+        epsg = utm_epsg(*aoi_centre(geom))
     tr = Transformer.from_crs(4326, epsg, always_xy=True)
-    bounds = tr.transform_bounds(*geom.bounds, densify_pts=21)
-    if not all(map(math.isfinite, bounds)):
+    # across ±180° the lon/lat bounds are the whole globe: project the unwrapped bounds instead
+    lon_lat_bounds = unwrap_antimeridian(geom).bounds
+    minx, miny, maxx, maxy = tr.transform_bounds(*lon_lat_bounds, densify_pts=21)
+    if not all(map(math.isfinite, (minx, miny, maxx, maxy))):
         raise CatalogError(f"The AOI {geom.bounds} cannot be projected to EPSG:{epsg}; pick another epsg.")
     r = float(resolution)
-    minx, miny, maxx, maxy = bounds
     snapped = (math.floor(minx / r) * r, math.floor(miny / r) * r, math.ceil(maxx / r) * r, math.ceil(maxy / r) * r)
+    pixels = round((snapped[2] - snapped[0]) / r) * round((snapped[3] - snapped[1]) / r)
+    if pixels > max_pixels:
+        raise GridTooLargeError(
+            f"The AOI's grid in EPSG:{epsg} would be {pixels:,} pixels of {r:g} m, over the {max_pixels:,} "
+            "allowed for one run (setting max_grid_pixels); split the AOI into smaller ones."
+        )
     return Grid(int(epsg), snapped, r)

@@ -31,9 +31,10 @@ from rasterio.windows import Window
 from cloudlulc.cube.aligned import AlignedSource, aligned_source, read_aligned
 from cloudlulc.errors import is_transient_error
 from cloudlulc.stac.errors import AssetReadError
-from cloudlulc.stac.urls import strip_tokens, unsigned_href
+from cloudlulc.stac.urls import redact, redact_library_logs, redact_url
 
 logger = logging.getLogger(__name__)
+redact_library_logs()
 
 __all__ = ["AssetReadWarning", "AssetReader", "ReadRetry"]
 
@@ -134,11 +135,11 @@ class AssetReader:
             try:
                 return self._read(window, fresh=failures > 0)
             except Exception as exc:
-                if is_transient_error(exc) and failures < self.retry.attempts:
+                if _worth_retrying(exc, self.url) and failures < self.retry.attempts:
                     failures += 1
                     logger.info(
                         "transient error reading %s (%s); retry %d of %d on a fresh handle",
-                        unsigned_href(self.url),
+                        redact_url(self.url),
                         type(exc).__name__,
                         failures,
                         self.retry.attempts,
@@ -214,7 +215,7 @@ class AssetReader:
             if ds.count != 1:
                 count = ds.count
                 ds.close()
-                raise ValueError(f"assets must have exactly 1 band; {unsigned_href(self.url)} has {count}")
+                raise ValueError(f"assets must have exactly 1 band; {redact_url(self.url)} has {count}")
             epsg, transform = self.spec.epsg, self.spec.transform
             aligned = aligned_source(ds, epsg, transform, self.resampling) if self.aligned_reads else None
             if aligned is not None:
@@ -234,9 +235,11 @@ class AssetReader:
         return _Handle(ds, None, vrt)
 
     def _failed(self, window: Window, exc: BaseException, retries: int) -> np.ndarray:
-        href = unsigned_href(self.url)
-        cause = exc.__cause__ or exc
-        detail = strip_tokens(f"{type(cause).__name__}: {cause}")
+        href = redact_url(self.url)
+        chain = _chain(exc)
+        cause = chain[1] if len(chain) > 1 and exc.__cause__ is not None else exc
+        root = chain[-1]
+        detail = redact(f"{type(cause).__name__}: {cause}" + (f" ({root})" if root is not cause else ""))
         if retries:
             detail += f" (after {retries} retries on fresh handles)"
         if self.errors_as_nodata and _matches(cause, self.errors_as_nodata):
@@ -244,7 +247,40 @@ class AssetReader:
             logger.warning(msg)
             warnings.warn(msg, AssetReadWarning, stacklevel=3)
             return np.full((int(window.height), int(window.width)), self.fill_value, dtype=self.dtype)
-        raise AssetReadError(href, detail) from None
+        raise AssetReadError(href, detail, transient=_worth_retrying(exc, self.url)) from None
+
+
+#: errors that a second try cannot mend: the asset is missing, forbidden, or not a raster
+_PERMANENT = re.compile(
+    r"HTTP response code: (400|401|403|404|410)|not recognized as being in a supported file format"
+    r"|does not exist|No such file|exactly 1 band",
+    re.IGNORECASE,
+)
+
+
+def _is_remote(url: str) -> bool:
+    return ("://" in url and not url.startswith("file://")) or url.startswith("/vsi")
+
+
+def _worth_retrying(exc: BaseException, url: str) -> bool:
+    """Whether a failed open or read of ``url`` may succeed on a fresh handle.
+
+    Over the network GDAL reports a dropped connection, a timeout or a truncated body only as a
+    failed tile read ("got 0 bytes, expected N"), so every failure of a remote read is retried
+    except the ones no retry mends (404, 403, not a raster). Local files are not retried.
+    """
+    if _PERMANENT.search(" ".join(str(e) for e in _chain(exc))):
+        return False
+    return _is_remote(url) or is_transient_error(exc)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    e: BaseException | None = exc
+    while e is not None and e not in out:
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out
 
 
 def _vsi_path(url: str) -> str:

@@ -141,7 +141,8 @@ def items_per_chunk(
     for i in range(len(chunks[0])):
         row = []
         for j in range(len(chunks[1])):
-            box = shapely.box(minx + x_edges[j] * r, maxy - y_edges[i + 1] * r, minx + x_edges[j + 1] * r, maxy - y_edges[i] * r)
+            x0, x1 = minx + x_edges[j] * r, minx + x_edges[j + 1] * r
+            box = shapely.box(x0, maxy - y_edges[i + 1] * r, x1, maxy - y_edges[i] * r)
             row.append([t for t, c in enumerate(covered) if c is None or not c.contains(box)])
         out.append(row)
     return out

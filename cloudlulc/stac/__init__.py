@@ -25,7 +25,7 @@ from cloudlulc.stac.items import asset_hrefs, item_datetime, normalize_item
 from cloudlulc.stac.pairs import Pair, find_pairs, resign_pair
 from cloudlulc.stac.sentinel1 import S1_COLLECTION, Pairing, S1Pass, pair_s1, select_s1
 from cloudlulc.stac.sentinel2 import S2_COLLECTION, Acquisition, group_acquisitions, search_s2
-from cloudlulc.stac.urls import items_need_resign, resign_items, strip_tokens, token_expiry, unsigned_href
+from cloudlulc.stac.urls import items_need_resign, redact, redact_url, resign_items, token_expiry, unsigned_href
 
 __all__ = [
     "EARTH_SEARCH_URL",
@@ -54,12 +54,13 @@ __all__ = [
     "open_catalog",
     "pair_s1",
     "parse_aoi",
+    "redact",
+    "redact_url",
     "resign_items",
     "resign_pair",
     "search_items",
     "search_s2",
     "select_s1",
-    "strip_tokens",
     "token_expiry",
     "unsigned_href",
 ]

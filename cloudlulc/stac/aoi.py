@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import shapely
+import shapely.affinity
 import shapely.geometry
 from pyproj import Geod
 
@@ -155,7 +156,9 @@ def _read_vector(path: Path) -> shapely.Geometry:
 
 def aoi_coverage(aoi: shapely.Geometry, geometries: Iterable[dict | shapely.Geometry]) -> float:
     """Fraction (0..1) of the AOI's geodesic area covered by the union of item footprints."""
-    shapes = [g if isinstance(g, shapely.Geometry) else shapely.geometry.shape(g) for g in geometries if g]
+    shapes = [
+        fix_footprint(g if isinstance(g, shapely.Geometry) else shapely.geometry.shape(g)) for g in geometries if g
+    ]
     if not shapes:
         return 0.0
     union = shapely.make_valid(shapely.unary_union([shapely.make_valid(s) for s in shapes]))
@@ -163,3 +166,53 @@ def aoi_coverage(aoi: shapely.Geometry, geometries: Iterable[dict | shapely.Geom
     total = abs(_GEOD.geometry_area_perimeter(aoi)[0])
     covered = abs(_GEOD.geometry_area_perimeter(inter)[0]) if not inter.is_empty else 0.0
     return float(min(1.0, covered / total)) if total > 0 else 0.0
+
+
+def crosses_antimeridian(geom: shapely.Geometry) -> bool:
+    """Whether a lon/lat geometry lies on both sides of ±180° (an AOI split there as RFC 7946
+    recommends, or a footprint drawn the long way round): its longitudes span more than 180°."""
+    minx, _, maxx, _ = geom.bounds
+    return bool(maxx - minx > 180)
+
+
+def unwrap_antimeridian(geom: shapely.Geometry) -> shapely.Geometry:
+    """A geometry crossing ±180° as one contiguous shape: western-hemisphere longitudes + 360, so
+    the result spans e.g. 179..181 instead of -180..180. Others are returned unchanged."""
+    if not crosses_antimeridian(geom):
+        return geom
+    parts = getattr(geom, "geoms", [geom])
+
+    def shift(part: shapely.Geometry) -> shapely.Geometry:
+        return shapely.transform(
+            part, lambda xy: np.column_stack([np.where(xy[:, 0] < 0, xy[:, 0] + 360, xy[:, 0]), xy[:, 1]])
+        )
+
+    return shapely.make_valid(shapely.unary_union([shift(p) for p in parts]))
+
+
+def split_antimeridian(geom: shapely.Geometry) -> shapely.Geometry:
+    """A geometry with longitudes beyond 180 (from :func:`unwrap_antimeridian`) cut at 180° and
+    brought back into -180..180: the shape a STAC search and an intersection test understand."""
+    east = geom.intersection(shapely.box(-180, -90, 180, 90))
+    west = shapely.affinity.translate(geom.intersection(shapely.box(180, -90, 540, 90)), xoff=-360)
+    return shapely.unary_union([g for g in (east, west) if not g.is_empty])
+
+
+def fix_footprint(geom: shapely.Geometry) -> shapely.Geometry:
+    """An item footprint that crosses ±180° written as one polygon the long way round (its
+    longitudes span more than 180°) as the two parts it really covers; others unchanged."""
+    if not crosses_antimeridian(geom):
+        return geom
+    parts = getattr(geom, "geoms", [geom])
+    fixed = []
+    for part in parts:
+        minx, _, maxx, _ = part.bounds
+        fixed.append(split_antimeridian(unwrap_antimeridian(part)) if maxx - minx > 180 else part)
+    return shapely.unary_union(fixed)
+
+
+def aoi_centre(geom: shapely.Geometry) -> tuple[float, float]:
+    """The (lon, lat) centre of an AOI, also for one split at ±180° (where the plain centroid of
+    the parts lies on the other side of the globe)."""
+    c = unwrap_antimeridian(geom).centroid
+    return (c.x + 180.0) % 360.0 - 180.0, c.y

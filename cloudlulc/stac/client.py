@@ -15,15 +15,17 @@ from typing import TYPE_CHECKING, Any
 import shapely
 import shapely.geometry
 
+from cloudlulc.stac.aoi import fix_footprint
 from cloudlulc.stac.errors import CatalogError, MissingCollectionError, StacApiError
 from cloudlulc.stac.items import item_datetime, normalize_item
-from cloudlulc.stac.urls import strip_tokens
+from cloudlulc.stac.urls import redact, redact_library_logs, redact_url
 from cloudlulc.times import parse_datetime
 
 if TYPE_CHECKING:
-    pass
+    from pystac_client import Client
 
 logger = logging.getLogger(__name__)
+redact_library_logs()
 
 
 PLANETARY_COMPUTER_URL = "https://planetarycomputer.microsoft.com/api/stac/v1"
@@ -43,13 +45,16 @@ def open_catalog(
     max_retries: int = 4,
     backoff_factor: float = 0.5,
     timeout: float = 60.0,
-):
+    connect_timeout: float = 15.0,
+) -> Client:
     """Open a STAC API as a ``pystac_client.Client``.
 
     ``url`` defaults to the Planetary Computer; ``sign`` (default: only for the Planetary Computer)
     adds ``planetary_computer.sign_inplace`` as the client's modifier so asset hrefs come back signed.
-    Requests are retried ``max_retries`` times with exponential backoff on connection errors and HTTP
-    429/5xx (urllib3 ``Retry``); after that :class:`StacApiError` names the URL.
+    Every request waits at most ``connect_timeout`` seconds to connect and ``timeout`` seconds for an
+    answer; failed requests (connection errors, timeouts, HTTP 429/5xx) are retried ``max_retries``
+    times with exponential backoff (urllib3 ``Retry``), after which :class:`StacApiError` names the
+    URL (without credentials).
 
     Any STAC API works: Earth Search (:data:`EARTH_SEARCH_URL`) serves Sentinel-2 L2A with asset keys
     ``red``, ``nir``, ``scl``... that :func:`normalize_item` maps to ``B04``, ``B08``, ``SCL``; it has no
@@ -77,18 +82,23 @@ def open_catalog(
         allowed_methods=frozenset({"GET", "POST"}),
         raise_on_status=True,
     )
-    stac_io = StacApiIO(max_retries=retry, timeout=timeout)
+    timeouts = (connect_timeout, timeout)
+    stac_io = StacApiIO(max_retries=retry, timeout=timeouts)
     try:
-        client = Client.open(url, modifier=modifier, stac_io=stac_io)
+        # Client.open hands its own ``timeout`` to the StacApiIO it is given (None would reset ours)
+        client = Client.open(url, modifier=modifier, stac_io=stac_io, timeout=timeouts)
     except Exception as e:
         raise StacApiError(url, f"{type(e).__name__}: {e}") from None
-    logger.info("Opened STAC API %s (signing: %s)", url, bool(sign))
+    if stac_io.timeout != timeouts:  # pinned: requests without a timeout would wait forever
+        raise RuntimeError(f"pystac-client dropped the request timeout ({stac_io.timeout!r}); pin pystac-client")
+    logger.info("Opened STAC API %s (signing: %s)", redact_url(url), bool(sign))
     return client
 
 
-def client_url(client) -> str:
+def client_url(client: Client) -> str:
+    """The client's root URL as it may be shown (no credentials, no query)."""
     try:
-        return client.get_self_href() or "<unknown STAC API>"
+        return redact_url(client.get_self_href() or "<unknown STAC API>")
     except Exception:
         return "<unknown STAC API>"
 
@@ -121,7 +131,7 @@ def require_collection(client, collection: str, hint: str = "") -> None:
         detail = ""
     if coll is None:
         raise MissingCollectionError(
-            f"The STAC API {client_url(client)} has no collection {collection!r} ({strip_tokens(detail)[:200]}). "
+            f"The STAC API {client_url(client)} has no collection {collection!r} ({redact(detail)[:200]}). "
             f"{hint}".strip()
         )
 
@@ -170,7 +180,7 @@ def search_items(
         if t1 < start or t0 > end:
             continue
         geom = it.get("geometry")
-        if geom is None or not shapely.geometry.shape(geom).intersects(aoi):
+        if geom is None or not fix_footprint(shapely.geometry.shape(geom)).intersects(aoi):
             continue
         items.append(it)
     return items

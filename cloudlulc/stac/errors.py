@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from cloudlulc.errors import CloudLULCError
-from cloudlulc.stac.urls import strip_tokens, unsigned_href
+from cloudlulc.stac.urls import redact, redact_url
 
 if TYPE_CHECKING:
     from cloudlulc.stac.sentinel1 import S1Pass
@@ -24,9 +24,9 @@ class StacApiError(CatalogError):
     """The STAC API could not be reached or kept failing (5xx / connection errors) after retries."""
 
     def __init__(self, url: str, detail: str):
-        self.url = url
+        self.url = redact_url(url)
         super().__init__(
-            f"STAC API {url} failed after retries: {strip_tokens(detail)}. Check the URL and your network, "
+            f"STAC API {self.url} failed after retries: {redact(detail)}. Check the URL and your network, "
             "or configure another catalog (open_catalog(url=...))."
         )
 
@@ -58,10 +58,12 @@ class NoSentinel1Error(CatalogError):
 class AssetReadError(CatalogError):
     """An asset (COG) could not be opened or read: missing (404), unreadable, or an expired token."""
 
-    def __init__(self, href: str, detail: str):
-        self.href = unsigned_href(href)
+    def __init__(self, href: str, detail: str, *, transient: bool = False):
+        self.href = redact_url(href)
+        #: whether a later attempt may succeed (a network failure, not a missing asset)
+        self.transient = transient
         super().__init__(
-            f"Could not read asset {self.href}: {strip_tokens(detail)}. The file may be missing (HTTP 404) or "
+            f"Could not read asset {self.href}: {redact(detail)}. The file may be missing (HTTP 404) or "
             "its SAS token expired (re-sign with cloudlulc.stac.resign_pair); pass errors_as_nodata=True "
             "to build_cube to map such assets as nodata instead."
         )

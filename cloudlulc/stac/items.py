@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from cloudlulc.stac.errors import CatalogError
-from cloudlulc.stac.urls import unsigned_href
+from cloudlulc.stac.urls import redact_url
 from cloudlulc.times import parse_datetime
 
 #: Earth Search v1 ``sentinel-2-l2a`` asset keys -> Planetary Computer band names.
@@ -94,5 +94,5 @@ def property_values(items: Sequence[dict], key: str) -> list[Any]:
 def asset_hrefs(items: Sequence[dict], keys: Sequence[str]) -> dict[str, dict[str, str]]:
     """``{item_id: {asset_key: unsigned href}}`` for the given asset keys (for provenance, never tokens)."""
     return {
-        it["id"]: {k: unsigned_href(it["assets"][k]["href"]) for k in keys if k in it.get("assets", {})} for it in items
+        it["id"]: {k: redact_url(it["assets"][k]["href"]) for k in keys if k in it.get("assets", {})} for it in items
     }

@@ -14,10 +14,10 @@ from cloudlulc.stac.aoi import parse_aoi
 from cloudlulc.stac.errors import MissingCollectionError, NoSentinel1Error
 from cloudlulc.stac.sentinel1 import S1_COLLECTION, Pairing, pair_s1
 from cloudlulc.stac.sentinel2 import S2_COLLECTION, Acquisition, search_s2
-from cloudlulc.stac.urls import resign_items, strip_tokens
+from cloudlulc.stac.urls import redact, resign_items
 
 if TYPE_CHECKING:
-    pass
+    from pystac_client import Client
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class Pair:
             "s2": self.s2.as_dict(),
             "s1": self.s1.as_dict() if self.s1 is not None else None,
             "optical_only": self.optical_only,
-            "s1_missing_reason": strip_tokens(self.s1_missing_reason) if self.s1_missing_reason else None,
+            "s1_missing_reason": redact(self.s1_missing_reason) if self.s1_missing_reason else None,
             "aoi_bounds_lonlat": list(self.aoi.bounds) if self.aoi is not None else None,
         }
 
@@ -59,7 +59,7 @@ def resign_pair(pair: Pair, signer: Callable[[str], str] | None = None) -> Pair:
 
 
 def find_pairs(
-    client,
+    client: Client,
     aoi: Any,
     start: Any,
     end: Any | None = None,

@@ -21,7 +21,7 @@ from cloudlulc.stac.items import asset_hrefs, item_datetime, normalize_item
 from cloudlulc.stac.sentinel2 import Acquisition
 
 if TYPE_CHECKING:
-    pass
+    from pystac_client import Client
 
 logger = logging.getLogger(__name__)
 
@@ -179,7 +179,7 @@ def select_s1(
 
 
 def pair_s1(
-    client,
+    client: Client,
     acquisition: Acquisition,
     aoi: Any,
     max_gap_days: float = 12,

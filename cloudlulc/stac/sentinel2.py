@@ -19,7 +19,7 @@ from cloudlulc.stac.items import asset_hrefs, item_datetime, normalize_item, pro
 from cloudlulc.times import as_utc
 
 if TYPE_CHECKING:
-    pass
+    from pystac_client import Client
 
 logger = logging.getLogger(__name__)
 
@@ -85,7 +85,9 @@ def group_acquisitions(items: Sequence[dict], aoi: Any) -> list[Acquisition]:
                 items=group,
                 cloud_cover=float(np.mean(clouds)) if clouds else None,
                 coverage=aoi_coverage(geom, [it.get("geometry") for it in group]),
-                processing_baselines=tuple(sorted({str(b) for b in property_values(group, "s2:processing_baseline") if b})),
+                processing_baselines=tuple(
+                    sorted({str(b) for b in property_values(group, "s2:processing_baseline") if b})
+                ),
             )
         )
     acquisitions.sort(key=lambda a: a.time)
@@ -93,7 +95,7 @@ def group_acquisitions(items: Sequence[dict], aoi: Any) -> list[Acquisition]:
 
 
 def search_s2(
-    client,
+    client: Client,
     aoi: Any,
     start: Any,
     end: Any | None = None,

@@ -1,12 +1,15 @@
-"""Signed hrefs: strip, inspect and renew Planetary Computer SAS tokens.
+"""URLs that may carry secrets: redact them for storage and logs, inspect and renew SAS tokens.
 
-Signed hrefs carry SAS tokens that expire within about an hour. They are never written to logs or
-outputs (:func:`unsigned_href`, :func:`strip_tokens`); long runs re-sign with :func:`resign_items`.
+Planetary Computer hrefs carry SAS tokens that expire within about an hour; catalog URLs may carry
+``user:password@``. Neither is ever written to attrs, results or logs: :func:`redact_url` (one URL)
+and :func:`redact` (free text) drop userinfo, query strings and fragments. Long runs re-sign with
+:func:`resign_items`, which keeps non-token query parameters (:func:`unsigned_href`).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -16,11 +19,9 @@ _SAS_KEYS = {"st", "se", "sp", "sv", "sr", "sig", "skoid", "sktid", "skt", "ske"
 
 
 def unsigned_href(href: str) -> str:
-    """``href`` without a SAS token: the query string is dropped when it carries SAS keys (``sig``, ``se``...).
-
-    Query strings that are not tokens (e.g. the PC tilejson ``?collection=...``) are kept: they are
-    part of the resource's address, not a secret.
-    """
+    """``href`` without a SAS token, to be signed again: the query string is dropped when it carries
+    SAS keys (``sig``, ``se``...); other query strings (the PC tilejson ``?collection=...``) are kept.
+    For storing or logging use :func:`redact_url`."""
     parts = urlsplit(href)
     if not parts.query:
         return href
@@ -30,12 +31,27 @@ def unsigned_href(href: str) -> str:
     return href
 
 
-_TOKEN_RE = re.compile(r"\?[^\s'\"]*\bsig=[^\s'\"]*")
+def redact_url(url: str) -> str:
+    """``url`` as it may be stored or logged: no userinfo (``user:password@``), query or fragment.
+
+    Text that is not a URL with a scheme and host (a local path, say) is returned unchanged.
+    """
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return url
+    host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
-def strip_tokens(text: str) -> str:
-    """Remove anything that looks like a SAS query string (``?...sig=...``) from free text (error messages)."""
-    return _TOKEN_RE.sub("", text)
+_URL_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>)\]]+")
+
+
+def redact(text: str) -> str:
+    """``text`` (an error message, a log record) with every URL in it passed through :func:`redact_url`."""
+    return _URL_RE.sub(lambda m: redact_url(m.group(0)), text)
 
 
 def token_expiry(href: str) -> datetime | None:
@@ -84,3 +100,44 @@ def resign_items(items: Sequence[dict], signer: Callable[[str], str] | None = No
         new.get("properties", {}).pop("msft:expiry", None)
         out.append(new)
     return out
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that passes every URL in a record through :func:`redact_url`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+#: loggers of the libraries that read assets and catalogs for us, which log URLs as they open them
+#: (rasterio: "Dataset <... name='https://...?sig=...'> is started")
+_URL_LOGGERS = (
+    "rasterio",
+    "rasterio._base",
+    "rasterio._env",
+    "rasterio._err",
+    "rasterio._io",
+    "rasterio._filepath",
+    "rasterio.env",
+    "rasterio.session",
+    "rasterio.vrt",
+    "urllib3.connectionpool",
+    "pystac_client",
+    "pystac_client.stac_api_io",
+    "stackstac",
+    "planetary_computer",
+)
+_FILTER = RedactingFilter()
+
+
+def redact_library_logs() -> None:
+    """Keep signed and credentialed URLs out of the logs of rasterio, urllib3, pystac-client and
+    stackstac, whatever level a deployment logs them at (idempotent)."""
+    for name in _URL_LOGGERS:
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)

@@ -89,15 +89,15 @@ def main() -> None:
                 out_bytes = sum(v.nbytes for v in out.data_vars.values())
                 rows.append((acq.date, src_bytes, t_plain, t_cube, out_bytes))
             print(
-                f"{'date':<12}{'source MB':>10}{'rasterio MB/s':>15}{'cube MB/s':>11}{'cube out MB/s':>15}{'cube/rasterio':>15}"
+                f"{'date':<12}{'source MB':>10}{'rasterio MB/s':>15}{'cube MB/s':>11}{'cube out MB/s':>15}{'cube/rasterio':>15}"  # noqa: E501
             )
             for d, sb, tp, tc, ob in rows:
                 print(
-                    f"{d!s:<12}{sb / 1e6:>10.1f}{sb / 1e6 / tp:>15.1f}{sb / 1e6 / tc:>11.1f}{ob / 1e6 / tc:>15.1f}{tp / tc:>15.2f}"
+                    f"{d!s:<12}{sb / 1e6:>10.1f}{sb / 1e6 / tp:>15.1f}{sb / 1e6 / tc:>11.1f}{ob / 1e6 / tc:>15.1f}{tp / tc:>15.2f}"  # noqa: E501
                 )
             sb, tp, tc, ob = (float(np.sum([r[i] for r in rows])) for i in (1, 2, 3, 4))
             print(
-                f"{'total':<12}{sb / 1e6:>10.1f}{sb / 1e6 / tp:>15.1f}{sb / 1e6 / tc:>11.1f}{ob / 1e6 / tc:>15.1f}{tp / tc:>15.2f}"
+                f"{'total':<12}{sb / 1e6:>10.1f}{sb / 1e6 / tp:>15.1f}{sb / 1e6 / tc:>11.1f}{ob / 1e6 / tc:>15.1f}{tp / tc:>15.2f}"  # noqa: E501
             )
             print(
                 "cube = onto one 10 m grid (aligned windowed reads + upsampling, the warper only for other grids) "

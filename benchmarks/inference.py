@@ -523,7 +523,7 @@ def main() -> None:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(
         f"device={dev} model={args.model} tile={args.tile} overlap={args.overlap} batch={args.batch_size} "
-        f"chunk={args.chunk} read_chunk={args.read_chunk} torch_threads={args.torch_threads} dask_workers={args.dask_workers} "
+        f"chunk={args.chunk} read_chunk={args.read_chunk} torch_threads={args.torch_threads} dask_workers={args.dask_workers} "  # noqa: E501
         f"scheduler={args.scheduler} carry={args.carry} "
         f"cpus={os.cpu_count()} load_avg_1min={load:.1f}"
     )
@@ -588,8 +588,8 @@ def main() -> None:
             rate = pixels / seconds
             ratios.append(rate / mo_aoi)
             print(
-                f"round {r + 1}: model-only {mo:,.0f} tile px/s (before {mo_runs[r]:,.0f}, after {mo_runs[r + 1]:,.0f}; "
-                f"{streams} concurrent stream(s), as the pipeline's forwards run) = {mo_aoi:,.0f} output px/s over this AOI; "
+                f"round {r + 1}: model-only {mo:,.0f} tile px/s (before {mo_runs[r]:,.0f}, after {mo_runs[r + 1]:,.0f}; "  # noqa: E501
+                f"{streams} concurrent stream(s), as the pipeline's forwards run) = {mo_aoi:,.0f} output px/s over this AOI; "  # noqa: E501
                 f"pipeline {rate:,.0f} output px/s ({seconds:.1f} s) = {rate / mo_aoi:.0%}"
             )
             print(

@@ -60,7 +60,28 @@ _EXPORTS: dict[str, str] = {
     "CloudLULCError": "cloudlulc.errors",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = [
+    "CloudLULCError",
+    "Grid",
+    "MapParams",
+    "MapResult",
+    "Pair",
+    "Settings",
+    "build_cube",
+    "export_cog",
+    "find_pairs",
+    "from_pretrained",
+    "get_settings",
+    "grid_for_aoi",
+    "load_model",
+    "map_aoi",
+    "open_catalog",
+    "open_mosaic",
+    "parse_aoi",
+    "predict_cube",
+    "quicklook_png",
+    "write_mosaic",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -58,8 +58,12 @@ def _dask_address(v: str | None) -> str | None:
 def _weights(v: str | Path | None) -> str | None:
     if v is None or str(v).strip() == "":
         return None
-    if not Path(v).expanduser().exists():
-        raise ValueError(f"weights {str(v)!r} do not exist (give a .safetensors file or leave empty for the demo weights)")
+    from cloudlulc.model.io import WeightsError, check_weights_path
+
+    try:
+        check_weights_path(v)
+    except WeightsError as exc:
+        raise ValueError(f"{exc} (or leave weights empty for the demo weights)") from None
     return str(v)
 
 
@@ -94,6 +98,16 @@ class Settings(BaseSettings):
     max_s1_gap_days: float = Field(12.0, ge=0, le=60)
     #: map with optical only (recorded in the output) when no Sentinel-1 pass is within the gap
     allow_optical_only: bool = False
+    #: near-real-time runs: an acquisition without a Sentinel-1 pass yet is retried while one may
+    #: still be published (max_s1_gap_days + s1_latency_days after it); after that it is mapped
+    #: optical-only (marked so in the store) or given up
+    nrt_without_s1: Literal["optical-only", "skip"] = "optical-only"
+    s1_latency_days: float = Field(3.0, ge=0)
+    #: seconds a STAC API request may wait for an answer, and to connect; then it is retried
+    stac_timeout_s: float = Field(60.0, gt=0)
+    stac_connect_timeout_s: float = Field(15.0, gt=0)
+    #: retries of a failed STAC request (connection error, timeout, HTTP 429/5xx), with backoff
+    stac_retries: int = Field(4, ge=0)
 
     # --- cube / inference -----------------------------------------------------------------------
     #: chunk side of the Zarr mosaic (store chunks, DESIGN.md: about 1024)
@@ -108,11 +122,17 @@ class Settings(BaseSettings):
     device: DeviceName = "auto"
     #: weights (.safetensors or its JSON); None = the committed demo weights
     weights: WeightsPath = None
+    #: AOIs whose grid has more pixels than this are refused (one run maps one grid in one graph)
+    max_grid_pixels: int = Field(1_000_000_000, ge=1)
     #: side in pixels of the square blocks a slice is computed and written in: memory is bounded by it
     block_pixels: int = Field(2048, ge=64)
     #: compute tile groups and input chunks shared by neighbouring blocks once, carried on local disk
     #: between blocks (local schedulers only); off: each block recomputes and re-reads its borders
     carry_border_tiles: bool = True
+    #: how long a write waits for another writer of the same store before it fails
+    store_lock_wait_s: float = Field(300.0, ge=0)
+    #: an object-store lease whose heartbeat is older than this is taken over (its writer is gone)
+    store_lock_stale_s: float = Field(120.0, gt=0)
 
     # --- pixel reads ----------------------------------------------------------------------------
     #: seconds for one HTTP request of a pixel read (GDAL_HTTP_TIMEOUT) and for connecting
@@ -152,6 +172,10 @@ class Settings(BaseSettings):
     #: retries of tasks that touch the network (search, pairing, reading pixels)
     retries: int = Field(3, ge=0)
     retry_delay_seconds: float = Field(10.0, ge=0)
+    #: Prefect task timeouts: a base for every task plus, for inference, this much per megapixel of
+    #: the AOI (generous: a timeout catches a hung run, not a slow one)
+    task_base_timeout_s: float = Field(600.0, gt=0)
+    infer_seconds_per_megapixel: float = Field(120.0, gt=0)
 
     # --- served deployments (flows.serve) -------------------------------------------------------
     #: `map-aoi/demo` defaults; the deployment is served only when aoi and time are set

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import shapely
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -84,8 +84,11 @@ class MapParams(MappingOptions):
     output: str = Field(description="output Zarr store: local path or fsspec URL (s3://, gs://, az://)")
     #: map only the newest acquisition of the window (True) or every acquisition in it (False)
     latest_only: bool = False
-    #: skip acquisitions whose time is already in the store (near-real-time runs)
+    #: near-real-time runs: skip acquisitions already in the store, and wait for Sentinel-1 passes
+    #: that may still be published instead of failing (see ``Settings.nrt_without_s1``)
     skip_mapped: bool = False
+    #: the time the run considers "now" (UTC ISO); None: the clock. NRT runs and backfills pin it
+    now: str | None = None
 
     @field_validator("aoi", mode="before")
     @classmethod
@@ -104,6 +107,13 @@ class MapParams(MappingOptions):
     @classmethod
     def _check_time(cls, v: str) -> str:
         parse_time_window(v)
+        return v
+
+    @field_validator("now")
+    @classmethod
+    def _check_now(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_time_window(v)
         return v
 
     @field_validator("output")
@@ -133,8 +143,18 @@ class MapParams(MappingOptions):
         return Path("quicklooks").resolve()
 
     def resolved(self, settings: Settings | None = None) -> MapRun:
-        """The run with every option decided: unset ones from ``settings`` (default: the environment)."""
+        """The run with every option decided: unset ones from ``settings`` (default: the environment).
+
+        A device is checked against what this process's torch sees when the run computes here (the
+        threaded scheduler or a local cluster); a remote cluster's workers check their own.
+        """
         s = settings or get_settings()
+        device = self.device or s.device
+        address = self.dask_address or s.dask_address
+        if device not in ("auto", "cpu") and not address and s.dask_cluster in ("threads", "local"):
+            from cloudlulc.inference.device import check_device
+
+            check_device(device)  # this machine runs the forwards: is the device there?
         return MapRun(
             aoi=self.aoi,
             time=self.time,
@@ -148,10 +168,18 @@ class MapParams(MappingOptions):
             max_s1_gap_days=s.max_s1_gap_days if self.max_s1_gap_days is None else self.max_s1_gap_days,
             allow_optical_only=s.allow_optical_only if self.allow_optical_only is None else self.allow_optical_only,
             weights=self.weights or s.weights,
-            device=self.device or s.device,
-            dask_address=self.dask_address or s.dask_address,
+            device=device,
+            dask_address=address,
             chunk_size=self.chunk_size or s.chunk_size,
             quicklook_dir=str(self.quicklook_path()),
+            now=parse_time_window(self.now)[1] if self.now else datetime.now(UTC),
+            nrt_without_s1=s.nrt_without_s1,
+            s1_latency_days=s.s1_latency_days,
+            max_grid_pixels=s.max_grid_pixels,
+            sign=s.sign,
+            stac_timeout_s=s.stac_timeout_s,
+            stac_connect_timeout_s=s.stac_connect_timeout_s,
+            stac_retries=s.stac_retries,
         )
 
 
@@ -180,6 +208,16 @@ class MapRun(BaseModel):
     dask_address: str | None
     chunk_size: int
     quicklook_dir: str
+    #: "now" for this run (aware UTC), and what NRT runs do with acquisitions without Sentinel-1
+    now: datetime
+    nrt_without_s1: Literal["optical-only", "skip"]
+    s1_latency_days: float
+    max_grid_pixels: int
+    #: STAC client: Planetary Computer signing (None: only for the PC), request timeouts, retries
+    sign: bool | None
+    stac_timeout_s: float
+    stac_connect_timeout_s: float
+    stac_retries: int
 
     @property
     def window(self) -> tuple[datetime, datetime]:

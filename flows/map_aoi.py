@@ -19,6 +19,7 @@ import argparse
 import base64
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,12 @@ from prefect.utilities.annotations import quote
 
 from cloudlulc import pipeline
 from cloudlulc.config import Settings, get_settings
+from cloudlulc.cube import grid_for_aoi
 from cloudlulc.model.io import ModelInfo, load_model
 from cloudlulc.params import MapParams, MapRun
+from cloudlulc.runtime import dask_client
 from cloudlulc.stac import Acquisition, Pair
 from cloudlulc.times import iso_utc
-from cloudlulc.runtime import dask_client
 from flows.params import validate
 
 _log = logging.getLogger(__name__)
@@ -77,27 +79,25 @@ def search_task(params: MapRun) -> tuple[list[Acquisition], list[str]]:
 
 
 @task(name="pair", **_TASK_OPTS)
-def pair_task(params: MapRun, acquisitions: list[Acquisition]) -> list[Pair]:
-    pairs = pipeline.pair_stage(params, acquisitions)
+def pair_task(params: MapRun, acquisitions: list[Acquisition]) -> tuple[list[Pair], list[pipeline.Unpaired]]:
+    pairs, unpaired = pipeline.pair_stage(params, acquisitions)
     logger = get_run_logger()
     for p in pairs:
         d = pipeline.describe_pair(p)
         if d["optical_only"]:
             logger.warning("%s: optical-only (%s)", iso_utc(p.s2.time), p.s1_missing_reason)
         else:
-            logger.info(
-                "%s: Sentinel-1 %s, gap %.2f days", iso_utc(p.s2.time), ", ".join(d["s1_items"]), d["gap_days"]
-            )
-    return pairs
+            logger.info("%s: Sentinel-1 %s, gap %.2f days", iso_utc(p.s2.time), ", ".join(d["s1_items"]), d["gap_days"])
+    for u in unpaired:
+        logger.warning("%s: not mapped (%s; retried until %s)", u.time, u.status, u.retry_until)
+    return pairs, unpaired
 
 
 @task(name="cube", **_TASK_OPTS)
 def cube_task(params: MapRun, pairs: list[Pair], settings: Settings) -> list[Any]:
     cubes = pipeline.cube_stage(params, pairs, settings)
     for c in cubes:
-        get_run_logger().info(
-            "cube %s: %s", iso_utc(c["time"].values) if "time" in c.coords else "?", dict(c.sizes)
-        )
+        get_run_logger().info("cube %s: %s", iso_utc(c["time"].values) if "time" in c.coords else "?", dict(c.sizes))
     return cubes
 
 
@@ -115,40 +115,60 @@ def publish_task(params: MapRun, times: list[str], pairs: list[Pair]) -> list[pi
     return pipeline.publish_stage(params, times, pairs)
 
 
+def task_timeouts(run: MapRun, settings: Settings, n_acquisitions: int) -> dict[str, float]:
+    """Prefect task timeouts sized from the work, so a run that hangs fails (and is retried) instead
+    of waiting forever: STAC tasks from the client's own timeouts and retries, inference from the
+    AOI's pixels (``infer_seconds_per_megapixel`` + ``task_base_timeout_s``)."""
+    one_request = (settings.stac_retries + 1) * (settings.stac_timeout_s + settings.stac_connect_timeout_s)
+    grid = grid_for_aoi(run.geometry, max_pixels=run.max_grid_pixels)
+    megapixels = grid.shape[0] * grid.shape[1] / 1e6
+    base = settings.task_base_timeout_s
+    return {
+        "search": base + 4 * one_request,
+        "pair": base + 4 * one_request * max(1, n_acquisitions),
+        "cube": base,
+        "infer-write": base + settings.infer_seconds_per_megapixel * megapixels,
+        "publish": base + 10 * megapixels,
+    }
+
+
 def run_mapping(params: MapParams, settings: Settings | None = None) -> pipeline.MapResult:
     """The task sequence shared by ``map-aoi`` and ``map-aoi-nrt`` (call inside a flow)."""
     logger = get_run_logger()
     s = settings or get_settings()
     p = params.resolved(s)
     retry = {"retries": s.retries, "retry_delay_seconds": s.retry_delay_seconds}
+    timeouts = task_timeouts(p, s, 1)
 
-    acqs, skipped = search_task.with_options(**retry)(p)
+    acqs, skipped = search_task.with_options(**retry, timeout_seconds=timeouts["search"])(p)
     result = pipeline.MapResult(output=p.output, model=None, skipped_times=skipped)
     if not acqs:
         logger.info("nothing new to map in %s", p.time)
         return result
-    pairs = pair_task.with_options(**retry)(p, acqs)
+    timeouts = task_timeouts(p, s, len(acqs))
+    pairs, unpaired = pair_task.with_options(**retry, timeout_seconds=timeouts["pair"])(p, acqs)
     result.warnings += pipeline.optical_only_warnings(pairs)
+    result.unpaired = [asdict(u) for u in unpaired]
 
     def note(msg: str) -> None:
         logger.warning(msg)
         result.warnings.append(msg)
 
-    model, info = load_model(p.weights, log_fn=note)
-    result.model = info
-    logger.info("model: %s%s", info.name, f" (sha256 {info.sha256[:12]})" if info.sha256 else "")
-
-    with dask_client(s, address=p.dask_address) as client:
-        if client is not None:
-            logger.info("Dask dashboard: %s", client.dashboard_link)
-        cubes = cube_task.with_options(**retry)(p, pairs, s)
-        times = [
-            infer_write_task.with_options(**retry)(
-                iso_utc(pair.s2.time), p, quote(pair), quote(cube), quote(model), info, s
-            )
-            for pair, cube in zip(pairs, cubes)
-        ]
-    result.acquisitions = publish_task(p, times, pairs)
+    if pairs:
+        model, info = load_model(p.weights, log_fn=note)
+        result.model = info
+        logger.info("model: %s%s", info.name, f" (sha256 {info.sha256[:12]})" if info.sha256 else "")
+        with dask_client(s, address=p.dask_address) as client:
+            if client is not None:
+                logger.info("Dask dashboard: %s", client.dashboard_link)
+            cubes = cube_task.with_options(**retry, timeout_seconds=timeouts["cube"])(p, pairs, s)
+            infer = infer_write_task.with_options(**retry, timeout_seconds=timeouts["infer-write"])
+            times = [
+                infer(iso_utc(pair.s2.time), p, quote(pair), quote(cube), quote(model), info, s)
+                for pair, cube in zip(pairs, cubes)
+            ]
+        result.acquisitions = publish_task.with_options(timeout_seconds=timeouts["publish"])(p, times, pairs)
+    pipeline.remember_unpaired(p, unpaired, s)
     return result
 
 
@@ -194,7 +214,7 @@ def map_aoi_flow(
     Unset options come from ``CLOUDLULC_*`` settings (catalog: the Planetary Computer; weights: the
     committed demo weights). Returns the run summary (also published as artifacts).
     """
-    values = {k: v for k, v in locals().items()}
+    values = dict(locals().items())
     params = validate(MapParams, "map-aoi", values)
     result = run_mapping(params)
     publish_artifacts(result, "map-aoi")

@@ -19,6 +19,7 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from cloudlulc import pipeline
+from cloudlulc.store import read_unpaired
 from cloudlulc.times import iso_utc
 from flows.map_aoi import publish_artifacts, run_mapping
 from flows.params import NrtParams, validate
@@ -52,12 +53,15 @@ def map_aoi_nrt_flow(
     quicklook_dir: str | None = None,
 ) -> dict[str, Any]:
     """Map every acquisition over ``aoi`` newer than what ``output`` already holds (up to ``now``)."""
-    values = {k: v for k, v in locals().items()}
+    values = dict(locals().items())
     params = validate(NrtParams, "map-aoi-nrt", values)
     params.map_params(None)  # the AOI, output, weights... are checked now, before the store is read
 
     logger = get_run_logger()
     last = last_mapped_time(params.output)
+    waiting = params.oldest_waiting(read_unpaired(params.output))
+    if waiting is not None:  # an acquisition still waiting for Sentinel-1: search back to it
+        last = waiting if last is None else min(last, waiting)
     map_params = params.map_params(last)
     logger.info(
         "store %s: %s; searching %s",

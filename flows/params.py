@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from cloudlulc.params import MapParams, MappingOptions, parse_time_window
+from cloudlulc.params import MapParams, MappingOptions
+from cloudlulc.times import as_utc, parse_time_window
 
 __all__ = ["InvalidParameters", "MapParams", "NrtParams", "validate"]
 
@@ -44,7 +45,8 @@ def validate(model: type[M], flow_name: str, values: dict[str, Any]) -> M:
 
 
 def run_with_config_file(model: type[M], flow_name: str, flow_fn: Callable[[M], Any], argv: list[str] | None) -> None:
-    """``python -m flows.<name> --config params.json``: validate the JSON as ``model``, run the flow, print its result."""
+    """``python -m flows.<name> --config params.json``: validate the JSON as ``model``, run the flow,
+    print its result."""
     ap = argparse.ArgumentParser(
         prog=f"python -m flows.{flow_name}", description=f"Run the {flow_name} flow through Prefect."
     )
@@ -96,8 +98,17 @@ class NrtParams(MappingOptions):
         else:
             lm = last_mapped if last_mapped.tzinfo else last_mapped.replace(tzinfo=UTC)
             start = min(lm.replace(hour=0, minute=0, second=0, microsecond=0), end)
-        fields = self.model_dump(exclude={"lookback_days", "now"})
+        fields = self.model_dump(exclude={"lookback_days"})
+        fields["now"] = _iso(end)
         return {**fields, "time": f"{_iso(start)}/{_iso(end)}", "skip_mapped": True, "latest_only": False}
+
+    def oldest_waiting(self, unpaired: dict[str, dict[str, Any]]) -> datetime | None:
+        """The oldest acquisition a previous run left waiting for Sentinel-1 that may still be paired."""
+        now = self.now_utc()
+        waiting = [
+            as_utc(t) for t, u in unpaired.items() if u.get("status") == "waiting" and as_utc(u["retry_until"]) > now
+        ]
+        return min(waiting) if waiting else None
 
 
 def _iso(dt: datetime) -> str:

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
                 {
                     "training_data": description,
                     "metrics": {
-                        "evaluation_data": f"SIMULATED held-out patches 128x128 cut from {args.scene_size}x{args.scene_size} scenes (seeds disjoint from training)",
+                        "evaluation_data": f"SIMULATED held-out patches 128x128 cut from {args.scene_size}x{args.scene_size} scenes (seeds disjoint from training)",  # noqa: E501
                         "heavy_cloud_60_95pct": m_heavy,
                         "mixed_cloud_0_100pct": m_mixed,
                     },
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     print()
     print(
-        "| model | params | mIoU, cloud >= 60 % | OA, cloud >= 60 % | mIoU 0-10 % | mIoU 10-30 % | mIoU 30-60 % | mIoU 60-100 % | train s |"
+        "| model | params | mIoU, cloud >= 60 % | OA, cloud >= 60 % | mIoU 0-10 % | mIoU 10-30 % | mIoU 30-60 % | mIoU 60-100 % | train s |"  # noqa: E501
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():

@@ -26,6 +26,7 @@ from cloudlulc.store import (
     mapped_times,
     open_mosaic,
     read_provenance,
+    read_slots,
     write_mosaic,
 )
 
@@ -133,7 +134,12 @@ def test_append_replace_and_time_order(tmp_path, scene):
     assert list(np.diff(stored) > 0) == [True, False]
 
     s = write_mosaic(b, store, time=T0, attrs={**ATTRS, "note": "reprocessed"}, chunk_size=CHUNK)
-    assert (s.action, s.time_index, s.chunks_written) == ("replace", 0, 9)
+    # the replacement goes to a slot of its own and is published once complete; the old slot retires
+    assert (s.action, s.time_index, s.chunks_written) == ("replace", 3, 9)
+    slots = read_slots(store)
+    assert slots[0]["status"] == "retired" and slots[3]["status"] == "complete"
+    raw = zarr.open_group(store, mode="r", use_consolidated=False)["time"][:]
+    assert raw[0] == np.iinfo(np.int64).min  # NaT: plain xarray readers see no second 2024-04-19 slice
     ds = open_mosaic(store)
     assert ds.sizes["time"] == 3
     np.testing.assert_array_equal(
@@ -142,6 +148,13 @@ def test_append_replace_and_time_order(tmp_path, scene):
     np.testing.assert_array_equal(ds["lulc"].sel(time=np.datetime64("2024-03-02T09:56:11")).values, a["lulc"].values)
     np.testing.assert_array_equal(ds["lulc"].sel(time=np.datetime64("2024-05-01T10:16:29")).values, b["lulc"].values)
     assert read_provenance(store)["2024-04-19T10:06:31.024Z"]["note"] == "reprocessed"
+    # the same slice again is skipped; another replacement reuses the retired slot
+    assert write_mosaic(b, store, time=T0, attrs={**ATTRS, "note": "reprocessed"}, chunk_size=CHUNK).action == "skip"
+    s = write_mosaic(a, store, time=T0, attrs=ATTRS, chunk_size=CHUNK)
+    assert (s.action, s.time_index) == ("replace", 0)
+    np.testing.assert_array_equal(
+        open_mosaic(store)["lulc"].sel(time=np.datetime64("2024-04-19T10:06:31.024")).values, a["lulc"].values
+    )
 
 
 def test_provenance_per_time_without_tokens(tmp_path, scene):
@@ -210,7 +223,12 @@ def test_resume_after_crash_recomputes_only_unfinished_chunks(tmp_path, scene):
         root = zarr.open_group(store, mode="r", use_consolidated=False)
         done = root["_resume/done"][1]
         assert 0 < done.sum() < done.size  # some chunks finished, some not
-        assert read_provenance(store)["2024-05-01T10:16:29.000Z"]["status"] == "in_progress"
+        assert read_slots(store)[1] | {"fingerprint": None} == {
+            "time": "2024-05-01T10:16:29.000Z",
+            "status": "writing",
+            "fingerprint": None,
+        }
+        assert "2024-05-01T10:16:29.000Z" not in read_provenance(store)  # not published
         assert mapped_times(store) == [np.datetime64("2024-04-19T10:06:31.024", "ns")]  # half slice hidden
         np.testing.assert_array_equal(open_mosaic(store)["lulc"].isel(time=0).values, earlier["lulc"].values)
 

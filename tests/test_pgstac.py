@@ -15,11 +15,11 @@ from cube_checks import reflectance_at
 from pgstac_server import missing_requirements, serve_pgstac
 
 from cloudlulc import stac as cat
-from cloudlulc.stac.client import conforms
-from cloudlulc.times import parse_datetime
 from cloudlulc.classes import S2_BANDS
 from cloudlulc.cube import build_cube, build_label_cube, grid_for_aoi
+from cloudlulc.stac.client import conforms
 from cloudlulc.testing.assets import serve_assets
+from cloudlulc.times import parse_datetime
 
 pytestmark = [
     pytest.mark.pgstac,

@@ -15,8 +15,8 @@ import xarray as xr
 from pydantic import ValidationError
 
 from cloudlulc import pipeline
-from cloudlulc.model.io import WeightsError, load_model
 from cloudlulc.config import Settings
+from cloudlulc.model.io import WeightsError, load_model
 from cloudlulc.params import MapParams, parse_time_window
 from cloudlulc.runtime import DaskClusterError, dask_client, make_cluster
 from flows.demo import demo_aoi_and_time
@@ -208,7 +208,8 @@ def test_map_aoi_library_end_to_end(sim_catalog, stac_url, tmp_path):
     wide, _ = demo_aoi_and_time(sim_catalog, half_side_m=1280)  # 256 px: several chunks (lazy, never read)
     params = MapParams.model_validate({"aoi": wide, "time": day, "output": str(out), "chunk_size": 1024})
     params = params.resolved(settings)
-    pairs = pipeline.pair_stage(params, pipeline.search_stage(params)[0])
+    pairs, unpaired = pipeline.pair_stage(params, pipeline.search_stage(params)[0])
+    assert unpaired == []
     chunks = pipeline.cube_stage(params, pairs, settings)[0]["optical"].chunks
     assert chunks[-1][0] == chunks[-2][0] == 64 and len(chunks[-1]) >= 4
 

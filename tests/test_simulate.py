@@ -339,7 +339,7 @@ def test_s1_items_pair_with_every_s2_date_in_both_orbit_states(sim_catalog):
             assert [ds.height, ds.width] == p["proj:shape"]
             vh = ds.read(1)
             assert (vh > 0).all() and np.median(10 * np.log10(vh)) < -10
-    s1_times = [d for d in sim_catalog.s1_dates]
+    s1_times = list(sim_catalog.s1_dates)
     for d in sim_catalog.s2_dates:
         assert min(abs(t - d) for t in s1_times) <= timedelta(days=5)
     frames = [it for it in s1 if it["properties"]["s1:total_slices"] == "2"]

@@ -167,9 +167,7 @@ def test_applied_limits_are_described_for_the_run_log(monkeypatch):
     assert apply_worker_limits(2, 64) == f"{expected_arenas}, GDAL block cache 64 MB"
     monkeypatch.setenv("MALLOC_ARENA_MAX", "3")
     monkeypatch.setenv("GDAL_CACHEMAX", "32")
-    assert apply_worker_limits(0, 64) == (
-        "malloc arenas capped at 3 (environment), GDAL block cache 32 (environment)"
-    )
+    assert apply_worker_limits(0, 64) == ("malloc arenas capped at 3 (environment), GDAL block cache 32 (environment)")
     monkeypatch.delenv("MALLOC_ARENA_MAX")
     monkeypatch.delenv("GDAL_CACHEMAX")
     assert apply_worker_limits(0, 0) == "malloc arenas: glibc default, GDAL block cache: GDAL default"

@@ -3,7 +3,8 @@
 The products (ESA WorldCover, Impact Observatory annual LULC, any collection in
 :data:`cloudlulc.classes.LABEL_PRODUCTS`) are searched on a STAC API, the release valid at the
 comparison date is chosen, and :func:`cloudlulc.cube.label_cube_from_items` maps it to the CloudLULC
-classes (``remap_labels``) on the reference's grid; our map is a time slice of a Zarr mosaic (:func:`cloudlulc.store.open_mosaic`).
+classes (``remap_labels``) on the reference's grid; our map is a time slice of a Zarr mosaic
+(:func:`cloudlulc.store.open_mosaic`).
 Every method is scored on the pixels that are valid in the reference *and in every layer*, so a
 product cannot look better by abstaining on hard pixels.
 

@@ -45,7 +45,8 @@ class Table:
         head = "".join(f"<th>{html.escape(h)}</th>" for h in self.headers)
         body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.rows)
         note = f'<p class="note">{html.escape(self.note)}</p>' if self.note else ""
-        return f"<h4>{html.escape(self.title)}</h4><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{note}"
+        table = f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+        return f"<h4>{html.escape(self.title)}</h4>{table}{note}"
 
 
 @dataclass
@@ -142,7 +143,10 @@ def sweep_table(sweep: Mapping[str, Any]) -> Table:
         "mIoU % vs simulated cloud cover",
         ["method", *[f"{round(100 * lv)} %" for lv in levels]],
         rows,
-        note=f"SIMULATED scenes: {sweep.get('n_scenes')} per level, same land cover at every level (seed {sweep.get('seed')})",
+        note=(
+            f"SIMULATED scenes: {sweep.get('n_scenes')} per level, same land cover at every level "
+            f"(seed {sweep.get('seed')})"
+        ),
     )
 
 
@@ -383,7 +387,8 @@ def render_markdown(title: str, header: str, sections: Sequence[Section], root: 
 
 
 _CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:1100px;
+color:#222;padding:0 1rem}
 h1{border-bottom:2px solid #1b7837;padding-bottom:.3rem}h2{margin-top:2.2rem;color:#1b7837}
 table{border-collapse:collapse;margin:.4rem 0 1rem;font-size:.9rem}
 th,td{border:1px solid #ccc;padding:.25rem .6rem;text-align:right}th:first-child,td:first-child{text-align:left}

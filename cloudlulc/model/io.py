@@ -104,8 +104,14 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     """The JSON sidecar of a weights file (path to .safetensors, .json or the common stem)."""
     json_path = _stem(path).with_suffix(".json")
     if not json_path.exists():
-        raise FileNotFoundError(f"weights config {json_path} not found (expected next to the .safetensors file)")
-    return json.loads(json_path.read_text())
+        raise WeightsError(f"weights config {json_path} not found (expected next to the .safetensors file)")
+    try:
+        doc = json.loads(json_path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"weights config {json_path} is not valid JSON ({exc}); export the weights again") from None
+    if not isinstance(doc, dict) or "config" not in doc:
+        raise WeightsError(f"weights config {json_path} has no 'config': not a CloudLULC weights sidecar")
+    return doc
 
 
 def check_compatible(doc: dict[str, Any], source: str = "weights") -> None:
@@ -141,11 +147,17 @@ def from_pretrained(
     check_compatible(doc, source=str(stem))
     st_path = stem.with_suffix(".safetensors")
     if not st_path.exists():
-        raise FileNotFoundError(f"weights file {st_path} not found")
+        raise WeightsError(f"weights file {st_path} not found (next to its sidecar {stem.with_suffix('.json')})")
     if verify_sha256 and doc.get("sha256") and sha256_file(st_path) != doc["sha256"]:
         raise WeightsMismatchError(f"{st_path}: sha256 differs from the one recorded in {stem.with_suffix('.json')}")
     model = model_from_config(config_from_dict(doc["config"]))
-    state = load_file(str(st_path), device=str(map_location))
+    try:
+        state = load_file(str(st_path), device=str(map_location))
+    except Exception as exc:  # safetensors raises SafetensorError for any damage to the file
+        raise WeightsError(
+            f"weights {st_path} cannot be read as safetensors ({type(exc).__name__}: {exc}); the file is damaged "
+            "or not a weights file: download or export it again"
+        ) from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise WeightsMismatchError(
@@ -200,15 +212,35 @@ def load_model(
     if path is None:
         net = build_model("cloudlulc-net-tiny")
         say(
-            "no weights given and no demo weights committed: using an UNTRAINED cloudlulc-net-tiny (maps are meaningless)"
+            "no weights given and no demo weights committed: using an UNTRAINED cloudlulc-net-tiny "
+            "(maps are meaningless)"
         )
         return net.eval(), ModelInfo("cloudlulc-net-tiny (untrained)", None, None, trained=False)
-    if not _weights_file(path).exists():
-        raise WeightsError(f"weights {path} do not exist")
+    check_weights_path(path)
     net = from_pretrained(path)
     wfile = _weights_file(path)
     name = str(read_metadata(wfile).get("name") or wfile.stem)
     return net.eval(), ModelInfo(name, str(wfile), sha256_file(wfile), trained=True)
+
+
+#: what pickled PyTorch checkpoints are called: never loaded (a pickle runs code when read)
+_PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin")
+
+
+def check_weights_path(path: str | Path) -> Path:
+    """The ``.safetensors`` file of ``path`` (the file, its JSON sidecar or their stem), or a
+    :class:`WeightsError` saying what is wrong with it."""
+    path = Path(path).expanduser()
+    if path.suffix.lower() in _PICKLE_SUFFIXES:
+        raise WeightsError(
+            f"weights {path}: a pickled PyTorch checkpoint; CloudLULC reads only .safetensors weights with "
+            "their JSON sidecar (pickles can run code when loaded). Export it with "
+            "cloudlulc.model.save_pretrained(model, stem)."
+        )
+    wfile = _weights_file(path)
+    if not wfile.exists():
+        raise WeightsError(f"weights {path} do not exist (expected {wfile} and its .json sidecar)")
+    return wfile
 
 
 def _weights_file(path: Path) -> Path:

@@ -5,6 +5,7 @@ from cloudlulc.pipeline.results import AcquisitionResult, MapResult, class_areas
 from cloudlulc.pipeline.run import map_aoi
 from cloudlulc.pipeline.stages import (
     PipelineError,
+    Unpaired,
     cube_stage,
     describe_pair,
     existing_times,
@@ -13,6 +14,7 @@ from cloudlulc.pipeline.stages import (
     pair_stage,
     publish_stage,
     read_chunk_size,
+    remember_unpaired,
     run_attrs,
     search_stage,
 )
@@ -21,6 +23,7 @@ __all__ = [
     "AcquisitionResult",
     "MapResult",
     "PipelineError",
+    "Unpaired",
     "class_areas_km2",
     "cube_stage",
     "describe_pair",
@@ -32,6 +35,7 @@ __all__ = [
     "pair_stage",
     "publish_stage",
     "read_chunk_size",
+    "remember_unpaired",
     "run_attrs",
     "search_stage",
     "summary_markdown",

@@ -33,6 +33,8 @@ class MapResult:
     model: ModelInfo | None
     acquisitions: list[AcquisitionResult] = field(default_factory=list)
     skipped_times: list[str] = field(default_factory=list)
+    #: acquisitions an NRT run did not map for want of Sentinel-1: time, reason, status, retry_until
+    unpaired: list[dict[str, str]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -41,6 +43,7 @@ class MapResult:
             "model": self.model.as_dict() if self.model else None,
             "acquisitions": [a.__dict__ for a in self.acquisitions],
             "skipped_times": self.skipped_times,
+            "unpaired": self.unpaired,
             "warnings": self.warnings,
         }
 
@@ -91,6 +94,10 @@ def summary_markdown(result: MapResult) -> str:
         lines += [f"| **mapped** | **{total:.4f}** | |", ""]
     if result.skipped_times:
         lines += ["Already mapped (skipped): " + ", ".join(result.skipped_times), ""]
+    for u in result.unpaired:
+        lines += [f"- Not mapped, {u['status']} (no Sentinel-1 pass; retried until {u['retry_until']}): {u['time']}"]
+    if result.unpaired:
+        lines += [""]
     for w in result.warnings:
         lines.append(f"> ⚠️ {w}")
     return "\n".join(lines).rstrip() + "\n"

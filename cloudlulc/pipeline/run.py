@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import asdict
 from typing import Any
 
 from cloudlulc.config import Settings, get_settings
@@ -16,6 +17,7 @@ from cloudlulc.pipeline.stages import (
     optical_only_warnings,
     pair_stage,
     publish_stage,
+    remember_unpaired,
     search_stage,
 )
 from cloudlulc.runtime import dask_client
@@ -59,13 +61,16 @@ def map_aoi(
     result = MapResult(output=run.output, model=None, skipped_times=skipped)
     if not acqs:
         return result
-    pairs = pair_stage(run, acqs)
+    pairs, unpaired = pair_stage(run, acqs)
     result.warnings += optical_only_warnings(pairs)
-    model, info = load_model(run.weights, log_fn=lambda m: (log.warning(m), result.warnings.append(m)))
-    result.model = info
-    ctx = contextlib.nullcontext(client) if client is not None else dask_client(s, address=run.dask_address)
-    with ctx:
-        cubes = cube_stage(run, pairs, s)
-        times = [infer_write_stage(run, pair, cube, model, info, s) for pair, cube in zip(pairs, cubes)]
-    result.acquisitions = publish_stage(run, times, pairs)
+    result.unpaired = [asdict(u) for u in unpaired]
+    if pairs:
+        model, info = load_model(run.weights, log_fn=lambda m: (log.warning(m), result.warnings.append(m)))
+        result.model = info
+        ctx = contextlib.nullcontext(client) if client is not None else dask_client(s, address=run.dask_address)
+        with ctx:
+            cubes = cube_stage(run, pairs, s)
+            times = [infer_write_stage(run, pair, cube, model, info, s) for pair, cube in zip(pairs, cubes)]
+        result.acquisitions = publish_stage(run, times, pairs)
+    remember_unpaired(run, unpaired, s)
     return result

@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +45,14 @@ from cloudlulc.stac import (
     resign_pair,
     search_s2,
 )
-from cloudlulc.store import mapped_times, open_mosaic, quicklook_png, store_chunk_size, write_mosaic
+from cloudlulc.store import (
+    mapped_times,
+    open_mosaic,
+    quicklook_png,
+    record_unpaired,
+    store_chunk_size,
+    write_mosaic,
+)
 from cloudlulc.times import SAME_TIME_TOLERANCE, iso_utc, to_datetime64
 
 if TYPE_CHECKING:
@@ -59,7 +68,13 @@ class PipelineError(CloudLULCError):
 
 def open_client(run: MapRun) -> Client:
     """The STAC API of the run."""
-    return open_catalog(run.catalog_url)
+    return open_catalog(
+        run.catalog_url,
+        sign=run.sign,
+        max_retries=run.stac_retries,
+        timeout=run.stac_timeout_s,
+        connect_timeout=run.stac_connect_timeout_s,
+    )
 
 
 def existing_times(store: str) -> list[np.datetime64]:
@@ -82,11 +97,10 @@ def search_stage(run: MapRun) -> tuple[list[Acquisition], list[str]]:
     With ``skip_mapped`` (near-real-time runs) an empty window is normal and gives ``[]``; otherwise
     :class:`~cloudlulc.stac.NoSentinel2Error` propagates with its explanation.
     """
+    grid_for_aoi(run.geometry, max_pixels=run.max_grid_pixels)  # too large an AOI fails before any search
     start, end = run.window
     try:
-        acqs = search_s2(
-            open_client(run), run.geometry, start, end, run.max_cloud_cover, collection=run.s2_collection
-        )
+        acqs = search_s2(open_client(run), run.geometry, start, end, run.max_cloud_cover, collection=run.s2_collection)
     except NoSentinel2Error:
         if not run.skip_mapped:
             raise
@@ -101,25 +115,64 @@ def search_stage(run: MapRun) -> tuple[list[Acquisition], list[str]]:
     return acqs, skipped
 
 
-def pair_stage(run: MapRun, acquisitions: Sequence[Acquisition]) -> list[Pair]:
-    """Pair each acquisition with its nearest Sentinel-1 pass; optical-only when allowed and none is near."""
+@dataclass(frozen=True)
+class Unpaired:
+    """An acquisition an NRT run did not map for want of a Sentinel-1 pass, and why."""
+
+    time: str
+    reason: str
+    #: "waiting": a pass may still be published, a later run retries; "given up": it is too late
+    status: str
+    retry_until: str
+
+
+def pair_stage(run: MapRun, acquisitions: Sequence[Acquisition]) -> tuple[list[Pair], list[Unpaired]]:
+    """Pair each acquisition with its nearest Sentinel-1 pass.
+
+    Without a pass in range, a one-off run fails (or maps optical-only with ``allow_optical_only``).
+    A near-real-time run (``skip_mapped``) never fails for it: while a pass may still be published
+    (``max_s1_gap_days + s1_latency_days`` after the acquisition) the acquisition waits, returned as
+    :class:`Unpaired` for a later run; after that it is mapped optical-only or given up
+    (``nrt_without_s1``). Later acquisitions are mapped either way.
+    """
     client = open_client(run)
     aoi = run.geometry
-    pairs = []
+    pairs: list[Pair] = []
+    unpaired: list[Unpaired] = []
     for acq in acquisitions:
         try:
             pairing = pair_s1(client, acq, aoi, max_gap_days=run.max_s1_gap_days, collection=run.s1_collection)
         except (NoSentinel1Error, MissingCollectionError) as exc:
-            if not run.allow_optical_only:
+            when = iso_utc(acq.time)
+            deadline = acq.time + timedelta(days=run.max_s1_gap_days + run.s1_latency_days)
+            if run.skip_mapped and not run.allow_optical_only:
+                if run.now < deadline:
+                    log.warning("%s: no Sentinel-1 pass yet; retried until %s: %s", when, iso_utc(deadline), exc)
+                    unpaired.append(Unpaired(when, str(exc), "waiting", iso_utc(deadline)))
+                    continue
+                if run.nrt_without_s1 == "skip":
+                    log.warning("%s: no Sentinel-1 pass came; given up: %s", when, exc)
+                    unpaired.append(Unpaired(when, str(exc), "given up", iso_utc(deadline)))
+                    continue
+            elif not run.allow_optical_only:
                 raise PipelineError(
-                    f"{exc} [map-aoi: set allow_optical_only=true to map {iso_utc(acq.time)} with "
+                    f"{exc} [map-aoi: set allow_optical_only=true to map {when} with "
                     f"optical data only, or raise max_s1_gap_days (now {run.max_s1_gap_days:g})]"
                 ) from exc
-            log.warning("mapping %s optical-only: %s", iso_utc(acq.time), exc)
+            log.warning("mapping %s optical-only: %s", when, exc)
             pairs.append(Pair(s2=acq, s1=None, aoi=aoi, s1_missing_reason=str(exc)))
             continue
         pairs.append(Pair(s2=acq, s1=pairing, aoi=aoi))
-    return pairs
+    return pairs, unpaired
+
+
+def remember_unpaired(run: MapRun, unpaired: Sequence[Unpaired], settings: Settings | None = None) -> None:
+    """Record the acquisitions an NRT run could not map in the store, so later runs retry them."""
+    if not unpaired:
+        return
+    s = settings or get_settings()
+    entries = {u.time: {"reason": u.reason, "status": u.status, "retry_until": u.retry_until} for u in unpaired}
+    record_unpaired(run.output, entries, lease_wait_s=s.store_lock_wait_s)
 
 
 def read_options(settings: Settings) -> ReadOptions:
@@ -138,7 +191,7 @@ def cube_stage(run: MapRun, pairs: Sequence[Pair], settings: Settings | None = N
     whose tokens are close to expiry (a long queue, a retry) is re-signed before its cube is built.
     """
     s = settings or get_settings()
-    grid = grid_for_aoi(run.geometry)
+    grid = grid_for_aoi(run.geometry, max_pixels=run.max_grid_pixels)
     store_chunk = store_chunk_size(run.output) or run.chunk_size
     chunk = read_chunk_size(store_chunk, s.read_chunk_size)
     read = read_options(s)
@@ -150,6 +203,20 @@ def cube_stage(run: MapRun, pairs: Sequence[Pair], settings: Settings | None = N
         cubes.append(build_cube(p, grid, chunksize=chunk, read=read))
     return cubes
 
+
+#: the run parameters that decide a slice's pixels: recorded with it, and part of its fingerprint
+#: (a slice mapped again with only other options changed, a timeout say, is not recomputed)
+PIXEL_PARAMETERS = {
+    "aoi",
+    "catalog_url",
+    "s2_collection",
+    "s1_collection",
+    "max_cloud_cover",
+    "max_s1_gap_days",
+    "allow_optical_only",
+    "weights",
+    "chunk_size",
+}
 
 #: largest read chunk chosen by default (see :func:`read_chunk_size`)
 MAX_DEFAULT_READ_CHUNK = 512
@@ -209,6 +276,8 @@ def infer_write_stage(
         chunk_size=run.chunk_size,
         block_chunks=max(1, round(s.block_pixels / (store_chunk_size(run.output) or run.chunk_size))),
         shared_work=is_shared_work if s.carry_border_tiles else None,
+        lease_wait_s=s.store_lock_wait_s,
+        lease_stale_s=s.store_lock_stale_s,
     )
     return iso_utc(t)
 
@@ -280,5 +349,5 @@ def run_attrs(run: MapRun, pair: Pair, model_info: ModelInfo) -> dict[str, Any]:
         "optical_only": info["optical_only"],
         "model": model_info.name,
         "weights_sha256": model_info.sha256 or "untrained",
-        "parameters": run.model_dump(mode="json"),
+        "parameters": run.model_dump(mode="json", include=PIXEL_PARAMETERS),
     }

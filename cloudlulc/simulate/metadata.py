@@ -145,11 +145,11 @@ SCL_TITLE = "Scene classfication map (SCL)"  # sic, as on the Planetary Computer
 S1_ASSET_META: dict[str, tuple[str, str]] = {
     "vh": (
         "VH: vertical transmit, horizontal receive",
-        "Terrain-corrected gamma naught values of signal transmitted with vertical polarization and received with horizontal polarization with radiometric terrain correction applied.",
+        "Terrain-corrected gamma naught values of signal transmitted with vertical polarization and received with horizontal polarization with radiometric terrain correction applied.",  # noqa: E501
     ),
     "vv": (
         "VV: vertical transmit, vertical receive",
-        "Terrain-corrected gamma naught values of signal transmitted with vertical polarization and received with vertical polarization with radiometric terrain correction applied.",
+        "Terrain-corrected gamma naught values of signal transmitted with vertical polarization and received with vertical polarization with radiometric terrain correction applied.",  # noqa: E501
     ),
 }
 S1_RASTER_BANDS = [{"nodata": -32768, "data_type": "float32", "spatial_resolution": 10.0}]
@@ -291,7 +291,7 @@ def collection_dict(
                     "type": COG_TYPE,
                     "roles": ["data"],
                     "title": "Land Cover Classes",
-                    "description": "Discrete classification according to the Land Cover Classification System scheme developed by the United Nations Food and Agriculture Organization",
+                    "description": "Discrete classification according to the Land Cover Classification System scheme developed by the United Nations Food and Agriculture Organization",  # noqa: E501
                     "raster:bands": WORLDCOVER_RASTER_BANDS,
                     "classification:classes": WORLDCOVER_CLASSES,
                 }

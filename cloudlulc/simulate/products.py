@@ -209,7 +209,7 @@ def _write_s1(
         transform = from_origin(x0, ytop, RES, RES)
         data_dir = root / "data" / S1_COLLECTION / item_id
         assets: dict[str, Any] = {}
-        for p, key in enumerate(("vh", "vv")):
+        for _p, key in enumerate(("vh", "vv")):
             arr = lin[1 if key == "vh" else 0, r0:r1].copy()
             path = data_dir / f"iw-{key}.rtc.tif"
             writer.write(path, arr, transform=transform, crs=crs, nodata=-32768.0, resampling="average")
@@ -352,7 +352,7 @@ def _write_worldcover(
                 "href": href(path),
                 "type": md.COG_TYPE,
                 "title": "Land Cover Classes",
-                "description": "Discrete classification according to the Land Cover Classification System scheme developed by the United Nations Food and Agriculture Organization",
+                "description": "Discrete classification according to the Land Cover Classification System scheme developed by the United Nations Food and Agriculture Organization",  # noqa: E501
                 "raster:bands": [dict(b) for b in md.WORLDCOVER_RASTER_BANDS],
                 "classification:classes": [dict(c) for c in md.WORLDCOVER_CLASSES],
                 "proj:transform": list(dst_transform)[:6],

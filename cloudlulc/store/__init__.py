@@ -8,9 +8,24 @@
 """
 
 from cloudlulc.store.export import colormap, export_cog, quicklook_png
-from cloudlulc.store.reader import mapped_times, open_mosaic, read_provenance, select_time, store_chunk_size
+from cloudlulc.store.lease import LeaseLostError, StoreBusyError, writer_lease
+from cloudlulc.store.reader import (
+    mapped_times,
+    open_mosaic,
+    read_provenance,
+    read_slots,
+    read_unpaired,
+    select_time,
+    store_chunk_size,
+)
 from cloudlulc.store.schema import DEFAULT_CHUNK_SIZE, MOSAIC_VARIABLES, MosaicError, MosaicGridError
-from cloudlulc.store.writer import DEFAULT_BLOCK_PIXELS, WriteSummary, auto_block_chunks, write_mosaic
+from cloudlulc.store.writer import (
+    DEFAULT_BLOCK_PIXELS,
+    WriteSummary,
+    auto_block_chunks,
+    record_unpaired,
+    write_mosaic,
+)
 
 __all__ = [
     "DEFAULT_BLOCK_PIXELS",
@@ -18,6 +33,8 @@ __all__ = [
     "MOSAIC_VARIABLES",
     "MosaicError",
     "MosaicGridError",
+    "LeaseLostError",
+    "StoreBusyError",
     "WriteSummary",
     "auto_block_chunks",
     "colormap",
@@ -26,7 +43,11 @@ __all__ = [
     "open_mosaic",
     "quicklook_png",
     "read_provenance",
+    "read_slots",
+    "read_unpaired",
+    "record_unpaired",
     "select_time",
     "store_chunk_size",
     "write_mosaic",
+    "writer_lease",
 ]

@@ -1,10 +1,14 @@
-"""Per-slice provenance in the store's attributes: JSON-safe, token-free, fingerprinted."""
+"""Per-slice records in the store's attributes: JSON-safe, secret-free, fingerprinted.
+
+Root attributes hold JSON *strings* (``provenance``, ``slots``, ``classes``), so that the store's
+attributes are netCDF-safe: ``xr.open_zarr(store).to_netcdf(...)`` works, and one attribute write
+(atomic: ``zarr.json`` is replaced whole) updates all of them together.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -14,58 +18,63 @@ import numpy as np
 import pandas as pd
 import zarr
 
-_VOLATILE_KEYS = {"created", "creation_time"}
+from cloudlulc.stac.urls import redact
+
+__all__ = ["fingerprint", "jsonable", "read_json_attr", "redact_values", "software_version"]
+
+_VOLATILE_KEYS = {"created", "creation_time", "completed"}
 
 
-_URL_QUERY = re.compile(r"^(https?://[^?#\s]+)[?#].*$", re.IGNORECASE)
-
-
-def strip_query(value: Any) -> Any:
-    """Recursively drop ``?query`` / ``#fragment`` from URL strings: SAS tokens must never be stored."""
+def redact_values(value: Any) -> Any:
+    """``value`` with every string passed through :func:`cloudlulc.stac.redact`: URLs lose their
+    userinfo, query and fragment (SAS tokens, passwords) before anything is stored."""
     if isinstance(value, str):
-        m = _URL_QUERY.match(value)
-        return m.group(1) if m else value
+        return redact(value)
     if isinstance(value, Mapping):
-        return {str(k): strip_query(v) for k, v in value.items()}
+        return {str(k): redact_values(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [strip_query(v) for v in value]
+        return [redact_values(v) for v in value]
     return value
 
 
-def _jsonable(value: Any) -> Any:
-    """Attrs as plain JSON (datetimes -> ISO strings, numpy scalars -> Python) for Zarr attributes."""
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON data (datetimes -> ISO strings, numpy scalars -> Python)."""
     return json.loads(json.dumps(value, default=_json_default))
 
 
 def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
+    if isinstance(obj, np.integer):
         return int(obj)
-    if isinstance(obj, (np.floating,)):
+    if isinstance(obj, np.floating):
         return float(obj)
     if isinstance(obj, np.ndarray):
         return obj.tolist()
-    if isinstance(obj, (np.datetime64, pd.Timestamp, datetime)):
-        return str(obj)
-    if isinstance(obj, Path):
+    if isinstance(obj, (np.datetime64, pd.Timestamp, datetime, Path)):
         return str(obj)
     return repr(obj)
 
 
-def _fingerprint(attrs: Mapping[str, Any]) -> str:
-    stable = {k: v for k, v in attrs.items() if k not in _VOLATILE_KEYS}
+def fingerprint(entry: Mapping[str, Any]) -> str:
+    """A short hash of what decides a slice's pixels (its record without times of day)."""
+    stable = {k: v for k, v in entry.items() if k not in _VOLATILE_KEYS}
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _software_version() -> str:
+def software_version() -> str:
     try:
         from importlib.metadata import version
 
         return version("cloudlulc")
-    except Exception:  # pragma: no cover - running from a source tree without metadata
+    except Exception:  # pragma: no cover - a source tree without metadata
         return "unknown"
 
 
-def _set_provenance(root: zarr.Group, key: str, entry: dict[str, Any]) -> None:
-    prov = dict(root.attrs.get("provenance", {}))
-    prov[key] = entry
-    root.attrs["provenance"] = prov
+def read_json_attr(root: zarr.Group, name: str, default: Any) -> Any:
+    """A root attribute stored as a JSON string (or, in stores of earlier versions, as JSON data)."""
+    value = root.attrs.get(name, default)
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return default
+    return value

@@ -1,4 +1,4 @@
-"""Read the mosaic: completed slices only, sorted by time, with their CRS and provenance."""
+"""Read the mosaic: published slices only, sorted by time, with their CRS and provenance."""
 
 from __future__ import annotations
 
@@ -11,64 +11,100 @@ import zarr
 from cloudlulc.store.schema import (
     MOSAIC_VARIABLES,
     MosaicError,
-    _chunk_size_of,
-    _lengths_consistent,
-    _open_group,
-    _repair_lengths,
-    _stored_times,
+    chunk_size_of,
+    lengths_consistent,
+    open_group,
+    read_records,
+    repair_lengths,
+    stored_times,
 )
-from cloudlulc.times import iso_utc, to_datetime64
+from cloudlulc.times import to_datetime64
+
+__all__ = [
+    "mapped_times",
+    "open_mosaic",
+    "read_provenance",
+    "read_slots",
+    "read_unpaired",
+    "select_time",
+    "store_chunk_size",
+]
 
 
 def store_chunk_size(store: Any) -> int | None:
     """The chunk side of an existing mosaic (None when there is no mosaic at ``store`` yet)."""
-    root = _open_group(store)
-    return None if root is None or "lulc" not in root else _chunk_size_of(root)
+    root = open_group(store)
+    return None if root is None or "lulc" not in root else chunk_size_of(root)
 
 
 def read_provenance(store: Any) -> dict[str, dict[str, Any]]:
-    """The per-slice provenance dict (keyed by ISO time)."""
-    root = _open_group(store)
+    """The record of every published slice, keyed by ISO time (milliseconds, ``Z``)."""
+    root = open_group(store)
     if root is None:
         raise FileNotFoundError(f"no mosaic at {store}")
-    return dict(root.attrs.get("provenance", {}))
+    return read_records(root).provenance
+
+
+def read_slots(store: Any) -> dict[int, dict[str, Any]]:
+    """Every slot's ``time``, ``status`` (writing, complete, retired) and ``fingerprint``: what an
+    interrupted write left, for operators and tests."""
+    root = open_group(store)
+    if root is None:
+        raise FileNotFoundError(f"no mosaic at {store}")
+    return read_records(root).slots
+
+
+def read_unpaired(store: Any) -> dict[str, dict[str, Any]]:
+    """Acquisitions near-real-time runs could not map yet for want of Sentinel-1, keyed by ISO time
+    (second precision): ``reason``, ``status`` (waiting / given up) and ``retry_until``."""
+    from cloudlulc.store.provenance import read_json_attr
+
+    root = open_group(store)
+    return {} if root is None else dict(read_json_attr(root, "unpaired", {}))
+
+
+def _published_slots(root: zarr.Group) -> list[int]:
+    return sorted(read_records(root).published())
 
 
 def mapped_times(store: Any, complete_only: bool = True) -> list[np.datetime64]:
-    """Sorted times in the mosaic (only slices whose write completed, unless ``complete_only=False``)."""
-    root = _open_group(store)
+    """Sorted times of the published slices (or of every slot holding a time, ``complete_only=False``)."""
+    root = open_group(store)
     if root is None:
         return []
-    prov = dict(root.attrs.get("provenance", {}))
-    times = _stored_times(root)
-    out = [t for t in times if not complete_only or prov.get(iso_utc(t, "ms"), {}).get("status") == "complete"]
-    return sorted(np.datetime64(t, "ns") for t in out)
+    times = stored_times(root)
+    if complete_only:
+        times = times[_published_slots(root)]
+    return sorted(np.datetime64(t, "ns") for t in times if not np.isnat(t))
 
 
 def open_mosaic(store: Any, complete_only: bool = True) -> xr.Dataset:
-    """The mosaic as a lazy Dataset sorted by time, CRS decoded (``decode_coords="all"``).
+    """The mosaic as a lazy Dataset of its published slices, sorted by time, CRS decoded.
 
-    By default slices whose write has not completed are left out, so readers never see a half-written
-    map. Per-slice provenance is in ``ds.attrs["provenance"]``.
+    Slots being written, left by an interrupted write or retired by a replacement are left out, so a
+    reader never sees a half-written map (``complete_only=False`` shows every slot, NaT-timed ones
+    included). Per-slice provenance is ``ds.attrs["provenance"]`` (a dict keyed by ISO time).
     """
-    root = _open_group(store)
+    root = open_group(store)
     if root is None:
         raise FileNotFoundError(f"no mosaic at {store}; write one with write_mosaic")
-    if not _lengths_consistent(root):
+    if not lengths_consistent(root):
         # a writer died between resizing ``time`` and the data arrays: heal (metadata only, idempotent)
         try:
-            _repair_lengths(zarr.open_group(store, mode="r+", use_consolidated=False))
+            repair_lengths(zarr.open_group(store, mode="r+", use_consolidated=False))
         except Exception as exc:  # read-only store
             raise MosaicError(
                 f"{store}: an append was interrupted and the store is read-only here; run write_mosaic "
                 "for that time again (it resumes) or open it where it is writable"
             ) from exc
+    records = read_records(root)
     ds = xr.open_zarr(store, decode_coords="all", consolidated=False, mask_and_scale=False)
     ds = ds.drop_vars([v for v in ds.variables if v not in ds.coords and v not in MOSAIC_VARIABLES])
     if complete_only:
-        keep = set(mapped_times(store, complete_only=True))
-        mask = np.array([np.datetime64(t, "ns") in keep for t in ds["time"].values], dtype=bool)
-        ds = ds.isel(time=np.nonzero(mask)[0])
+        ds = ds.isel(time=sorted(records.published()))
+    ds.attrs["provenance"] = records.provenance
+    for name in ("slots", "unpaired"):  # bookkeeping: read_slots / read_unpaired
+        ds.attrs.pop(name, None)
     return ds.sortby("time")
 
 

@@ -1,11 +1,13 @@
-"""Write one acquisition's products into the mosaic as a time slice: append, replace or resume.
+"""Write one acquisition's products into the mosaic as a time slice: append, replace, resume or skip.
 
-Writing a time that exists replaces that slice. A write interrupted mid-way leaves the slice marked
-``in_progress``; writing the same time again with the same run fingerprint (same attrs) resumes and
-computes only chunks without a ``done`` marker; a different fingerprint restarts the slice. Other
-slices are never touched. A result on a different grid or CRS is refused before anything is
-written. A slice is computed in square blocks of chunks, one block per ``dask.compute``, so peak
-memory is bounded by the block rather than by the AOI (:mod:`cloudlulc.store.blocks`).
+A write holds the store's writer lease (:mod:`cloudlulc.store.lease`) from start to finish, so two
+writers of one store never interleave. It writes into a slot of its own: a new or retired slot, or
+the slot an interrupted run of the same slice left (``resume``: only chunks without a ``done``
+marker are computed). When every chunk is written, one attribute write publishes the slot as the
+slice at ``time`` and retires the slot of the slice it replaces. A slice already published from the
+same inputs (same fingerprint) is not computed again (``skip``). A result on a different grid or CRS
+is refused before anything is written. A slot is computed in square blocks of chunks, one
+``dask.compute`` each, so peak memory is bounded by the block (:mod:`cloudlulc.store.blocks`).
 """
 
 from __future__ import annotations
@@ -25,23 +27,30 @@ import zarr
 
 from cloudlulc.classes import NODATA
 from cloudlulc.store.blocks import compute_blocks
-from cloudlulc.store.provenance import _fingerprint, _jsonable, _set_provenance, _software_version, strip_query
+from cloudlulc.store.lease import StoreLease, writer_lease
+from cloudlulc.store.provenance import fingerprint, jsonable, redact_values, software_version
 from cloudlulc.store.schema import (
-    _DONE,
-    _STATE_GROUP,
     DEFAULT_CHUNK_SIZE,
+    DONE,
     MOSAIC_VARIABLES,
+    NAT,
+    STATE_GROUP,
     MosaicError,
     MosaicGridError,
-    _chunk_size_of,
-    _create_store,
-    _crs_of,
-    _half_created,
-    _open_group,
-    _repair_lengths,
-    _stored_times,
+    StoreRecords,
+    array,
+    chunk_size_of,
+    create_store,
+    crs_of,
+    half_created,
+    open_group,
+    read_records,
+    repair_lengths,
+    write_records,
 )
-from cloudlulc.times import iso_utc, to_datetime64
+from cloudlulc.times import iso_utc, same_time, to_datetime64
+
+__all__ = ["DEFAULT_BLOCK_PIXELS", "WriteSummary", "auto_block_chunks", "write_mosaic"]
 
 #: side, in pixels, of the square blocks a slice is computed and written in (one block at a time) when
 #: ``block_chunks="auto"``: 4 chunks of 512 px, 2 of 1024 px. Memory is bounded by the block.
@@ -50,11 +59,11 @@ DEFAULT_BLOCK_PIXELS = 2048
 
 @dataclass(frozen=True)
 class WriteSummary:
-    """What :func:`write_mosaic` did: which slice, and how many chunks it wrote or found done."""
+    """What :func:`write_mosaic` did: which slot, and how many chunks it wrote or found done."""
 
     time: np.datetime64
     time_index: int
-    action: str  # "append", "replace" or "resume"
+    action: str  # "append", "replace", "resume" or "skip"
     chunks_total: int
     chunks_written: int
     chunks_skipped: int
@@ -70,7 +79,7 @@ def _check_result(result: xr.Dataset) -> None:
             raise MosaicError(f"result variable {name!r} must have dims ('y', 'x'), has {result[name].dims}")
         if name in result and result[name].dtype != np.uint8:
             raise MosaicError(f"result variable {name!r} must be uint8 (255 nodata), is {result[name].dtype}")
-    if _crs_of(result) is None:
+    if crs_of(result) is None:
         raise MosaicError("result has no CRS (spatial_ref); write one with rio.write_crs before mosaicking")
     for c in ("x", "y"):
         if c not in result.coords or result.sizes[c] < 1:
@@ -80,7 +89,7 @@ def _check_result(result: xr.Dataset) -> None:
 def _check_grid(root: zarr.Group, result: xr.Dataset) -> None:
     """Refuse a result whose grid or CRS differs from the store's (before anything is written)."""
     for c in ("x", "y"):
-        stored = np.asarray(root[c][:])
+        stored = np.asarray(array(root, c)[:])
         new = np.asarray(result[c].values)
         if stored.shape != new.shape:
             raise MosaicGridError(
@@ -93,9 +102,9 @@ def _check_grid(root: zarr.Group, result: xr.Dataset) -> None:
                 f"result {c} coordinates differ from the store's (first {new[0]!r} vs {stored[0]!r}); "
                 "the mosaic grid is fixed per store"
             )
-    attrs = dict(root["spatial_ref"].attrs)
-    stored_crs = pyproj.CRS.from_wkt(attrs.get("crs_wkt") or attrs["spatial_ref"])
-    new_crs = _crs_of(result)
+    attrs = dict(array(root, "spatial_ref").attrs)
+    stored_crs = pyproj.CRS.from_wkt(str(attrs.get("crs_wkt") or attrs["spatial_ref"]))
+    new_crs = crs_of(result)
     assert new_crs is not None
     if not stored_crs.equals(new_crs, ignore_axis_order=True):
         raise MosaicGridError(
@@ -115,41 +124,6 @@ def _product(result: xr.Dataset, name: str, chunks: tuple[int, int]) -> da.Array
     if data.dtype != np.uint8:
         raise MosaicError(f"result variable {name!r} must be uint8, is {data.dtype}")
     return data.rechunk(chunks)
-
-
-def _append_time(root: zarr.Group, time: np.datetime64) -> int:
-    """Grow every time-dimensioned array by one slice (fill 255 / 0 without writing chunks).
-
-    ``time`` grows first: if the process dies before the other arrays follow, they are the shorter
-    ones and :func:`_repair_lengths` grows them (the new slice has no data and no markers yet).
-    """
-    n = root["time"].shape[0]
-    root["time"].resize((n + 1,))
-    root["time"][n] = np.datetime64(time, "ms").astype(np.int64)
-    for name in MOSAIC_VARIABLES:
-        arr = root[name]
-        arr.resize((n + 1,) + arr.shape[1:])
-    done = root[_STATE_GROUP][_DONE]
-    done.resize((n + 1,) + done.shape[1:])
-    done[n] = 0
-    return n
-
-
-def _write_block(block: np.ndarray, store: Any, t: int, bi: int, bj: int, chunk_size: int) -> int:
-    """Write one chunk of all products, then its completion marker (the marker only after the data).
-
-    ``write_empty_chunks``: the chunk is stored even when it is all fill (255). Zarr's default would
-    compare every chunk with the fill value first to delete such chunks instead, a large share of
-    the write's CPU for a saving that only all-nodata chunks see (a replaced slice is overwritten
-    either way).
-    """
-    root = zarr.open_group(store, mode="r+", use_consolidated=False)
-    y0, x0 = bi * chunk_size, bj * chunk_size
-    ny, nx = block.shape[1:]
-    for k, name in enumerate(MOSAIC_VARIABLES):
-        root[name].with_config({"write_empty_chunks": True})[t, y0 : y0 + ny, x0 : x0 + nx] = block[k]
-    root[_STATE_GROUP][_DONE][t, bi, bj] = 1
-    return 1
 
 
 def auto_block_chunks(chunk_size: int) -> int:
@@ -185,6 +159,96 @@ def _blocks(
     return [blocks[k] for k in sorted(blocks)]
 
 
+def _open_or_create(store: Any, result: xr.Dataset, chunk_size: int) -> zarr.Group:
+    """The store's root, created (or created again after an interrupted creation) when needed."""
+    root = open_group(store, mode="r+")
+    if root is not None and half_created(root):
+        for name in list(root.keys()):  # nothing was ever published there: start the creation over
+            del root[name]
+        root = None
+    if root is None:
+        if chunk_size < 1:
+            raise MosaicError(f"chunk_size must be >= 1, got {chunk_size}")
+        if not _empty_but_ours(store):
+            raise MosaicError(f"{store} exists but is not a CloudLULC Zarr v3 mosaic; choose another path")
+        return create_store(store, result, chunk_size)
+    if root.metadata.zarr_format != 3 or "lulc" not in root or "time" not in root:
+        raise MosaicError(f"{store} exists but is not a CloudLULC Zarr v3 mosaic; choose another path")
+    return root
+
+
+def _refuse_foreign(store: Any) -> None:
+    """A :class:`MosaicError` when ``store`` holds something that is not a CloudLULC mosaic."""
+    from cloudlulc.store.schema import TITLE
+
+    root = open_group(store)
+    if root is not None:
+        if root.metadata.zarr_format != 3 or root.attrs.get("title") != TITLE:
+            raise MosaicError(f"{store} exists but is not a CloudLULC Zarr v3 mosaic; choose another path")
+    elif not _empty_but_ours(store):
+        raise MosaicError(f"{store} exists but is not a CloudLULC Zarr v3 mosaic; choose another path")
+
+
+def _empty_but_ours(store: Any) -> bool:
+    """Whether a local path holds nothing but what this package put there (the lease, a half-made
+    store); remote stores are checked by the Zarr open above."""
+    from cloudlulc.store.lease import LEASE_DIR, is_local
+
+    if not is_local(store):
+        return True
+    path = Path(str(store).removeprefix("file://"))
+    if not path.exists():
+        return True
+    if not path.is_dir():
+        return False
+    root = open_group(store)
+    if root is not None:
+        return half_created(root)
+    return all(p.name == LEASE_DIR for p in path.iterdir())
+
+
+def _choose_slot(records: StoreRecords, key: str, fp: str, resume: bool, n_slots: int) -> tuple[int, str]:
+    """The slot to write ``key`` into and the action: resume an interrupted run of the same inputs,
+    reuse an abandoned, retired or unrecorded slot, or append a new one."""
+    writing = [i for i, s in records.slots.items() if s.get("status") == "writing" and s.get("time") == key]
+    same = [i for i in writing if records.slots[i].get("fingerprint") == fp]
+    action = "replace" if key in records.provenance or writing else "append"
+    if resume and same:
+        return min(same), "resume"
+    if writing:
+        return min(writing), action
+    # retired slots, and slots a crash left without a record (between growing and recording)
+    free = sorted(
+        {i for i, s in records.slots.items() if s.get("status") == "retired"}
+        | {i for i in range(n_slots) if i not in records.slots}
+    )
+    return (free[0] if free else n_slots), action
+
+
+def _grow(root: zarr.Group, n: int) -> None:
+    """Make room for slot ``n`` (the next one): ``time`` grows first, so a crash in between leaves
+    the other arrays the shorter ones, which :func:`repair_lengths` grows."""
+    time_arr = array(root, "time")
+    time_arr.resize((n + 1,))
+    time_arr[n] = NAT
+    repair_lengths(root)
+
+
+def _write_block(block: np.ndarray, store: Any, slot: int, bi: int, bj: int, chunk_size: int) -> int:
+    """Write one chunk of all products, then its completion marker (the marker only after the data).
+
+    ``write_empty_chunks``: the chunk is stored even when it is all fill (255); Zarr's default would
+    compare every chunk with the fill value first, much CPU for a saving only all-nodata chunks see.
+    """
+    root = zarr.open_group(store, mode="r+", use_consolidated=False)
+    y0, x0 = bi * chunk_size, bj * chunk_size
+    ny, nx = block.shape[1:]
+    for k, name in enumerate(MOSAIC_VARIABLES):
+        array(root, name).with_config({"write_empty_chunks": True})[slot, y0 : y0 + ny, x0 : x0 + nx] = block[k]
+    array(root, f"{STATE_GROUP}/{DONE}")[slot, bi, bj] = 1
+    return 1
+
+
 def write_mosaic(
     result: xr.Dataset,
     store: str | Path | Any,
@@ -193,107 +257,142 @@ def write_mosaic(
     attrs: Mapping[str, Any] | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     resume: bool = True,
+    skip_complete: bool = True,
     block_chunks: int | Literal["auto"] | None = "auto",
     shared_work: Callable[[Hashable], bool] | None = None,
+    lease_wait_s: float = 300.0,
+    lease_stale_s: float = 120.0,
 ) -> WriteSummary:
-    """Write one acquisition's products into the mosaic ``store`` at ``time`` (append or replace).
+    """Write one acquisition's products into the mosaic ``store`` as the slice at ``time``.
 
     ``result`` is the Dataset of :func:`cloudlulc.inference.predict_cube` (lazy is best: chunks are
-    computed and written in parallel by Dask, each followed by its completion marker, so memory stays
-    bounded by the chunk size). ``attrs`` is the slice's provenance (pairing with item ids and hrefs,
-    model name and weights sha256, parameters); URL query strings are stripped, so SAS tokens never
-    reach the store. ``result.attrs["pairing"]`` and ``["inference"]`` are added when not in ``attrs``.
+    computed and written in parallel by Dask, each followed by its completion marker). ``attrs`` is
+    the slice's provenance (pairing with item ids and hrefs, model and weights sha256, parameters);
+    URLs lose their credentials and query strings before they are stored.
+    ``result.attrs["pairing"]`` and ``["inference"]`` are added when not in ``attrs``.
     ``chunk_size`` applies when the store is created (an existing store keeps its chunking).
-    With ``resume`` (default), an interrupted write of the same time with the same attrs continues
-    where it stopped; otherwise, and for a completed slice, the slice is rewritten.
+
+    With ``resume`` (default), an interrupted write of the same time and attrs continues where it
+    stopped; with ``skip_complete`` (default), a slice already published from the same attrs is
+    left as it is. Otherwise the slice is written anew and replaces the published one only once
+    complete (the module docstring says how). Another writer of the same store is waited for
+    ``lease_wait_s`` seconds, then :class:`~cloudlulc.store.lease.StoreBusyError`.
 
     ``block_chunks``: the slice is computed and written in square blocks of ``block_chunks`` x
     ``block_chunks`` store chunks (``"auto"``: :func:`auto_block_chunks` of the store's chunk size),
-    one block (one ``dask.compute``) at a time, so peak memory is bounded by the block size whatever
-    the AOI size. Each block's graph is culled to what its chunks need: with
-    :func:`~cloudlulc.inference.predict_cube` that is the block's tiles, the halo strips of the chunks
-    just past its far edges, and the neighbour tiles that reach into it (same inputs, same results:
-    block-wise output equals a single compute). Without blocks (``None``) Dask would keep about one
-    row of input chunks and tile sums alive, so memory would grow with the AOI width.
-
-    ``shared_work``: a predicate naming the keys worth computing once for all blocks
+    one block at a time, so peak memory is bounded by the block whatever the AOI size (``None``: one
+    compute). ``shared_work``: a predicate naming the keys worth computing once for all blocks
     (:func:`cloudlulc.inference.is_shared_work`); on local schedulers they are carried between
-    blocks on disk instead of recomputed (:mod:`cloudlulc.store.blocks`). Same output either way.
+    blocks on disk instead of recomputed. Same output either way.
     """
-    import rioxarray  # noqa: F401
-
     _check_result(result)
     if block_chunks is not None and block_chunks != "auto" and (not isinstance(block_chunks, int) or block_chunks < 1):
         raise MosaicError(f"block_chunks must be >= 1, 'auto' or None, got {block_chunks!r}")
     t = to_datetime64(time, "ms")
     key = iso_utc(t, "ms")
-    entry: dict[str, Any] = _jsonable(strip_query(dict(attrs or {})))
+    entry: dict[str, Any] = jsonable(redact_values(dict(attrs or {})))
     for extra in ("pairing", "inference"):
         if extra in result.attrs and extra not in entry:
-            entry[extra] = _jsonable(strip_query(result.attrs[extra]))
-    fingerprint = _fingerprint(entry)
-
-    root = _open_group(store, mode="r+")
-    recreate = root is not None and _half_created(root)  # nothing was ever written there
-    if root is None or recreate:
-        if chunk_size < 1:
-            raise MosaicError(f"chunk_size must be >= 1, got {chunk_size}")
-        root = _create_store(store, result, t, chunk_size, overwrite=recreate)
-        idx, action = 0, "append"
-    else:
-        if root.metadata.zarr_format != 3 or "lulc" not in root or "time" not in root:
-            raise MosaicError(f"{store} exists but is not a CloudLULC Zarr v3 mosaic; choose another path")
-        _check_grid(root, result)
-        chunk_size = _chunk_size_of(root)
-        n = _repair_lengths(root)
-        times = _stored_times(root)[:n]
-        hits = np.nonzero(times == t)[0]
-        previous = dict(root.attrs.get("provenance", {})).get(key, {})
-        if hits.size:
-            idx = int(hits[0])
-            same_run = previous.get("status") == "in_progress" and previous.get("fingerprint") == fingerprint
-            action = "resume" if (resume and same_run) else "replace"
-        else:
-            idx, action = _append_time(root, t), "append"
-
-    done = root[_STATE_GROUP][_DONE]
-    if action != "resume":
-        done[idx] = 0
-    entry.update(
-        {
-            "status": "in_progress",
-            "fingerprint": fingerprint,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "software_version": _software_version(),
-            "time": key,
-        }
-    )
-    _set_provenance(root, key, entry)
-
-    chunks = (chunk_size, chunk_size)
-    stacked = da.stack([_product(result, name, chunks) for name in MOSAIC_VARIABLES]).rechunk(
-        (len(MOSAIC_VARIABLES),) + chunks
-    )
-    finished = np.asarray(done[idx]).astype(bool)
-    nby, nbx = stacked.numblocks[1], stacked.numblocks[2]
-    if finished.shape != (nby, nbx):
-        raise MosaicError(f"store chunk grid {finished.shape} does not match the result's {(nby, nbx)}")
+            entry[extra] = jsonable(redact_values(result.attrs[extra]))
+    fp = fingerprint(entry)
     store_arg = str(store) if isinstance(store, Path) else store
-    todo = [(bi, bj) for bi in range(nby) for bj in range(nbx) if not finished[bi, bj]]
-    # one block at a time: each compute holds only its block's inputs, tile sums and products
-    compute_blocks(
-        stacked,
-        _blocks(todo, auto_block_chunks(chunk_size) if block_chunks == "auto" else block_chunks, (nby, nbx)),
-        lambda chunk, key: (_write_block, key, store_arg, idx, chunk[0], chunk[1], chunk_size),
-        shared=shared_work,
-    )
 
-    if not np.asarray(done[idx]).astype(bool).all():
-        raise MosaicError(f"slice {key}: some chunks have no completion marker after the write; re-run to resume")
-    entry["status"] = "complete"
-    entry["completed"] = datetime.now(UTC).isoformat(timespec="seconds")
-    _set_provenance(root, key, entry)
+    _refuse_foreign(store_arg)  # before the lease: a foreign store is left untouched
+    with writer_lease(store_arg, wait_s=lease_wait_s, stale_s=lease_stale_s) as lease:
+        root = _open_or_create(store_arg, result, chunk_size)
+        _check_grid(root, result)
+        chunk_size = chunk_size_of(root)
+        n_slots = repair_lengths(root)
+        records = read_records(root)
+        published = records.provenance.get(key)
+        if skip_complete and published is not None and published.get("fingerprint") == fp:
+            slot = int(published["slot"])
+            return WriteSummary(t, slot, "skip", 0, 0, 0)
+        slot, action = _choose_slot(records, key, fp, resume, n_slots)
+        if slot == n_slots:
+            _grow(root, slot)
+        done = array(root, f"{STATE_GROUP}/{DONE}")
+        if action != "resume":
+            array(root, "time")[slot] = NAT
+            done[slot] = 0
+        entry.update(
+            {
+                "fingerprint": fp,
+                "created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "software_version": software_version(),
+                "time": key,
+                "slot": slot,
+            }
+        )
+        records.slots[slot] = {"time": key, "status": "writing", "fingerprint": fp}
+        write_records(root, records)
+
+        chunks = (chunk_size, chunk_size)
+        stacked = da.stack([_product(result, name, chunks) for name in MOSAIC_VARIABLES]).rechunk(
+            (len(MOSAIC_VARIABLES), *chunks)
+        )
+        finished = np.asarray(done[slot]).astype(bool)
+        nby, nbx = stacked.numblocks[1], stacked.numblocks[2]
+        if finished.shape != (nby, nbx):
+            raise MosaicError(f"store chunk grid {finished.shape} does not match the result's {(nby, nbx)}")
+        todo = [(bi, bj) for bi in range(nby) for bj in range(nbx) if not finished[bi, bj]]
+        side = auto_block_chunks(chunk_size) if block_chunks == "auto" else block_chunks
+        compute_blocks(
+            stacked,
+            _blocks(todo, side, (nby, nbx)),
+            lambda chunk, k: (_write_block, k, store_arg, slot, chunk[0], chunk[1], chunk_size),
+            shared=shared_work,
+        )
+        if not np.asarray(done[slot]).astype(bool).all():
+            raise MosaicError(f"slice {key}: some chunks have no completion marker after the write; re-run to resume")
+        _publish(root, lease, key, slot, entry)
     with warnings.catch_warnings():  # "consolidated metadata is not part of the v3 spec": known, wanted
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(store_arg)
-    return WriteSummary(t, idx, action, nby * nbx, len(todo), nby * nbx - len(todo))
+    return WriteSummary(t, slot, action, nby * nbx, len(todo), nby * nbx - len(todo))
+
+
+def _publish(root: zarr.Group, lease: StoreLease, key: str, slot: int, entry: dict[str, Any]) -> None:
+    """Make ``slot`` the published slice at ``key``: its time first (it is still unpublished), then
+    one attribute write that publishes it and retires the slot it replaces, then the old slot's
+    time is cleared. A crash between any two steps leaves one published slice at ``key``."""
+    lease.check()
+    time_arr = array(root, "time")
+    time_arr[slot] = np.datetime64(key.rstrip("Z"), "ms").astype(np.int64)
+    records = read_records(root)
+    previous = records.provenance.get(key)
+    old = int(previous["slot"]) if previous is not None and "slot" in previous else None
+    entry = {**entry, "status": "complete", "completed": datetime.now(UTC).isoformat(timespec="seconds")}
+    records.provenance[key] = entry
+    records.slots[slot] = {"time": key, "status": "complete", "fingerprint": entry["fingerprint"]}
+    if old is not None and old != slot:
+        records.slots[old] = {**records.slots.get(old, {}), "status": "retired"}
+    lease.check()
+    write_records(root, records)
+    if old is not None and old != slot:
+        time_arr[old] = NAT
+
+
+def record_unpaired(
+    store: str | Path | Any, entries: Mapping[str, Mapping[str, Any]], *, lease_wait_s: float = 300.0
+) -> bool:
+    """Remember acquisitions a near-real-time run could not map yet (ISO time -> reason, status,
+    retry_until) in the store's ``unpaired`` attribute, so that later runs retry them; entries of
+    slices since published are dropped. Returns False (nothing written) when there is no store yet:
+    then the next run searches its whole look-back window anyway."""
+    import json
+
+    store_arg = str(store) if isinstance(store, Path) else store
+    if open_group(store_arg) is None:
+        return False
+    with writer_lease(store_arg, wait_s=lease_wait_s):
+        root = open_group(store_arg, mode="r+")
+        assert root is not None
+        from cloudlulc.store.provenance import read_json_attr
+
+        current = dict(read_json_attr(root, "unpaired", {}))
+        current.update({k: jsonable(redact_values(dict(v))) for k, v in entries.items()})
+        published = list(read_records(root).provenance)
+        current = {k: v for k, v in current.items() if not any(same_time(k, p) for p in published)}
+        root.attrs["unpaired"] = json.dumps(current, sort_keys=True)
+    return True

@@ -292,7 +292,9 @@ def _is_collection_file(path: Path) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """CLI: ``python -m cloudlulc.testing.stac_server serve <catalog_dir> [--port N] [--host H]``."""
-    parser = argparse.ArgumentParser(prog="python -m cloudlulc.testing.stac_server", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m cloudlulc.testing.stac_server", description=(__doc__ or "").splitlines()[0]
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     srv = sub.add_parser("serve", help="serve a catalog directory written by `python -m cloudlulc.simulate`")
     srv.add_argument("catalog_dir")

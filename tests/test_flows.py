@@ -248,6 +248,33 @@ def test_train_flow_trains_and_saves_weights(tmp_path):
     assert len(out["history"]) == 1
 
 
+def test_train_flow_on_two_processes_publishes_the_log_curve_and_checkpoints(tmp_path):
+    """processes=2: the flow starts torchrun (gloo on the CPU) and publishes rank 0's outputs."""
+    config = {
+        "model": "cloudlulc-net-tiny",
+        "model_overrides": {"widths": [8, 16, 16, 32], "latent_dim": 32, "decoder_width": 16, "usmt_heads": 4},
+        "epochs": 2,
+        "steps_per_epoch": 1,
+        "batch_size": 2,
+        "threads": 1,
+        "progress": False,
+        "out_dir": str(tmp_path / "run"),
+        "train_data": {"n_patches": 4, "patch_size": 32, "seed": 1},
+        "val_data": {"n_patches": 2, "patch_size": 32, "seed": 2},
+    }
+    state = train_flow(config, processes=2, device="cpu", return_state=True)
+    assert state.is_completed(), state.message
+    out = state.result()
+    run = tmp_path / "run"
+    for name in ("last.safetensors", "last.json", "best.safetensors", "best.json", "train_log.csv", "loss_curve.png"):
+        assert (run / name).is_file(), name
+    assert out["best_path"] == str(run / "best.safetensors") and len(out["history"]) == 2
+    assert json.loads((run / "last.json").read_text())["world_size"] == 2
+    arts = _artifacts(state.state_details.flow_run_id)
+    assert "data:image/png;base64," in arts["train-summary"][0].data
+    assert {"val_miou", "train_total"} <= set(json.loads(arts["train-history"][0].data)[0])
+
+
 def test_evaluate_flow_publishes_the_report(tmp_path):
     params = {
         "models": [{"name": "cloudlulc-net-tiny"}],
@@ -342,6 +369,9 @@ def test_prefect_yaml_deploys_to_process_and_gpu_kubernetes_pools(tmp_path):
     assert gpu.job_variables["image"] == "ghcr.io/example/cloudlulc:0.1.0"
     assert gpu.job_variables["env"]["CLOUDLULC_DASK_TASK_RESOURCES"] == '{"GPU": 1}'
     assert deps["build-dataset/k8s-cpu"].job_variables["gpu_limit"] == 0
+    assert deps["train/local-cpu-2"].parameters == {"processes": 2, "device": "cpu"}
+    assert deps["train/k8s-gpu"].parameters == {"processes": "gpus"}
+    assert deps["train/k8s-gpu"].work_pool_name == "cloudlulc-k8s-gpu"
     nrt = deps["map-aoi-nrt/berlin"]
     assert nrt.schedules and nrt.schedules[0].schedule.cron == "0 */6 * * *"
     assert nrt.parameters["output"].startswith("s3://") and nrt.global_concurrency_limit.limit == 1

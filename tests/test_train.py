@@ -140,3 +140,61 @@ def test_augmentation_keeps_layers_aligned():
         assert torch.equal(out["cloud"], (out["label"] % 2).to(torch.uint8))
         seen.add(tuple(out["label"].flatten().tolist()))
     assert len(seen) > 3  # it does transform
+
+
+def test_a_run_logs_each_step_draws_the_curve_and_keeps_the_best_weights(tmp_path):
+    from cloudlulc.training import data_fingerprint
+
+    cfg = _cfg(tmp_path, epochs=2, steps_per_epoch=2, tensorboard=False)
+    result = train(cfg)
+    lines = (tmp_path / "train_log.csv").read_text().splitlines()
+    assert lines[0].split(",")[:6] == ["step", "epoch", "lr", "grad_norm", "seconds", "total"]
+    assert [x.split(",")[:2] for x in lines[1:]] == [["1", "0"], ["2", "0"], ["3", "1"], ["4", "1"]]
+    steps = [json.loads(x) for x in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [s["lr"] for s in steps] == sorted(s["lr"] for s in steps) and {"ce", "anchor", "total"} <= set(steps[0])
+    assert (tmp_path / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    scores = [h["val"]["total"]["miou"] for h in result.history]
+    assert set(result.history[0]["val"]["per_bin"]) == {"0-10", "10-30", "30-60", "60-100"}
+    best = json.loads((tmp_path / "best.json").read_text())
+    assert best["step"] == 2 * (scores.index(max(scores)) + 1) and best["best"]["score"] == max(scores)
+    assert best["data_fingerprint"] == data_fingerprint(cfg.train_data)
+    assert best["seeds"] == {"train": 0, "data": 0} and best["world_size"] == 1 and best["global_batch_size"] == 4
+    assert best["metrics"]["total"]["miou"] == max(scores)
+    assert result.best_path == tmp_path / "best.safetensors"
+    from_pretrained(result.best_path)  # a loadable weights file, sha256 checked
+
+
+def test_gradient_accumulation_gives_the_whole_batch_step(tmp_path):
+    """Two micro-batches of 2 take the step one batch of 4 takes (no ignored pixel: equal weights).
+
+    Without the anchor term: its EMA anchors move once per forward, so with accumulation they move
+    once per micro-batch (docs/training.md).
+    """
+    rows = []
+    for name, acc in (("one", 1), ("two", 2)):
+        cfg = _cfg(tmp_path / name, epochs=1, steps_per_epoch=1, val_data=None, accumulate_steps=acc, anchor_weight=0)
+        train(cfg)
+        rows.append(json.loads((tmp_path / name / "train_log.jsonl").read_text().splitlines()[0]))
+    for k in ("total", "ce", "reliability", "grad_norm"):
+        assert abs(rows[0][k] - rows[1][k]) <= 1e-5 * abs(rows[0][k]), (k, rows)
+
+
+def test_data_configs_are_told_apart_by_kind():
+    from cloudlulc.training import GeoTiffDataConfig, ZarrDataConfig
+
+    cfg = TrainConfig.model_validate(
+        {
+            "train_data": {"n_patches": 4},  # no kind: simulated, as before
+            "val_data": {"kind": "zarr", "path": "/data/set", "split": "val"},
+        }
+    )
+    assert isinstance(cfg.train_data, SimulatedDataConfig) and isinstance(cfg.val_data, ZarrDataConfig)
+    g = TrainConfig.model_validate({"train_data": {"kind": "geotiff", "root": "/p", "label_map": {"1": 0}}})
+    assert isinstance(g.train_data, GeoTiffDataConfig) and g.train_data.label_map == {1: 0}
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="zarr"):
+        TrainConfig.model_validate({"train_data": {"kind": "zarr"}})  # the store path is required
+    with pytest.raises(ValueError, match="batch_size 6 does not split"):
+        train(TrainConfig(batch_size=6, accumulate_steps=4, device="cpu", progress=False))

@@ -22,9 +22,14 @@ The total training loss is ``CE(logits, y) + lambda_anchor * L_anchor (+ lambda_
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: sums a tensor over the processes of a data-parallel run (identity in one process)
+Reduce = Callable[[torch.Tensor], torch.Tensor]
 
 
 def mode_downsample(
@@ -56,32 +61,56 @@ class SemanticAnchors(nn.Module):
         self.register_buffer("initialised", torch.zeros(num_classes, dtype=torch.bool))
 
     @torch.no_grad()
-    def update(self, z: torch.Tensor, y: torch.Tensor) -> None:
-        """EMA update from normalised latents ``z`` [N,D] with labels ``y`` [N] (all valid)."""
-        for k in torch.unique(y).tolist():
-            mean = F.normalize(z[y == k].mean(0), dim=0)
-            if bool(self.initialised[k]):
-                self.anchors[k] = F.normalize(self.momentum * self.anchors[k] + (1 - self.momentum) * mean, dim=0)
-            else:
-                self.anchors[k] = mean
-                self.initialised[k] = True
+    def update(self, z: torch.Tensor, y: torch.Tensor, reduce: Reduce | None = None) -> None:
+        """EMA update from normalised latents ``z`` [N,D] with labels ``y`` [N] (all valid, N may be 0).
 
-    def forward(self, latent: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Anchor loss for ``latent`` [B,D,h,w] and full-resolution ``labels`` [B,H,W].
+        ``reduce`` sums the per-class statistics over the processes of a data-parallel run (the
+        trainer passes an all-reduce), so every process moves its anchors by the global batch's class
+        means, exactly as one process holding the whole batch would.
+        """
+        k = self.num_classes
+        sums = torch.zeros(k, self.anchors.shape[1], device=z.device, dtype=torch.float32)
+        sums.index_add_(0, y, z.float())
+        counts = torch.bincount(y, minlength=k).to(sums.dtype)
+        stats = torch.cat([sums, counts[:, None]], dim=1)
+        if reduce is not None:
+            stats = reduce(stats)
+        sums, counts = stats[:, :-1], stats[:, -1]
+        seen = counts > 0
+        mean = F.normalize(sums / counts.clamp_min(1)[:, None], dim=1).to(self.anchors.dtype)
+        ema = F.normalize(self.momentum * self.anchors + (1 - self.momentum) * mean, dim=1)
+        new = torch.where(self.initialised[:, None], ema, mean)
+        self.anchors.copy_(torch.where(seen[:, None], new, self.anchors))
+        self.initialised |= seen
 
-        In training mode the anchors are updated first (from detached latents), then the loss is computed.
+    def loss_terms(
+        self, latent: torch.Tensor, labels: torch.Tensor, reduce: Reduce | None = None
+    ) -> tuple[torch.Tensor, int]:
+        """The anchor loss summed over the labelled latent cells, and how many cells that is.
+
+        In training mode the anchors are updated first (from detached latents, statistics summed
+        by ``reduce``; see :meth:`update`). A data-parallel trainer divides the sum by the cell count
+        of the whole global batch, so the mean matches a single process.
         """
         y = mode_downsample(labels, latent.shape[-2:], self.num_classes, self.ignore_index).flatten()
         z = F.normalize(latent.float().permute(0, 2, 3, 1).reshape(-1, latent.shape[1]), dim=1)
         keep = y != self.ignore_index
-        if not bool(keep.any()):
-            return latent.sum() * 0.0
         z, y = z[keep], y[keep]
         if self.training:
-            self.update(z.detach(), y)
+            self.update(z.detach(), y, reduce)  # every process takes part, even with no labelled cell
+        if y.numel() == 0:
+            return latent.sum() * 0.0, 0
         logits = z @ self.anchors.detach().t() / self.temperature
         logits = logits.masked_fill(~self.initialised[None, :], float("-inf"))
-        return F.cross_entropy(logits, y)
+        return F.cross_entropy(logits, y, reduction="sum"), int(y.numel())
+
+    def forward(self, latent: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Anchor loss (mean over labelled cells) for ``latent`` [B,D,h,w] and full-resolution ``labels`` [B,H,W].
+
+        In training mode the anchors are updated first (from detached latents), then the loss is computed.
+        """
+        total, n = self.loss_terms(latent, labels)
+        return total / max(n, 1)
 
     @torch.no_grad()
     def classify(self, latent: torch.Tensor) -> torch.Tensor:

@@ -62,29 +62,40 @@ class OpticalReliabilityModule(nn.Module):
         return out, r
 
 
+def reliability_terms(
+    pyramid: list[torch.Tensor], cloud: torch.Tensor, valid: torch.Tensor | None = None
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per pyramid level: the weighted BCE summed over the level's cells, and the weight summed.
+
+    The sums let a data-parallel trainer normalise by the whole global batch (see
+    :func:`reliability_loss` for the loss itself).
+    """
+    cloud = cloud.float()
+    known = (cloud <= 1) if valid is None else (valid & (cloud <= 1))
+    clear = (1.0 - cloud.clamp(0, 1)) * known
+    known_f = known.float()
+    terms = []
+    for r in pyramid:
+        h, w = r.shape[-2:]
+        k = F.adaptive_avg_pool2d(known_f[:, None], (h, w))
+        target = F.adaptive_avg_pool2d(clear[:, None], (h, w)) / k.clamp_min(1e-6)
+        weight = (k > 0.5).float()
+        # BCE is unsafe under autocast; compute it in float32 from the probabilities.
+        bce = F.binary_cross_entropy(r.float().clamp(1e-6, 1 - 1e-6), target.clamp(0, 1), reduction="none")
+        terms.append(((bce * weight).sum(), weight.sum()))
+    return terms
+
+
 def reliability_loss(
     pyramid: list[torch.Tensor], cloud: torch.Tensor, valid: torch.Tensor | None = None
 ) -> torch.Tensor:
     """Auxiliary BCE of every reliability level against ``1 - cloud``.
 
     ``cloud`` is [B,H,W] in {0,1} (255 or ``valid == False`` = unknown, ignored). Each level's target
-    is the clear fraction inside its cell (area pooling), so a half-cloudy cell aims at 0.5.
+    is the clear fraction inside its cell (area pooling), so a half-cloudy cell aims at 0.5. The loss
+    is the mean over levels (with any known cell) of each level's weighted mean BCE.
     """
-    cloud = cloud.float()
-    known = (cloud <= 1) if valid is None else (valid & (cloud <= 1))
-    clear = (1.0 - cloud.clamp(0, 1)) * known
-    known_f = known.float()
-    losses = []
-    for r in pyramid:
-        h, w = r.shape[-2:]
-        k = F.adaptive_avg_pool2d(known_f[:, None], (h, w))
-        target = F.adaptive_avg_pool2d(clear[:, None], (h, w)) / k.clamp_min(1e-6)
-        weight = (k > 0.5).float()
-        if weight.sum() == 0:
-            continue
-        # BCE is unsafe under autocast; compute it in float32 from the probabilities.
-        bce = F.binary_cross_entropy(r.float().clamp(1e-6, 1 - 1e-6), target.clamp(0, 1), reduction="none")
-        losses.append((bce * weight).sum() / weight.sum())
+    losses = [total / weight for total, weight in reliability_terms(pyramid, cloud, valid) if weight > 0]
     if not losses:
         return pyramid[0].sum() * 0.0
     return torch.stack(losses).mean()

@@ -1,11 +1,16 @@
-"""What a training run is asked to do: :class:`TrainConfig` (JSON-able, validated)."""
+"""What a training run is asked to do: :class:`TrainConfig` (JSON-able, validated).
+
+Training data is one of :class:`SimulatedDataConfig` (the default), :class:`ZarrDataConfig` (a store
+built by ``build-dataset``) or :class:`GeoTiffDataConfig` (the paper's GeoTIFF layout), told apart by
+``kind`` (a config without ``kind`` is simulated).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 
 class SimulatedDataConfig(BaseModel):
@@ -35,16 +40,64 @@ class SimulatedDataConfig(BaseModel):
         return self
 
 
+class ZarrDataConfig(BaseModel):
+    """One split of the Zarr store written by ``build-dataset`` (:class:`cloudlulc.dataset.ZarrPatchDataset`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["zarr"] = "zarr"
+    #: the build's output directory or its ``dataset.zarr``
+    path: Path
+    split: Literal["train", "val", "test"] | None = "train"
+
+
+class GeoTiffDataConfig(BaseModel):
+    """One split of the paper's GeoTIFF layout (:class:`cloudlulc.dataset.GeoTiffLayoutDataset`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["geotiff"] = "geotiff"
+    root: Path
+    split: Literal["train", "val", "test"] = "train"
+    optical_scale: float | None = None
+    optical_offset: float | None = None
+    #: source label code -> CloudLULC class (JSON keys are strings: {"1": 0, ...})
+    label_map: dict[int, int] | None = None
+    sar_units: Literal["db", "linear"] = "db"
+
+
+def _data_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return str(value.get("kind", "simulated"))
+    return str(getattr(value, "kind", "simulated"))
+
+
+DataConfig = Annotated[
+    Annotated[SimulatedDataConfig, Tag("simulated")]
+    | Annotated[ZarrDataConfig, Tag("zarr")]
+    | Annotated[GeoTiffDataConfig, Tag("geotiff")],
+    Discriminator(_data_kind),
+]
+
+
 class TrainConfig(BaseModel):
+    """A training run: model, data, optimisation, and what to write where.
+
+    ``batch_size`` is the *global* batch of one optimiser step: it is split over the
+    ``accumulate_steps`` micro-batches and over the processes of a ``torchrun`` launch, so the same
+    config trains the same model on 1 or N processes (see ``docs/training.md``).
+    """
+
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
     model: str = "cloudlulc-net-tiny"
     model_overrides: dict[str, Any] = Field(default_factory=dict)
-    train_data: SimulatedDataConfig = Field(default_factory=SimulatedDataConfig)
-    val_data: SimulatedDataConfig | None = None
+    train_data: DataConfig = Field(default_factory=SimulatedDataConfig)
+    val_data: DataConfig | None = None
     epochs: int = Field(1, ge=1)
     #: optimiser steps per epoch; None = one pass over the training set
     steps_per_epoch: int | None = Field(None, ge=1)
+    #: patches per optimiser step over all processes and micro-batches
     batch_size: int = Field(8, ge=1)
+    #: micro-batches whose gradients are summed before each optimiser step (small GPUs)
+    accumulate_steps: int = Field(1, ge=1)
     lr: float = Field(2e-3, gt=0)
     weight_decay: float = Field(1e-2, ge=0)
     warmup_steps: int = Field(20, ge=0)
@@ -55,13 +108,21 @@ class TrainConfig(BaseModel):
     reliability_weight: float = Field(0.3, ge=0)
     reconstruction_weight: float = Field(1.0, ge=0)
     augment: bool = True
+    #: mixed precision (float16 autocast + GradScaler) on CUDA; ignored on the CPU
     amp: bool = True
     device: str = "auto"
     seed: int = 0
     threads: int | None = None
     num_workers: int = 0
     out_dir: Path = Path("runs/cloudlulc")
+    #: continue from ``out_dir/last-trainer.pt`` when it exists
     resume: bool = False
+    #: write a resumable checkpoint every this many optimiser steps (0 = at epoch ends only)
+    checkpoint_every: int = Field(0, ge=0)
+    #: validation score (of ``val.total``) that picks ``best.safetensors``
+    best_metric: Literal["miou", "macro_f1", "oa"] = "miou"
+    #: also log to TensorBoard (``out_dir/tensorboard``) when ``torch.utils.tensorboard`` imports
+    tensorboard: bool = True
     progress: bool = True
     #: free-text description of the training data stored with the weights
     data_description: str | None = None

@@ -67,7 +67,7 @@ class SimulatedPatches(Dataset):
             "optical_clear": scene.optical_clear,
         }
         per_scene = c.patches_per_scene if c.scene_size else 1
-        for _k in range(per_scene):
+        for _ in range(per_scene):
             y0, x0 = rng.integers(0, size - c.patch_size + 1, 2) if c.scene_size else (0, 0)
             win = (slice(y0, y0 + c.patch_size), slice(x0, x0 + c.patch_size))
             sample = {

@@ -1,43 +1,61 @@
-"""The training loop: AdamW, warm-up then cosine decay, gradient clipping, AMP on CUDA, checkpoints.
+"""The training loop: one process or many (``torchrun``), resumable at any checkpointed step.
 
-Checkpoints at every epoch end: ``last.safetensors`` + ``last.json`` (a loadable weights file, see
-:mod:`cloudlulc.model.io`) and ``last-trainer.pt`` (optimizer / scheduler / scaler / RNG state,
-tensors and plain containers only, read back with ``torch.load(weights_only=True)``); ``resume``
-continues from there; metrics per epoch go to ``metrics.jsonl``.
+AdamW, warm-up then cosine decay, gradient clipping, gradient accumulation, float16 autocast with a
+GradScaler on CUDA. Under ``torchrun`` every process trains a DistributedDataParallel copy on its
+shard of each global batch (:mod:`~cloudlulc.training.sampler`); only rank 0 writes.
+
+Why runs are reproducible and resumable bit for bit: the data order is a function of (seed, epoch,
+step), each step reseeds torch from (seed, rank, step) before its forward, the loss is normalised by
+global counts (:mod:`~cloudlulc.training.loss`), and a checkpoint stores the model, optimiser,
+scheduler, scaler, RNG states and the data position (:mod:`~cloudlulc.training.checkpoint`).
+
+Outputs in ``out_dir``: ``last.safetensors``/``.json`` (every checkpoint), ``best.*`` (best validation
+score), ``last-trainer.pt`` (the resume point) and the logs of :mod:`~cloudlulc.training.progress`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from cloudlulc.inference.device import resolve_device
-from cloudlulc.model.io import save_pretrained
 from cloudlulc.model.registry import build_model
+from cloudlulc.training import checkpoint as ckpt
 from cloudlulc.training.config import TrainConfig
-from cloudlulc.training.data import Augmented, SimulatedPatches, batch_cloud_fraction, prepare_batch
+from cloudlulc.training.data import Augmented, prepare_batch
+from cloudlulc.training.distributed import DistContext, setup, teardown
 from cloudlulc.training.loss import compute_loss
-from cloudlulc.training.metrics import ConfusionMatrix
+from cloudlulc.training.progress import EPOCH_JSONL, RunLog, read_jsonl
+from cloudlulc.training.sampler import ShardedBatchSampler, split_batch
+from cloudlulc.training.sources import data_fingerprint, open_dataset
+from cloudlulc.training.validation import evaluate_model
+
+__all__ = ["TrainResult", "cosine_with_warmup", "evaluate_model", "seed_everything", "train"]
 
 
 @dataclass
 class TrainResult:
     model: nn.Module
+    #: the per-epoch records of ``metrics.jsonl`` (on ranks > 0: only those of this session)
     history: list[dict[str, Any]] = field(default_factory=list)
     out_dir: Path | None = None
     weights_path: Path | None = None
+    #: ``best.safetensors`` when validation data was given and scored
+    best_path: Path | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -46,7 +64,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def cosine_with_warmup(warmup: int, total: int, min_ratio: float):
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The torch seed of one optimiser step on one rank (dropout and any other torch randomness)."""
+    digest = hashlib.sha256(f"cloudlulc-train:{seed}:{rank}:{step}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def cosine_with_warmup(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / max(1, warmup)
@@ -56,173 +80,293 @@ def cosine_with_warmup(warmup: int, total: int, min_ratio: float):
     return factor
 
 
-@torch.no_grad()
-def evaluate_model(
-    model: nn.Module,
-    dataset_or_loader: Dataset | DataLoader,
+@dataclass
+class _Position:
+    """Where the run stands: the resume point a checkpoint stores."""
+
+    epoch: int = 0
+    epoch_step: int = 0
+    step: int = 0
+    sums: dict[str, float] = field(default_factory=dict)
+    best_score: float | None = None
+    best_step: int | None = None
+
+
+def train(
+    cfg: TrainConfig,
+    train_dataset: Dataset | None = None,
+    val_dataset: Dataset | None = None,
     *,
-    device: str | torch.device = "cpu",
-    batch_size: int = 8,
-    amp: bool = False,
-) -> dict[str, Any]:
-    """Stratified metrics (:class:`cloudlulc.training.metrics.ConfusionMatrix`) of ``model`` on a dataset."""
-    device = torch.device(device) if not isinstance(device, torch.device) else device
-    loader = (
-        dataset_or_loader
-        if isinstance(dataset_or_loader, DataLoader)
-        else DataLoader(dataset_or_loader, batch_size=batch_size, shuffle=False)
-    )
-    was_training = model.training
-    model.eval()
-    cm = ConfusionMatrix(num_classes=model.config.num_classes, class_names=model.config.class_names)
-    for raw in loader:
-        batch = prepare_batch(raw, model, device)
-        with torch.autocast(device_type="cuda", enabled=amp and device.type == "cuda"):
-            out = model(batch["optical"], batch["sar"])
-        pred = out.logits.argmax(1)
-        cm.update(pred, batch["label"], batch_cloud_fraction(batch).cpu())
-    model.train(was_training)
-    return cm.compute()
+    on_step: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Train ``cfg.model``; datasets default to the ones ``cfg.train_data``/``cfg.val_data`` describe.
 
-
-def _trainer_state_path(out_dir: Path) -> Path:
-    return out_dir / "last-trainer.pt"
-
-
-def train(cfg: TrainConfig, train_dataset: Dataset | None = None, val_dataset: Dataset | None = None) -> TrainResult:
-    """Train ``cfg.model``; datasets default to the simulated ones described in ``cfg``."""
+    Under ``torchrun`` the process group is joined here (and left at the end). ``on_step(step)`` is
+    called after each optimiser step and its checkpoint, e.g. to stop a run from a test.
+    """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model = build_model(cfg.model, **cfg.model_overrides).to(device)
-    train_dataset = train_dataset if train_dataset is not None else SimulatedPatches(cfg.train_data)
-    if val_dataset is None and cfg.val_data is not None:
-        val_dataset = SimulatedPatches(cfg.val_data)
-    data = Augmented(train_dataset, seed=cfg.seed) if cfg.augment else train_dataset
-    steps_per_epoch = cfg.steps_per_epoch or max(1, len(train_dataset) // cfg.batch_size)  # type: ignore[arg-type]
-    total_steps = cfg.epochs * steps_per_epoch
+    ctx = setup(cfg.device)
+    ok = False
+    try:
+        result = _Trainer(cfg, ctx, train_dataset, val_dataset).run(on_step)
+        ok = True
+        return result
+    finally:
+        if ok:
+            teardown(ctx)
+        elif ctx.owns_group:  # a failed rank: leave without a barrier the others may never reach
+            torch.distributed.destroy_process_group()
 
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr
-    )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, cosine_with_warmup(cfg.warmup_steps, total_steps, cfg.min_lr_ratio)
-    )
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
 
-    start_epoch, step, history = 0, 0, []
-    state_path = _trainer_state_path(out_dir)
-    if cfg.resume and state_path.exists():
-        model.load_state_dict(load_file(str(out_dir / "last.safetensors"), device=str(device)))
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"].cpu())
-        start_epoch, step = int(state["epoch"]) + 1, int(state["step"])
-        history = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+class _Trainer:
+    def __init__(self, cfg: TrainConfig, ctx: DistContext, train_dataset: Dataset | None, val_dataset: Dataset | None):
+        self.cfg, self.ctx = cfg, ctx
+        seed_everything(cfg.seed)
+        self.device = ctx.device
+        self.out_dir = Path(cfg.out_dir)
+        if ctx.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            ckpt.remove_stale_temporaries(self.out_dir)
+        self.net = build_model(cfg.model, **cfg.model_overrides).to(self.device)
+        self.fingerprint = data_fingerprint(cfg.train_data) if train_dataset is None else None
+        self.train_dataset = train_dataset if train_dataset is not None else open_dataset(cfg.train_data)
+        if val_dataset is None and cfg.val_data is not None:
+            val_dataset = open_dataset(cfg.val_data)
+        self.val_dataset = val_dataset
+        self.data = Augmented(self.train_dataset, seed=cfg.seed) if cfg.augment else self.train_dataset
+        self.per_rank = split_batch(cfg.batch_size, ctx.world_size, cfg.accumulate_steps)
+        self.n_train = len(self.train_dataset)  # type: ignore[arg-type]
+        self.steps_per_epoch = cfg.steps_per_epoch or max(1, self.n_train // cfg.batch_size)
 
-    model.train()
-    for epoch in range(start_epoch, cfg.epochs):
-        if isinstance(data, Augmented):
-            data.set_epoch(epoch)
-        loader = DataLoader(
-            data,
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
+        for name, p in self.net.named_parameters():
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=cfg.lr,
+        )
+        total = cfg.epochs * self.steps_per_epoch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, cosine_with_warmup(cfg.warmup_steps, total, cfg.min_lr_ratio)
+        )
+        self.use_amp = cfg.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.log = RunLog(self.out_dir, enabled=ctx.is_main, tensorboard=cfg.tensorboard)
+        self.pos = _Position()
+        self.history: list[dict[str, Any]] = []
+        self.last_meta: dict[str, Any] = {}
+        if cfg.resume and ckpt.state_path(self.out_dir).exists():
+            self._resume()
+        else:
+            self.log.restart(0)
+        # DDP copies rank 0's weights to every rank here, after a resume has loaded them everywhere
+        self.model: nn.Module = self.net
+        if ctx.distributed:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = DistributedDataParallel(self.net, device_ids=ids)
+
+    # -- resume -----------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        cfg, state = self.cfg, ckpt.load_state(self.out_dir)
+        if state["data_fingerprint"] != self.fingerprint:
+            raise ValueError(
+                f"{ckpt.state_path(self.out_dir)} was trained on other data (fingerprint "
+                f"{str(state['data_fingerprint'])[:12]} != {str(self.fingerprint)[:12]}); resume with the same "
+                "train_data, or train into a new out_dir"
+            )
+        if state["batch_size"] != cfg.batch_size:
+            raise ValueError(
+                f"{ckpt.state_path(self.out_dir)} was trained with batch_size {state['batch_size']}, not "
+                f"{cfg.batch_size}; the data position counts global batches: resume with the same batch_size"
+            )
+        self.net.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        ckpt.restore_rng(state["rng"])
+        p = state["position"]
+        self.pos = _Position(
+            epoch=int(p["epoch"]),
+            epoch_step=int(p["epoch_step"]),
+            step=int(state["step"]),
+            sums={k: float(v) for k, v in p["sums"].items()},
+            best_score=p["best_score"],
+            best_step=p["best_step"],
+        )
+        if self.pos.epoch_step >= self.steps_per_epoch:  # a finished epoch: start the next one
+            self.pos.epoch, self.pos.epoch_step, self.pos.sums = self.pos.epoch + 1, 0, {}
+        self.last_meta = json.loads(state["last_metadata"])
+        self.log.restart(self.pos.step)
+        if self.ctx.is_main:
+            self.history = read_jsonl(self.out_dir / EPOCH_JSONL)
+            ckpt.publish_weights(self.net, self.out_dir, "last", self.last_meta)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def run(self, on_step: Callable[[int], None] | None) -> TrainResult:
+        cfg = self.cfg
+        self.model.train()
+        for epoch in range(self.pos.epoch, cfg.epochs):
+            self.pos.epoch = epoch
+            self._epoch(epoch, on_step)
+            self.pos.epoch_step, self.pos.sums = 0, {}
+        self.log.close()
+        best = self.out_dir / "best.safetensors"
+        return TrainResult(
+            model=self.net,
+            history=self.history,
+            out_dir=self.out_dir,
+            weights_path=self.out_dir / "last.safetensors",
+            best_path=best if self.pos.best_step is not None else None,
+        )
+
+    def _epoch(self, epoch: int, on_step: Callable[[int], None] | None) -> None:
+        cfg, ctx, pos = self.cfg, self.ctx, self.pos
+        if isinstance(self.data, Augmented):
+            self.data.set_epoch(epoch)
+        sampler = ShardedBatchSampler(
+            self.n_train,
             batch_size=cfg.batch_size,
-            shuffle=True,
-            drop_last=len(data) >= cfg.batch_size,
+            steps=self.steps_per_epoch,
+            seed=cfg.seed,
+            epoch=epoch,
+            rank=ctx.rank,
+            world_size=ctx.world_size,
+            accumulate_steps=cfg.accumulate_steps,
+            start_step=pos.epoch_step,
+        )
+        loader = DataLoader(
+            self.data,
+            batch_sampler=sampler,
             num_workers=cfg.num_workers,
+            pin_memory=self.device.type == "cuda",
             generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch),
         )
-        sums: dict[str, float] = {}
-        n, t0 = 0, time.perf_counter()
         bar = tqdm(
-            total=steps_per_epoch,
+            total=self.steps_per_epoch,
+            initial=pos.epoch_step,
             desc=f"{cfg.model} epoch {epoch + 1}/{cfg.epochs}",
-            disable=not cfg.progress,
+            disable=not (cfg.progress and ctx.is_main),
             leave=False,
         )
-        it = iter(loader)
-        for _ in range(steps_per_epoch):
-            try:
-                raw = next(it)
-            except StopIteration:
-                it = iter(loader)
-                raw = next(it)
-            batch = prepare_batch(raw, model, device)
-            with torch.autocast(device_type="cuda", enabled=use_amp):
-                out = model(batch["optical"], batch["sar"])
-            loss, parts = compute_loss(model, out, batch, cfg)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            n += 1
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(loss=f"{parts['total']:.3f}")
+        t0, it = time.perf_counter(), iter(loader)
+        for _ in range(pos.epoch_step, self.steps_per_epoch):
+            t_step = time.perf_counter()
+            row = self._step(it)
+            pos.step += 1
+            pos.epoch_step += 1
+            for k, v in row.items():
+                pos.sums[k] = pos.sums.get(k, 0.0) + v
+            self.log.step({"step": pos.step, "epoch": epoch, **row, "seconds": round(time.perf_counter() - t_step, 4)})
+            bar.set_postfix(loss=f"{row['total']:.3f}")
             bar.update()
+            every = cfg.checkpoint_every
+            if every and pos.step % every == 0 and pos.epoch_step < self.steps_per_epoch:
+                self._checkpoint()  # the epoch's last step is checkpointed after validation, below
+            if on_step is not None:
+                on_step(pos.step)
         bar.close()
+        n = max(pos.epoch_step, 1)
         record: dict[str, Any] = {
             "epoch": epoch,
-            "step": step,
-            "lr": scheduler.get_last_lr()[0],
+            "step": pos.step,
+            "lr": self.scheduler.get_last_lr()[0],
             "seconds": round(time.perf_counter() - t0, 2),
-            "train": {k: v / max(n, 1) for k, v in sums.items()},
+            "train": {k: v / n for k, v in pos.sums.items() if k not in ("lr", "grad_norm")},
         }
-        if val_dataset is not None:
-            record["val"] = evaluate_model(model, val_dataset, device=device, batch_size=cfg.batch_size, amp=use_amp)
-        history.append(record)
-        with open(out_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
-        _save_checkpoint(model, optimizer, scheduler, scaler, epoch, step, cfg, out_dir, record)
-    return TrainResult(model=model, history=history, out_dir=out_dir, weights_path=out_dir / "last.safetensors")
+        improved = False
+        if self.val_dataset is not None:
+            record["val"] = evaluate_model(
+                self.net,
+                self.val_dataset,
+                device=self.device,
+                batch_size=self.per_rank * cfg.accumulate_steps,
+                amp=self.use_amp,
+                dist=ctx,
+            )
+            score = record["val"]["total"].get(cfg.best_metric)
+            if score is not None and (pos.best_score is None or score > pos.best_score):
+                pos.best_score, pos.best_step, improved = float(score), pos.step, True
+        self.history.append(record)
+        self.log.epoch(record)
+        self._checkpoint(record, improved)
 
+    def _step(self, it: Any) -> dict[str, float]:
+        """One optimiser step over ``accumulate_steps`` micro-batches; returns the global-batch losses."""
+        cfg, ctx = self.cfg, self.ctx
+        torch.manual_seed(step_seed(cfg.seed, ctx.rank, self.pos.step))
+        self.optimizer.zero_grad(set_to_none=True)
+        parts: dict[str, float] = {}
+        a_steps = cfg.accumulate_steps
+        for a in range(a_steps):
+            batch = prepare_batch(next(it), self.net, self.device)
+            # gradients are all-reduced once, on the last micro-batch
+            ddp = self.model if isinstance(self.model, DistributedDataParallel) else None
+            with ddp.no_sync() if ddp is not None and a < a_steps - 1 else nullcontext():
+                with torch.autocast(device_type="cuda", enabled=self.use_amp):
+                    out = self.model(batch["optical"], batch["sar"])
+                loss, micro = compute_loss(self.net, out, batch, cfg, ctx)
+                self.scaler.scale(loss / a_steps).backward()
+            for k, v in micro.items():
+                parts[k] = parts.get(k, 0.0) + v / a_steps
+        self.scaler.unscale_(self.optimizer)
+        norm = nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip or math.inf)
+        lr = self.scheduler.get_last_lr()[0]
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return {"lr": float(lr), "grad_norm": float(norm), **parts}
 
-def _save_checkpoint(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    scaler: torch.amp.GradScaler,
-    epoch: int,
-    step: int,
-    cfg: TrainConfig,
-    out_dir: Path,
-    record: dict[str, Any],
-) -> None:
-    """Weights as a loadable safetensors + JSON pair; optimizer/scheduler state as plain tensors."""
-    metrics = record.get("val")
-    save_pretrained(
-        model,
-        out_dir / "last",
-        {
+    # -- checkpoints ------------------------------------------------------------------------------
+    def _metadata(self, record: dict[str, Any] | None) -> dict[str, Any]:
+        cfg, pos = self.cfg, self.pos
+        seeds = {"train": cfg.seed}
+        if hasattr(cfg.train_data, "seed"):
+            seeds["data"] = cfg.train_data.seed
+        return {
             "training_data": cfg.data_description or cfg.train_data.model_dump(mode="json"),
-            "metrics": metrics,
+            "data_fingerprint": self.fingerprint,
+            "metrics": record.get("val") if record else self.last_meta.get("metrics"),
             "train_config": cfg.model_dump(mode="json"),
-            "epoch": epoch,
-            "step": step,
-        },
-    )
-    torch.save(
-        {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "epoch": epoch,
-            "step": step,
-        },
-        _trainer_state_path(out_dir),
-    )
+            "epoch": pos.epoch,
+            "step": pos.step,
+            "seeds": seeds,
+            "world_size": self.ctx.world_size,
+            "global_batch_size": cfg.batch_size,
+            "accumulate_steps": cfg.accumulate_steps,
+            "best": {"metric": cfg.best_metric, "score": pos.best_score, "step": pos.best_step},
+        }
+
+    def _checkpoint(self, record: dict[str, Any] | None = None, improved: bool = False) -> None:
+        """Rank 0 writes best (if improved), last, then the resume state; other ranks write nothing."""
+        if not self.ctx.is_main:
+            return
+        meta = self._metadata(record)
+        if improved:
+            ckpt.publish_weights(self.net, self.out_dir, "best", meta)
+        ckpt.publish_weights(self.net, self.out_dir, "last", meta)
+        self.last_meta = meta
+        pos = self.pos
+        state = {
+            "format": ckpt.STATE_FORMAT,
+            "model": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": ckpt.capture_rng(),
+            "epoch": pos.epoch,
+            "step": pos.step,
+            "position": {
+                "epoch": pos.epoch,
+                "epoch_step": pos.epoch_step,
+                "sums": dict(pos.sums),
+                "best_score": pos.best_score,
+                "best_step": pos.best_step,
+            },
+            "data_fingerprint": self.fingerprint,
+            "batch_size": self.cfg.batch_size,
+            "world_size": self.ctx.world_size,
+            "last_metadata": json.dumps(meta),
+        }
+        ckpt.save_state(state, self.out_dir)

@@ -1,0 +1,61 @@
+"""Validation by cloud bin, on one process or split over the processes of a data-parallel run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from cloudlulc.training.data import batch_cloud_fraction, prepare_batch
+from cloudlulc.training.distributed import DistContext
+from cloudlulc.training.metrics import ConfusionMatrix
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    dataset_or_loader: Dataset | DataLoader,
+    *,
+    device: str | torch.device = "cpu",
+    batch_size: int = 8,
+    amp: bool = False,
+    dist: DistContext | None = None,
+) -> dict[str, Any]:
+    """Stratified metrics (:class:`cloudlulc.training.metrics.ConfusionMatrix`) of ``model`` on a dataset.
+
+    With ``dist`` of a data-parallel run each process predicts every ``world_size``-th patch and the
+    confusion matrices are summed over the processes, so every rank returns the metrics of the whole
+    set. ``model`` is the bare network, never its DistributedDataParallel wrapper.
+    """
+    ctx = dist or DistContext()
+    device = torch.device(device) if not isinstance(device, torch.device) else device
+    if isinstance(dataset_or_loader, DataLoader):
+        if ctx.distributed:
+            raise ValueError("evaluate_model: pass a Dataset (not a DataLoader) in a data-parallel run")
+        loader = dataset_or_loader
+    else:
+        data = dataset_or_loader
+        if ctx.distributed:
+            data = Subset(data, range(ctx.rank, len(data), ctx.world_size))  # type: ignore[arg-type]
+        loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(num_classes=model.config.num_classes, class_names=model.config.class_names)
+    for raw in loader:
+        batch = prepare_batch(raw, model, device)
+        with torch.autocast(device_type="cuda", enabled=amp and device.type == "cuda"):
+            out = model(batch["optical"], batch["sar"])
+        pred = out.logits.argmax(1)
+        cm.update(pred, batch["label"], batch_cloud_fraction(batch).cpu())
+    model.train(was_training)
+    if ctx.distributed:
+        counts = np.concatenate([cm.total.ravel(), cm.per_bin.ravel(), cm.n_patches])
+        summed = ctx.sum(torch.from_numpy(counts).to(ctx.device)).cpu().numpy()
+        k, nb = cm.num_classes, len(cm.bins)
+        cm.total = summed[: k * k].reshape(k, k)
+        cm.per_bin = summed[k * k : k * k * (nb + 1)].reshape(nb, k, k)
+        cm.n_patches = summed[k * k * (nb + 1) :]
+    return cm.compute()

@@ -141,6 +141,8 @@ class Settings(BaseSettings):
     #: retries of a transient pixel-read failure on a freshly opened handle, after GDAL's own retries
     read_retries: int = Field(3, ge=0)
     read_retry_delay_s: float = Field(1.0, ge=0)
+    #: bands of one remote item read at once within a chunk task, so their HTTP waits overlap
+    remote_read_threads: int = Field(8, ge=1, le=64)
 
     # --- dask -----------------------------------------------------------------------------------
     #: scheduler address of a running cluster; overrides ``dask_cluster``

@@ -37,7 +37,6 @@ from cloudlulc.cube import (
     linear_to_db,
     utm_epsg,
 )
-from cloudlulc.cube.stack import FOOTPRINT_MARGIN_M
 from cloudlulc.stac import AssetReadError, NoSentinel1Error, Pair, group_acquisitions, parse_aoi, select_s1
 from cloudlulc.testing.assets import serve_assets
 from cloudlulc.times import parse_datetime
@@ -106,74 +105,69 @@ def _stackstac_reference(dn: np.ndarray, convert, params, nodata) -> np.ndarray:
     return stackstac.mosaic(arr, dim="time", nodata=nodata, reverse=True).values
 
 
-def test_first_valid_mosaic_equals_convert_then_stackstac_mosaic_and_skips_covered_items():
-    """First valid wins per element (band and pixel), each item converted with its own parameter; an
-    item is not read for a chunk that the footprints before it cover (shrunk by the margin), and a
-    chunk no item covers is all nodata. Footprints here are the data's extent, as in STAC items."""
-    import dask
-    import dask.array as da
-    import xarray as xr
+class _LayerReader:
+    """stackstac's Reader protocol over one in-memory (y, x) layer on the output grid; logs its reads."""
 
-    from cloudlulc.cube.conversions import linear_to_db
-    from cloudlulc.cube.stack import FOOTPRINT_MARGIN_M, first_valid
+    def __init__(self, values: np.ndarray, key: tuple[int, int], log: list) -> None:
+        self.values, self.key, self.log = values, key, log
 
-    res = FOOTPRINT_MARGIN_M  # one pixel of margin
-    grid = Grid(32633, (600000.0, 5000000.0 - 8 * res, 600000.0 + 12 * res, 5000000.0), res)
-    to_lonlat = Transformer.from_crs(32633, 4326, always_xy=True)
-    # footprints in grid pixels (row0, row1, col0, col1), reaching past the grid where they cover its edge
-    rects = [(-5, 6, 6, 17), (2, 13, -5, 8), (-5, 13, -5, 8)]
+    def read(self, window):
+        self.log.append((self.key, window.row_off, window.col_off))
+        return self.values[window.toslices()].copy()
 
-    def geometry(r0, r1, c0, c1):
-        x0, x1 = grid.bounds[0] + c0 * res, grid.bounds[0] + c1 * res
-        y0, y1 = grid.bounds[3] - r1 * res, grid.bounds[3] - r0 * res
-        ring = [to_lonlat.transform(x, y) for x, y in [(x0, y0), (x1, y0), (x1, y1), (x0, y1), (x0, y0)]]
-        return {"type": "Polygon", "coordinates": [ring]}
 
-    items = [{"id": f"item{t}", "geometry": geometry(*r)} for t, r in enumerate(rects)]
+def test_first_valid_mosaic_equals_convert_then_stackstac_mosaic_and_reads_only_gaps():
+    """First valid wins per element (band and pixel), each item converted with its own parameter;
+    a later item is read only for the bands the earlier ones left gaps in, an item whose asset lies
+    outside a chunk is not read there, and a chunk no item covers is all nodata."""
+    from rasterio.windows import Window
+
+    from cloudlulc.cube.build import _linear_to_db
+    from cloudlulc.cube.stack import ReaderTable, _first_valid_chunk
+
     rng = np.random.default_rng(3)
     dn = rng.integers(1, 4000, (3, 2, 8, 12)).astype(np.float32)
-    for t, (r0, r1, c0, c1) in enumerate(rects):
-        outside = np.ones((8, 12), bool)
-        outside[max(r0, 0) : r1, max(c0, 0) : c1] = False
-        dn[t][:, outside] = np.nan
-    dn[0, 1, 2:4, 8:] = 0  # DN-0 nodata in one band, inside item 0's footprint
+    dn[0, :, :, :6] = np.nan  # item 0's asset covers the right half only
+    dn[0, 1, 2:4, 8:] = 0  # and has DN-0 nodata in one band only
+    dn[1, :, :4] = np.nan  # item 1 covers the bottom half
+    dn[2, :, :, 8:] = np.nan  # item 2 the left two thirds
+    dn[1:, :, 4:, 8:] = np.nan
+    dn[0, :, 4:, 8:] = np.nan  # ... so that nobody covers the bottom-right chunk
+    assets = [Window(6, 0, 6, 8), Window(0, 4, 12, 4), Window(0, 0, 8, 8)]
     offsets = [1000.0, 0.0, 1000.0]
     lin = rng.uniform(-0.01, 0.2, dn.shape).astype(np.float32)
     lin[np.isnan(dn)] = np.nan
-    scl = np.where(np.nan_to_num(dn, nan=0) > 0, np.nan_to_num(dn, nan=0) % 11 + 1, 0).astype(np.uint8)
-
-    def db(values, _):
-        return linear_to_db(values)
-
+    scl = np.where(np.nan_to_num(dn, nan=0) > 0, np.nan_to_num(dn, nan=0) % 11 + 1, 0).astype(np.uint8)  # 0: nodata
+    # (lin: backscatter <= 0 converts to NaN, more gaps than the footprints make: values only)
     cases = [
-        (dn, harmonise_s2, offsets, np.nan, np.float32),
-        (lin, db, [None] * 3, np.nan, np.float32),
-        (scl, None, [None] * 3, 0, np.uint8),
+        (dn, harmonise_s2, offsets, np.nan, np.float32, True),
+        (lin, _linear_to_db, [None] * 3, np.nan, np.float32, False),
+        (scl, None, [None] * 3, 0, np.uint8, True),
     ]
-    for values, convert, params, nodata, dtype in cases:
+    for values, convert, params, nodata, dtype, check_reads in cases:
         log: list = []
-
-        def load(block_info=None, values=values, log=log):
-            loc = block_info[None]["array-location"]
-            log.append((loc[0][0], loc[1][0], loc[2][0] // 4, loc[3][0] // 4))
-            return values[tuple(slice(a, b) for a, b in loc)].copy()
-
-        stacked = da.map_blocks(load, dtype=values.dtype, chunks=((1,) * 3, (1, 1), (4, 4), (4, 4, 4)))
-        arr = xr.DataArray(
-            stacked, dims=("time", "band", "y", "x"), coords={"id": ("time", [it["id"] for it in items])}
-        )
-        with dask.config.set(scheduler="sync"):
-            got = first_valid(arr, items, grid, nodata, convert, params, dtype).values
+        readers = [[_LayerReader(values[t, b], (t, b), log) for b in range(2)] for t in range(3)]
+        table = ReaderTable(readers, [[assets[t]] * 2 for t in range(3)], read_threads=1)  # type: ignore[arg-type]
+        got = np.empty(values.shape[1:], dtype=dtype)
+        for y in (0, 4):
+            for x in (0, 4, 8):
+                chunk = (slice(y, y + 4), slice(x, x + 4))
+                got[(slice(None), *chunk)] = _first_valid_chunk(
+                    table, (y, y + 4, x, x + 4), params, convert, nodata, np.dtype(dtype)
+                )
         np.testing.assert_array_equal(got, _stackstac_reference(values, convert, params, nodata))
-        reads = {(t, i, j) for t, _, i, j in log}
-        assert len(log) == len(set(log)), "every chunk of an item is read at most once"
-        # top-right: inside item 0's footprint, so items 1 and 2 are never read there
-        assert {t for t, i, j in reads if (i, j) == (0, 2)} == {0}
-        # bottom-left: inside item 1's footprint, so item 2 is never read there
-        assert {t for t, i, j in reads if (i, j) == (1, 0)} == {0, 1}
-        # top-left: neither item 0 nor 1 covers it: all three are read
-        assert {t for t, i, j in reads if (i, j) == (0, 0)} == {0, 1, 2}
-        assert np.isnan(got[:, 6:, 8:]).all() if np.isnan(nodata) else (got[:, 6:, 8:] == nodata).all()
+        reads = {(t, b, y, x) for (t, b), y, x in log}
+        assert len(reads) == len(log), "every window of an asset is read at most once"
+        if not check_reads:
+            continue
+        # top-right: item 0 fills band 0 there, so only band 1 (its DN-0 strip) comes from items 1/2;
+        # item 1's asset does not reach the top row, item 2's does not reach x >= 8
+        assert {r for r in reads if r[2:] == (0, 8)} == {(0, 0, 0, 8), (0, 1, 0, 8)}
+        # top-middle: item 0 covers x 6-8, item 2 fills the rest (both bands), item 1 is outside
+        assert {r for r in reads if r[2:] == (0, 4)} == {(0, 0, 0, 4), (0, 1, 0, 4), (2, 0, 0, 4), (2, 1, 0, 4)}
+        # bottom-left: outside item 0's asset; item 1 covers it fully, so item 2 is never opened there
+        assert {r for r in reads if r[2:] == (4, 0)} == {(1, 0, 4, 0), (1, 1, 4, 0)}
+        assert np.isnan(got[:, 4:, 8:]).all() if np.isnan(nodata) else (got[:, 4:, 8:] == nodata).all()
 
 
 # ---------------------------------------------------------------------- (a) real PC metadata graphs
@@ -498,9 +492,8 @@ def test_a_tile_hidden_under_the_preferred_one_is_never_opened(sim, sim_aoi):
     x1 = min(sim.tiles[t][2] for t in sim.tiles)
     _, y0, _, y1 = sim.tiles["33UXP"]
     cy = (y0 + y1) / 2
-    # the preferred tile's footprint counts only FOOTPRINT_MARGIN_M inside its edge: stay further in
-    inside = Grid(sim.epsg, (x0 + 60.0, cy - 200.0, x1 - 2 * FOOTPRINT_MARGIN_M, cy + 200.0))
-    assert inside.shape[1] > 0
+    inside = Grid(sim.epsg, (x0 + 60.0, cy - 200.0, x1 - 60.0, cy + 200.0))
+    assert x1 - x0 > 200.0 and inside.shape[1] > 0
     broken = copy.deepcopy(second)
     for asset in broken["assets"].values():
         asset["href"] = asset["href"].replace(".tif", "-missing.tif")

@@ -7,7 +7,7 @@ share ``x``/``y`` exactly and the model can stack them.
 * :mod:`~cloudlulc.cube.grid`: :class:`Grid`, :func:`grid_for_aoi`;
 * :mod:`~cloudlulc.cube.reader`: :class:`AssetReader`, stackstac's ``Reader`` protocol with aligned
   reads (:mod:`~cloudlulc.cube.aligned`), retries and token-free errors;
-* :mod:`~cloudlulc.cube.stack`: ``stackstac.stack`` of items and their first-valid mosaic;
+* :mod:`~cloudlulc.cube.stack`: the first-valid mosaic of an acquisition's items, read chunk by chunk;
 * :mod:`~cloudlulc.cube.conversions`: DN -> reflectance, linear -> dB, SCL -> cloud;
 * :mod:`~cloudlulc.cube.build`: :func:`build_cube` (the model input);
 * :mod:`~cloudlulc.cube.labels`: label products in CloudLULC classes.
@@ -19,7 +19,7 @@ from cloudlulc.cube.gdal import HttpOptions
 from cloudlulc.cube.grid import Grid, grid_for_aoi, utm_epsg
 from cloudlulc.cube.labels import build_label_cube, label_cube_from_items
 from cloudlulc.cube.reader import AssetReader, AssetReadWarning, ReadRetry
-from cloudlulc.cube.stack import ReadOptions, first_valid, stack_items
+from cloudlulc.cube.stack import ReaderTable, ReadOptions, first_valid, reader_table
 
 __all__ = [
     "AssetReadWarning",
@@ -28,6 +28,7 @@ __all__ = [
     "HttpOptions",
     "ReadOptions",
     "ReadRetry",
+    "ReaderTable",
     "baseline_offset",
     "build_cube",
     "build_label_cube",
@@ -39,8 +40,8 @@ __all__ = [
     "label_cube_from_items",
     "linear_to_db",
     "optical_cube",
+    "reader_table",
     "sar_cube",
     "scl_cube",
-    "stack_items",
     "utm_epsg",
 ]

@@ -28,7 +28,7 @@ from rasterio.enums import Resampling
 from cloudlulc.classes import NODATA, S1_BANDS, S2_BANDS, SCL_NODATA
 from cloudlulc.cube.conversions import baseline_offset, cloud_from_scl, harmonise_s2, linear_to_db
 from cloudlulc.cube.grid import Grid
-from cloudlulc.cube.stack import ReadOptions, first_valid, stack_items
+from cloudlulc.cube.stack import ReadOptions, first_valid
 from cloudlulc.stac.errors import CatalogError
 from cloudlulc.stac.items import normalize_item
 from cloudlulc.stac.pairs import Pair, resign_pair
@@ -65,20 +65,20 @@ def optical_cube(
     """(band, y, x) float32 reflectance of the S2 ``items`` mosaicked in order (first valid wins)."""
     items = [normalize_item(it) for it in items]
     require_assets(items, S2_BANDS, "Sentinel-2")
-    dn = stack_items(
+    out = first_valid(
         items,
         S2_BANDS,
         grid,
-        dtype=np.dtype("float32"),
-        fill_value=np.float32(np.nan),
+        dtype=np.float32,
+        nodata=np.float32(np.nan),
         resampling=resampling,
         chunksize=chunksize,
         read=read,
+        convert=_harmonise,
+        params=[baseline_offset(it) for it in items],
     )
-    offsets = [baseline_offset(it) for it in items]
-    out = first_valid(dn, items, grid, np.nan, _harmonise, offsets, np.float32).assign_coords(band=list(S2_BANDS))
     out.attrs.update(units="1", long_name="surface reflectance (Sentinel-2 L2A, harmonised)")
-    return out.transpose("band", "y", "x")
+    return out
 
 
 def _harmonise(dn: np.ndarray, offset: float) -> np.ndarray:
@@ -91,17 +91,16 @@ def scl_cube(
     """(y, x) uint8 SCL of the S2 ``items`` (nearest resampling, 0 = nodata)."""
     items = [normalize_item(it) for it in items]
     require_assets(items, ("SCL",), "Sentinel-2")
-    arr = stack_items(
+    out = first_valid(
         items,
         ("SCL",),
         grid,
-        dtype=np.dtype("uint8"),
-        fill_value=np.uint8(SCL_NODATA),
+        dtype=np.uint8,
+        nodata=np.uint8(SCL_NODATA),
         resampling=Resampling.nearest,
         chunksize=chunksize,
         read=read,
-    )
-    out = first_valid(arr, items, grid, SCL_NODATA).isel(band=0, drop=True)
+    ).isel(band=0, drop=True)
     out.attrs.update(long_name="Sentinel-2 L2A scene classification", nodata=SCL_NODATA)
     return out
 
@@ -121,17 +120,17 @@ def sar_cube(
     else:
         items = [normalize_item(it) for it in items]
         require_assets(items, S1_BANDS, "Sentinel-1 RTC")
-        lin = stack_items(
+        out = first_valid(
             items,
             S1_BANDS,
             grid,
-            dtype=np.dtype("float32"),
-            fill_value=np.float32(np.nan),
+            dtype=np.float32,
+            nodata=np.float32(np.nan),
             resampling=resampling,
             chunksize=chunksize,
             read=read,
-        )
-        out = first_valid(lin, items, grid, np.nan, _linear_to_db, None, np.float32).rename(band="sar_band")
+            convert=_linear_to_db,
+        ).rename(band="sar_band")
     out = out.assign_coords(sar_band=list(S1_BANDS))
     out.attrs.update(units="dB", long_name="Sentinel-1 RTC gamma0 backscatter")
     return out.transpose("sar_band", "y", "x")

@@ -14,7 +14,7 @@ from rasterio.enums import Resampling
 from cloudlulc.classes import LABEL_PRODUCTS, NODATA, remap_labels
 from cloudlulc.cube.build import require_assets, with_crs
 from cloudlulc.cube.grid import Grid, grid_for_aoi
-from cloudlulc.cube.stack import ReadOptions, first_valid, stack_items
+from cloudlulc.cube.stack import ReadOptions, first_valid
 from cloudlulc.stac.aoi import aoi_coverage
 from cloudlulc.stac.client import search_items
 from cloudlulc.stac.errors import CatalogError
@@ -76,19 +76,16 @@ def label_cube_from_items(
     require_assets(items, (asset,), collection)
     if errors_as_nodata:
         read = replace(read, errors_as_nodata=True)
-    codes = stack_items(
+    codes = first_valid(
         items,
         (asset,),
         grid,
-        dtype=np.dtype("uint8"),
-        fill_value=np.uint8(0),
+        dtype=np.uint8,
+        nodata=np.uint8(0),
         resampling=Resampling.nearest,
         chunksize=chunksize,
         read=read,
-    )
-    if codes.sizes["time"] == 0:
-        raise CatalogError(f"None of the {collection} items {[it['id'] for it in items]} overlaps the grid.")
-    codes = first_valid(codes, items, grid, 0).isel(band=0, drop=True)
+    ).isel(band=0, drop=True)
     labels = xr.apply_ufunc(
         remap_labels, codes, kwargs={"mapping": mapping}, dask="parallelized", output_dtypes=[np.uint8]
     ).astype(np.uint8)

@@ -76,7 +76,7 @@ class AssetReader:
     """Reads windows of the target grid from one single-band asset (stackstac ``Reader`` protocol).
 
     ``retry`` is not part of stackstac's protocol: bind it with ``functools.partial`` (as
-    :func:`cloudlulc.cube.stack.stack_items` does) when another policy is wanted.
+    :func:`cloudlulc.cube.stack.reader_table` does) when another policy is wanted.
     """
 
     #: read assets already on the target grid without the warper (same values; off to compare)
@@ -258,8 +258,12 @@ _PERMANENT = re.compile(
 )
 
 
-def _is_remote(url: str) -> bool:
-    return ("://" in url and not url.startswith("file://")) or url.startswith("/vsi")
+_REMOTE_VSI = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift", "/vsiwebhdfs", "/vsihdfs")
+
+
+def is_remote(url: str) -> bool:
+    """Whether ``url`` is read over the network (a URL or a GDAL network ``/vsi`` path)."""
+    return ("://" in url and not url.startswith("file://")) or url.startswith(_REMOTE_VSI)
 
 
 def _worth_retrying(exc: BaseException, url: str) -> bool:
@@ -271,7 +275,7 @@ def _worth_retrying(exc: BaseException, url: str) -> bool:
     """
     if _PERMANENT.search(" ".join(str(e) for e in _chain(exc))):
         return False
-    return _is_remote(url) or is_transient_error(exc)
+    return is_remote(url) or is_transient_error(exc)
 
 
 def _chain(exc: BaseException) -> list[BaseException]:

@@ -1,211 +1,235 @@
-"""stackstac stacks of STAC items on one grid, and their first-valid mosaic.
+"""Read the items of one acquisition onto a grid and mosaic them, first valid wins, chunk by chunk.
 
-:func:`stack_items` is ``stackstac.stack`` with this project's reader and settings: items stay in
-preference order, every (item, band) chunk is its own read task, and the GDAL options travel with
-the readers. :func:`first_valid` mosaics a stack along its items: per pixel, the first item (in
-preference order) with a valid value wins. Each output chunk reads only the items it needs: an item
-is skipped for a chunk that the footprints of the items before it cover (shrunk by
-:data:`FOOTPRINT_MARGIN_M`), so a tile hidden under the preferred one is never opened there.
+One task per output chunk reads and mosaics the items through :class:`~cloudlulc.cube.reader.AssetReader`
+(stackstac's ``Reader`` protocol): items in preference order, each read only for the bands and
+only where the items before it left gaps, so a tile hidden under the preferred one is never opened
+there (no decode, no HTTP requests). The bands of a remote item are read concurrently
+(``remote_read_threads``), so their HTTP waits overlap; local files are read one after the other.
+``stackstac.stack`` reads every asset overlapping a chunk, one after the other: over HTTP that made
+the cube 2.4x slower (``docs/performance.md``). The readers of a cube form one :class:`ReaderTable`,
+a single key of the Dask graph: a distributed worker receives it once and keeps its handles open
+across tasks.
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
-import shapely
-import shapely.geometry
-import stackstac
 import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 from pyproj import Transformer
+from rasterio import windows
 from rasterio.enums import Resampling
+from rasterio.windows import Window
+from stackstac.raster_spec import RasterSpec
 
 from cloudlulc.cube.gdal import HttpOptions, gdal_env
 from cloudlulc.cube.grid import Grid
-from cloudlulc.cube.reader import AssetReader, ReadRetry
+from cloudlulc.cube.reader import AssetReader, ReadRetry, is_remote
 from cloudlulc.stac.errors import CatalogError
 from cloudlulc.stac.items import normalize_item
 
-__all__ = ["FOOTPRINT_MARGIN_M", "ReadOptions", "first_valid", "items_per_chunk", "stack_items"]
-
-#: an item's footprint counts as covering a chunk only this far (metres) inside its edge: STAC
-#: footprints are traced from the data at limited precision
-FOOTPRINT_MARGIN_M = 100.0
+__all__ = ["ReadOptions", "ReaderTable", "first_valid", "reader_table"]
 
 
 @dataclass(frozen=True)
 class ReadOptions:
-    """How pixels are read: GDAL's HTTP behaviour and the reader's own retries."""
+    """How pixels are read: GDAL's HTTP behaviour, the reader's own retries, read concurrency."""
 
     http: HttpOptions = field(default_factory=HttpOptions)
     retry: ReadRetry = field(default_factory=ReadRetry)
     #: map unreadable assets as nodata (with a warning) instead of failing
     errors_as_nodata: bool = False
+    #: bands of a remote item read at once within a chunk (local files: one after the other)
+    remote_read_threads: int = 8
+
+    def __post_init__(self) -> None:
+        if self.remote_read_threads < 1:
+            raise ValueError(f"remote_read_threads must be >= 1, got {self.remote_read_threads}")
 
 
-def stack_items(
+class ReaderTable:
+    """The readers of (item, asset) pairs on one grid, each asset's window on it, and the threads
+    that read a remote item's bands at once. Pickled without its threads and handles."""
+
+    def __init__(
+        self, readers: list[list[AssetReader | None]], asset_windows: list[list[Window | None]], read_threads: int
+    ) -> None:
+        self.readers = readers
+        self.asset_windows = asset_windows
+        self.read_threads = read_threads
+        self.remote = any(r is not None and is_remote(getattr(r, "url", "")) for row in readers for r in row)
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"readers": self.readers, "asset_windows": self.asset_windows, "read_threads": self.read_threads}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.readers), len(self.readers[0]) if self.readers else 0
+
+    def overlaps(self, t: int, b: int, window: Window) -> bool:
+        """Whether asset ``(t, b)`` exists and may hold pixels of ``window`` (unknown extent: yes)."""
+        if self.readers[t][b] is None:
+            return False
+        extent = self.asset_windows[t][b]
+        return extent is None or windows.intersect(window, extent)
+
+    def read(self, t: int, bands: Sequence[int], window: Window) -> list[np.ndarray]:
+        """The ``window`` of item ``t``'s ``bands``, in order; concurrently for remote assets."""
+        readers = [self.readers[t][b] for b in bands]
+        if len(readers) < 2 or not self.remote or self.read_threads < 2:
+            return [r.read(window) for r in readers if r is not None]
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.read_threads, thread_name_prefix="cloudlulc-read")
+            pool = self._pool
+        return list(pool.map(lambda r: r.read(window), readers))
+
+
+def _asset_window(item: dict, key: str, grid: Grid) -> Window | None:
+    """Where asset ``key`` of ``item`` lies on the grid (its ``proj:`` extent), None when unknown."""
+    asset = item.get("assets", {}).get(key, {})
+    props = item.get("properties", {})
+
+    def pick(name: str) -> Any:
+        return asset.get(name, props.get(name))
+
+    epsg = pick("proj:epsg")
+    bbox = pick("proj:bbox")
+    transform, shape = pick("proj:transform"), pick("proj:shape")
+    if bbox is None and transform is not None and shape is not None:
+        a, _, c, _, e, f = transform[:6]
+        h, w = shape
+        xs, ys = (c, c + a * w), (f, f + e * h)
+        bbox = (min(xs), min(ys), max(xs), max(ys))
+    if epsg is None or bbox is None:
+        return None
+    try:
+        if int(epsg) != grid.epsg:
+            tr = Transformer.from_crs(int(epsg), grid.epsg, always_xy=True)
+            bbox = tr.transform_bounds(*bbox, densify_pts=21)
+        if not all(map(math.isfinite, bbox)):
+            return None
+        return windows.from_bounds(*bbox, transform=grid.transform)
+    except Exception:
+        return None
+
+
+def reader_table(
     items: Sequence[dict],
     assets: Sequence[str],
     grid: Grid,
     *,
-    dtype: np.dtype,
+    dtype: Any,
     fill_value: Any,
     resampling: Resampling,
-    chunksize: int,
     read: ReadOptions = ReadOptions(),
-) -> xr.DataArray:
-    """(item, band, y, x) lazy stack of ``assets`` of ``items`` on ``grid``, items in the given order.
-
-    Items whose footprint misses the grid are dropped by stackstac: the ``id`` coordinate says which
-    are left. Only ``x``/``y`` (exactly the grid's) and ``id`` coordinates are kept.
-    """
-    arr = stackstac.stack(
-        [normalize_item(it) for it in items],
-        assets=list(assets),
-        epsg=grid.epsg,
-        resolution=grid.resolution,
-        bounds=grid.bounds,
-        snap_bounds=False,
+) -> ReaderTable:
+    """Readers of every (item, asset) on ``grid``; an item without the asset gets None."""
+    spec = RasterSpec(grid.epsg, grid.bounds, (grid.resolution, grid.resolution))
+    env = gdal_env(read.http)
+    errors = (Exception(".*"),) if read.errors_as_nodata else ()
+    make = functools.partial(
+        AssetReader,
+        spec=spec,
         resampling=resampling,
-        chunksize=(1, 1, chunksize, chunksize),
         dtype=np.dtype(dtype),
         fill_value=fill_value,
-        rescale=False,
-        sortby_date=False,
-        xy_coords="center",
-        properties=False,
-        band_coords=False,
-        # stackstac matches by type and by regex on the message: ".*" catches every open/read error
-        errors_as_nodata=(Exception(".*"),) if read.errors_as_nodata else (),
-        reader=functools.partial(AssetReader, retry=read.retry),  # type: ignore[arg-type]
-        gdal_env=gdal_env(read.http),
+        scale_offset=(1, 0),
+        gdal_env=env,
+        errors_as_nodata=errors,
+        retry=read.retry,
     )
-    if arr.shape[-2:] != grid.shape:
-        raise CatalogError(f"stackstac produced shape {arr.shape[-2:]}, expected the grid's {grid.shape}.")
-    arr = arr.drop_vars([c for c in arr.coords if c not in ("x", "y", "id")])
-    arr = arr.assign_coords(x=grid.x, y=grid.y)
-    arr.attrs = {}
-    arr.name = None
-    return arr
-
-
-def footprint_on_grid(item: dict, grid: Grid) -> shapely.Geometry | None:
-    """The item's footprint in the grid's CRS, or None when it cannot be trusted there (no geometry,
-    one that crosses the antimeridian, or one that does not project cleanly)."""
-    geom = item.get("geometry")
-    if not geom:
-        return None
-    shape = shapely.geometry.shape(geom)
-    minx, _, maxx, _ = shape.bounds
-    if maxx - minx > 180:  # split or wrapped around the antimeridian: lon/lat bounds mean nothing here
-        return None
-    tr = Transformer.from_crs(4326, grid.epsg, always_xy=True)
-    projected = shapely.transform(shape, lambda xy: np.column_stack(tr.transform(xy[:, 0], xy[:, 1])))
-    if not np.isfinite(shapely.get_coordinates(projected)).all():
-        return None
-    return shapely.make_valid(projected)
-
-
-def items_per_chunk(
-    footprints: Sequence[shapely.Geometry | None],
-    grid: Grid,
-    chunks: tuple[tuple[int, ...], tuple[int, ...]],
-    margin: float = FOOTPRINT_MARGIN_M,
-) -> list[list[list[int]]]:
-    """For each chunk ``[i][j]``, the indices of the items a first-valid mosaic must read there.
-
-    ``footprints`` are in preference order, in the grid's CRS (None: unknown). Item ``t`` is skipped
-    for a chunk inside the union of the footprints before it, shrunk by ``margin``; an unknown
-    footprint never covers anything.
-    """
-    covered: list[shapely.Geometry | None] = []  # what items 0..t-1 cover, shrunk by the margin
-    union: shapely.Geometry | None = shapely.Polygon()
-    for fp in footprints:
-        covered.append(None if union is None or union.is_empty else union.buffer(-margin))
-        union = None if union is None or fp is None else shapely.union(union, fp)
-    for c in covered:
-        if c is not None:
-            shapely.prepare(c)
-    minx, _, _, maxy = grid.bounds
-    r = grid.resolution
-    y_edges = np.concatenate([[0], np.cumsum(chunks[0])])
-    x_edges = np.concatenate([[0], np.cumsum(chunks[1])])
-    out = []
-    for i in range(len(chunks[0])):
-        row = []
-        for j in range(len(chunks[1])):
-            x0, x1 = minx + x_edges[j] * r, minx + x_edges[j + 1] * r
-            box = shapely.box(x0, maxy - y_edges[i + 1] * r, x1, maxy - y_edges[i] * r)
-            row.append([t for t, c in enumerate(covered) if c is None or not c.contains(box)])
-        out.append(row)
-    return out
+    readers: list[list[AssetReader | None]] = []
+    extents: list[list[Window | None]] = []
+    for item in items:
+        item_assets = item.get("assets", {})
+        readers.append([make(url=item_assets[k]["href"]) if k in item_assets else None for k in assets])
+        extents.append([_asset_window(item, k, grid) for k in assets])
+    return ReaderTable(readers, extents, read.remote_read_threads)
 
 
 def first_valid(
-    arr: xr.DataArray,
     items: Sequence[dict],
+    assets: Sequence[str],
     grid: Grid,
+    *,
+    dtype: Any,
     nodata: Any,
+    resampling: Resampling,
+    chunksize: int,
+    read: ReadOptions = ReadOptions(),
     convert: Callable[[np.ndarray, Any], np.ndarray] | None = None,
     params: Sequence[Any] | None = None,
-    dtype: Any = None,
+    out_dtype: Any = None,
 ) -> xr.DataArray:
-    """(band, y, x) first valid value along the items of a :func:`stack_items` array.
+    """(band, y, x) lazy mosaic of ``assets`` of ``items`` on ``grid``: per pixel and band, the first
+    item (in the given order) with a valid value wins.
 
     Each item's values first pass through ``convert(values, params[item])`` (DN -> reflectance,
-    linear -> dB); ``nodata`` marks a converted value invalid (NaN or a fill value). ``items`` are
-    the stacked items (their footprints decide what each chunk reads, see :func:`items_per_chunk`);
-    ``params`` is given per item of ``items``.
+    linear -> dB); ``nodata`` (NaN or a fill value, read as ``dtype``) marks invalid values, before
+    and after conversion. Raises :class:`CatalogError` when no item's assets overlap the grid.
     """
-    by_id = {it["id"]: k for k, it in enumerate(items)}
-    order = [by_id[i] for i in arr["id"].values]  # the items stackstac kept, in order
+    items = [normalize_item(it) for it in items]
     params = [None] * len(items) if params is None else list(params)
     if len(params) != len(items):
         raise ValueError(f"{len(params)} conversion parameters for {len(items)} items")
-    out_dtype = np.dtype(dtype) if dtype is not None else arr.dtype
-    data = arr.transpose("time", "band", "y", "x").data
-    nb = data.shape[1]
-    ychunks, xchunks = data.chunks[2], data.chunks[3]
-    needed = items_per_chunk([footprint_on_grid(items[k], grid) for k in order], grid, (ychunks, xchunks))
-    keys = data.__dask_keys__()
-    kept_params = [params[k] for k in order]
-    name = f"first-valid-{dask.base.tokenize(data.name, kept_params, convert, nodata, out_dtype)}"
-    dsk: dict[Any, Any] = {}
-    for i, h in enumerate(ychunks):
-        for j, w in enumerate(xchunks):
-            ts = needed[i][j]
-            inputs = [[keys[t][b][i][j] for b in range(nb)] for t in ts]
-            dsk[(name, 0, i, j)] = (
-                _first_valid_chunk,
-                inputs,
-                [kept_params[t] for t in ts],
-                convert,
-                nodata,
-                out_dtype,
-                (nb, h, w),
-            )
-    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[data])
-    merged = da.Array(graph, name, ((nb,), ychunks, xchunks), meta=np.ndarray((), dtype=out_dtype))
-    coords = {k: v for k, v in arr.coords.items() if "time" not in v.dims and k not in ("id", "time")}
-    return xr.DataArray(merged, dims=("band", "y", "x"), coords=coords)
+    result_dtype = np.dtype(out_dtype if out_dtype is not None else dtype)
+    table = reader_table(items, assets, grid, dtype=dtype, fill_value=nodata, resampling=resampling, read=read)
+    h, w = grid.shape
+    whole = Window(0, 0, w, h)
+    if not any(table.overlaps(t, b, whole) for t in range(len(items)) for b in range(len(assets))):
+        raise CatalogError(
+            f"None of the items {[it.get('id') for it in items]} has {list(assets)} assets overlapping the grid "
+            f"{grid.bounds_lonlat} (lon/lat)."
+        )
+    ychunks = tuple(min(chunksize, h - y) for y in range(0, h, chunksize))
+    xchunks = tuple(min(chunksize, w - x) for x in range(0, w, chunksize))
+    hrefs = [[it["assets"][k]["href"] for k in assets if k in it.get("assets", {})] for it in items]
+    token = dask.base.tokenize(
+        hrefs, list(assets), grid, str(dtype), nodata, resampling, read, convert, params, chunksize
+    )
+    name, table_key = f"first-valid-{token}", f"first-valid-readers-{token}"
+    dsk: dict[Any, Any] = {table_key: table}
+    y0 = 0
+    for i, ch in enumerate(ychunks):
+        x0 = 0
+        for j, cw in enumerate(xchunks):
+            window = (y0, y0 + ch, x0, x0 + cw)
+            dsk[(name, 0, i, j)] = (_first_valid_chunk, table_key, window, params, convert, nodata, result_dtype)
+            x0 += cw
+        y0 += ch
+    graph = HighLevelGraph.from_collections(name, dsk, dependencies=[])
+    data = da.Array(graph, name, ((len(assets),), ychunks, xchunks), meta=np.ndarray((), dtype=result_dtype))
+    return xr.DataArray(data, dims=("band", "y", "x"), coords={"band": list(assets), "x": grid.x, "y": grid.y})
 
 
 def _first_valid_chunk(
-    item_bands: list[list[np.ndarray]],
-    params: list[Any],
+    table: ReaderTable,
+    bounds: tuple[int, int, int, int],
+    params: Sequence[Any],
     convert: Callable[[np.ndarray, Any], np.ndarray] | None,
     nodata: Any,
     out_dtype: np.dtype,
-    shape: tuple[int, int, int],
 ) -> np.ndarray:
-    """One chunk of :func:`first_valid`: items in order, each filling only the remaining gaps."""
+    """One chunk of :func:`first_valid`: items in order, each read only for the bands that still have
+    gaps, and converted only in those gaps."""
+    r0, r1, c0, c1 = bounds
+    window = Window(c0, r0, c1 - c0, r1 - r0)
     nan = isinstance(nodata, (float, np.floating)) and math.isnan(nodata)
 
     def invalid(values: np.ndarray) -> np.ndarray:
@@ -214,16 +238,21 @@ def _first_valid_chunk(
     def converted(values: np.ndarray, param: Any) -> np.ndarray:
         return np.asarray(convert(values, param), dtype=out_dtype) if convert is not None else values
 
-    out = np.full(shape, nodata, dtype=out_dtype)
-    gaps = np.ones(shape, dtype=bool)
-    for bands, param in zip(item_bands, params):
-        for b, block in enumerate(bands):
-            values = block.reshape(block.shape[-2:])
+    n_items, n_bands = table.shape
+    out = np.full((n_bands, r1 - r0, c1 - c0), nodata, dtype=out_dtype)
+    gaps = np.ones(out.shape, dtype=bool)
+    missing = list(range(n_bands))
+    for t in range(n_items):
+        bands = [b for b in missing if table.overlaps(t, b, window)]
+        for b, values in zip(bands, table.read(t, bands, window)):
             if gaps[b].all():
-                out[b] = converted(values, param)
+                out[b] = converted(values, params[t])
                 gaps[b] = invalid(out[b])
-            elif gaps[b].any():
-                filled = converted(values[gaps[b]], param)
+            else:
+                filled = converted(values[gaps[b]], params[t])
                 out[b][gaps[b]] = filled
                 gaps[b][gaps[b]] = invalid(filled)
+        missing = [b for b in missing if gaps[b].any()]
+        if not missing:
+            break
     return out

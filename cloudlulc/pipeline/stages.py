@@ -167,8 +167,9 @@ def pair_stage(run: MapRun, acquisitions: Sequence[Acquisition]) -> tuple[list[P
 
 
 def remember_unpaired(run: MapRun, unpaired: Sequence[Unpaired], settings: Settings | None = None) -> None:
-    """Record the acquisitions an NRT run could not map in the store, so later runs retry them."""
-    if not unpaired:
+    """Record the acquisitions an NRT run could not map in the store, so later runs retry them, and
+    forget those mapped since."""
+    if not run.skip_mapped:
         return
     s = settings or get_settings()
     entries = {u.time: {"reason": u.reason, "status": u.status, "retry_until": u.retry_until} for u in unpaired}
@@ -180,6 +181,7 @@ def read_options(settings: Settings) -> ReadOptions:
     return ReadOptions(
         http=HttpOptions(timeout_s=settings.read_timeout_s, connect_timeout_s=settings.read_connect_timeout_s),
         retry=ReadRetry(attempts=settings.read_retries, delay_s=settings.read_retry_delay_s),
+        remote_read_threads=settings.remote_read_threads,
     )
 
 

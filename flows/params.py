@@ -103,11 +103,9 @@ class NrtParams(MappingOptions):
         return {**fields, "time": f"{_iso(start)}/{_iso(end)}", "skip_mapped": True, "latest_only": False}
 
     def oldest_waiting(self, unpaired: dict[str, dict[str, Any]]) -> datetime | None:
-        """The oldest acquisition a previous run left waiting for Sentinel-1 that may still be paired."""
-        now = self.now_utc()
-        waiting = [
-            as_utc(t) for t, u in unpaired.items() if u.get("status") == "waiting" and as_utc(u["retry_until"]) > now
-        ]
+        """The oldest acquisition a previous run left waiting for Sentinel-1. Past its wait too: this
+        run must see it again to map it optical-only or give it up (``nrt_without_s1``)."""
+        waiting = [as_utc(t) for t, u in unpaired.items() if u.get("status") == "waiting"]
         return min(waiting) if waiting else None
 
 

@@ -180,6 +180,25 @@ def test_nrt_maps_each_acquisition_once(tmp_path, fast_env):
     assert np.all(ds["lulc"].isel(time=2).values != 255)
 
 
+def test_nrt_searches_back_to_an_acquisition_still_waiting_for_sentinel1(tmp_path, fast_env):
+    """Jan 6 has no Sentinel-1 pass yet when Jan 16 is mapped; the next run's window starts at Jan 6
+    (not at the last mapped day), so Jan 6 is mapped once its wait is over."""
+    gap = write_demo_catalog(
+        tmp_path / "gap", s2_acquisitions=DEFAULT_S2[:2], s1_passes=DEFAULT_S1[1:2], **SMALL_CATALOG
+    )
+    aoi, _ = demo_aoi_and_time(gap, half_side_m=200)
+    store = tmp_path / "nrt.zarr"
+    common = {"aoi": aoi, "output": str(store), "lookback_days": 30}
+    with serve_stac(gap) as url:
+        first = map_aoi_nrt_flow(**common, now="2022-01-18", catalog_url=url)
+        assert [a["time"][:10] for a in first["acquisitions"]] == ["2022-01-16"]
+        assert [(u["time"][:10], u["status"]) for u in first["unpaired"]] == [("2022-01-06", "waiting")]
+        later = map_aoi_nrt_flow(**common, now="2022-01-25", catalog_url=url)
+    assert later["window"].startswith("2022-01-06")
+    assert [(a["time"][:10], a["optical_only"]) for a in later["acquisitions"]] == [("2022-01-06", True)]
+    assert [str(t)[:10] for t in mapped_times(store)] == ["2022-01-06", "2022-01-16"]
+
+
 def test_nrt_empty_window_completes_with_nothing(tmp_path, stac_url, sim_catalog, fast_env):
     aoi, _ = demo_aoi_and_time(sim_catalog, half_side_m=200)
     out = map_aoi_nrt_flow(

@@ -195,7 +195,13 @@ def split_antimeridian(geom: shapely.Geometry) -> shapely.Geometry:
     brought back into -180..180: the shape a STAC search and an intersection test understand."""
     east = geom.intersection(shapely.box(-180, -90, 180, 90))
     west = shapely.affinity.translate(geom.intersection(shapely.box(180, -90, 540, 90)), xoff=-360)
-    return shapely.unary_union([g for g in (east, west) if not g.is_empty])
+    return _polygons(shapely.unary_union([g for g in (east, west) if not g.is_empty]))
+
+
+def _polygons(geom: shapely.Geometry) -> shapely.Geometry:
+    """The polygonal parts of ``geom`` (cutting at 180° can leave slivers as lines and points)."""
+    parts = [p for p in shapely.get_parts(geom) if p.geom_type in ("Polygon", "MultiPolygon") and not p.is_empty]
+    return shapely.unary_union(parts) if parts else shapely.Polygon()
 
 
 def fix_footprint(geom: shapely.Geometry) -> shapely.Geometry:
@@ -208,7 +214,7 @@ def fix_footprint(geom: shapely.Geometry) -> shapely.Geometry:
     for part in parts:
         minx, _, maxx, _ = part.bounds
         fixed.append(split_antimeridian(unwrap_antimeridian(part)) if maxx - minx > 180 else part)
-    return shapely.unary_union(fixed)
+    return _polygons(shapely.unary_union(fixed))
 
 
 def aoi_centre(geom: shapely.Geometry) -> tuple[float, float]:

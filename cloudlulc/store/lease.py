@@ -2,8 +2,9 @@
 
 A write takes the store's lease for its whole duration (:func:`writer_lease`). A second writer of
 the same store waits up to ``wait_s`` seconds, then fails with :class:`StoreBusyError` naming the
-holder (owner, host, pid, since when). The lease lives inside the store (``.cloudlulc/``), where
-Zarr readers and GDAL ignore it.
+holder (owner, host, pid, since when). The lease lives inside the store, in ``.cloudlulc/``: an
+empty Zarr group (a ``zarr.json`` saying what it is), so that Zarr readers listing the store see a
+node they know, and xarray ignores it.
 
 * Local stores: an exclusive ``flock`` on ``.cloudlulc/lock``, which the kernel releases the moment
   its process dies (``kill -9`` included): no stale lease can outlive a writer. The file also holds
@@ -34,6 +35,13 @@ from cloudlulc.errors import CloudLULCError
 __all__ = ["LeaseLostError", "StoreBusyError", "StoreLease", "writer_lease"]
 
 LEASE_DIR = ".cloudlulc"
+
+#: the lease directory's own ``zarr.json``: an empty group, not data
+_LEASE_GROUP = {
+    "zarr_format": 3,
+    "node_type": "group",
+    "attributes": {"description": "CloudLULC writer lease (bookkeeping, not data)"},
+}
 
 
 class StoreBusyError(CloudLULCError):
@@ -108,6 +116,9 @@ def _local_lease(store: Path, wait_s: float, owner: str | None) -> Iterator[Stor
 
     lock_dir = store / LEASE_DIR
     lock_dir.mkdir(parents=True, exist_ok=True)
+    marker = lock_dir / "zarr.json"
+    if not marker.exists():
+        marker.write_text(json.dumps(_LEASE_GROUP))
     path = lock_dir / "lock"
     holder = _holder(owner)
     deadline = time.monotonic() + wait_s
@@ -146,6 +157,10 @@ def _object_lease(
 
     fs, root = fsspec.core.url_to_fs(store, **storage_options)
     path = f"{root.rstrip('/')}/{LEASE_DIR}/lease.json"
+    marker = f"{root.rstrip('/')}/{LEASE_DIR}/zarr.json"
+    if not fs.exists(marker):
+        with contextlib.suppress(FileExistsError):
+            fs.pipe_file(marker, json.dumps(_LEASE_GROUP).encode(), mode="create")
     holder = _holder(owner)
     deadline = time.monotonic() + wait_s
     while not _create_if_absent(fs, path, holder):

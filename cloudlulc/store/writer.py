@@ -382,14 +382,15 @@ def record_unpaired(
     then the next run searches its whole look-back window anyway."""
     import json
 
+    from cloudlulc.store.provenance import read_json_attr
+
     store_arg = str(store) if isinstance(store, Path) else store
-    if open_group(store_arg) is None:
+    existing = open_group(store_arg)
+    if existing is None or (not entries and not read_json_attr(existing, "unpaired", {})):
         return False
     with writer_lease(store_arg, wait_s=lease_wait_s):
         root = open_group(store_arg, mode="r+")
         assert root is not None
-        from cloudlulc.store.provenance import read_json_attr
-
         current = dict(read_json_attr(root, "unpaired", {}))
         current.update({k: jsonable(redact_values(dict(v))) for k, v in entries.items()})
         published = list(read_records(root).provenance)

@@ -4,8 +4,10 @@ It forwards every request to an upstream server (a STAC API, an asset server) an
 path contains a rule's ``match``, answers with the rule's fault instead: an HTTP status, no answer at
 all (``hang``: the connection stays open and silent), or a body cut off half way (``truncate``).
 Rules are set at run time through ``POST /__faults__`` (:meth:`FaultProxy.set`) and counted
-(:meth:`FaultProxy.stats`). The proxy runs in its own process, as GDAL holds the GIL while it waits
-on a socket in some calls. Loopback only; for tests.
+(:meth:`FaultProxy.stats`). Links to the upstream in JSON answers (a STAC API's ``self``/``search``
+links) are rewritten to the proxy, as a reverse proxy does, so a client never leaves it. The proxy
+runs in its own process, as GDAL holds the GIL while it waits on a socket in some calls. Loopback
+only; for tests.
 """
 
 from __future__ import annotations
@@ -125,11 +127,15 @@ def _handler(upstream: str, state: _State) -> type[BaseHTTPRequestHandler]:
                 self._send(int(rule["status"]), b"injected fault", {"Content-Type": "text/plain"})
                 return
             conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_HEADERS}
+            # plain bodies only, so that links can be rewritten
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in (*_HOP_HEADERS, "accept-encoding")}
             conn.request(self.command, self.path, body=payload, headers=headers)
             resp = conn.getresponse()
             body = resp.read()
             conn.close()
+            if "json" in (resp.getheader("Content-Type") or ""):
+                own = f"http://{self.server.server_address[0]}:{self.server.server_address[1]}"
+                body = body.replace(upstream.encode(), own.encode())
             self.send_response(resp.status)
             for k, v in resp.getheaders():
                 if k.lower() not in _HOP_HEADERS and k.lower() != "content-length":

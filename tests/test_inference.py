@@ -140,6 +140,37 @@ def test_nodata_and_missing_optical(scene):
     assert (result["lulc"].values[25:40, 20:70] < NUM_CLASSES).all()  # SAR-only pixels are classified
 
 
+def test_pixels_without_optical_have_zero_reliability_and_their_own_temperature(scene):
+    """Calibration divides the logits by a temperature per pixel: the optical-missing one where no
+    optical band has a value. Confidence drops; reliability is 0 wherever there is nothing optical
+    to rely on."""
+    from cloudlulc.model.calibration import Calibration
+
+    optical, sar, cloud = (a.copy() for a in scene)
+    optical[:, 10:90, 20:110] = np.nan  # no optical at all here (wider than a tile: some tiles see only this)
+    cube = make_cube(optical, sar, cloud, (48, 48))
+    runs = {}
+    for name, cal in {"raw": None, "t2": Calibration(2.0, 6.0), "t6": Calibration(6.0)}.items():
+        model = ContextNet()
+        if cal is not None:
+            model.calibration = cal
+        runs[name] = predict_cube(cube, model, tile=32, overlap=8, device="cpu").compute()
+    missing = np.zeros((H, W), bool)
+    missing[10:90, 20:110] = True
+    raw, t2, t6 = runs["raw"], runs["t2"], runs["t6"]
+    assert (t2["optical_reliability"].values[missing] == 0).all()
+    assert (raw["optical_reliability"].values[missing] == 0).all()
+    assert (t2["optical_reliability"].values[~missing] == raw["optical_reliability"].values[~missing]).all()
+    # a temperature never changes a tile's argmax; only where overlapping tiles disagree can the
+    # blend of their softened probabilities pick another class
+    assert (t2["lulc"].values != raw["lulc"].values).mean() < 0.03
+    assert t2["confidence"].values[~missing].mean() < raw["confidence"].values[~missing].mean() - 5
+    # deep inside the optical gap every tile sees no optical: T=6 there, as a run calibrated with 6 everywhere
+    inner = (slice(45, 55), slice(60, 70))
+    np.testing.assert_array_equal(t2["confidence"].values[inner], t6["confidence"].values[inner])
+    assert (t2["confidence"].values[inner] < raw["confidence"].values[inner]).all()
+
+
 def test_optical_only_cube_without_sar_variable(scene):
     optical, sar, cloud = scene
     cube = make_cube(optical, sar, cloud, (64, 64)).drop_vars(["sar"])

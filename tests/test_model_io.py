@@ -89,3 +89,27 @@ def test_committed_demo_weights_load_and_say_simulated():
     with torch.no_grad():
         out = model(*_inputs())
     assert out.logits.shape == (1, 6, 32, 32)
+
+
+def test_calibration_travels_in_the_sidecar_not_the_weights(tmp_path):
+    from cloudlulc.model.calibration import Calibration, calibration_of
+    from cloudlulc.model.io import WeightsError, load_model
+
+    model = build_model("cloudlulc-net-tiny").eval()
+    st, _ = save_pretrained(model, tmp_path / "plain")
+    cal = Calibration(1.7, 3.2, fitted={"on": "unit test"})
+    st_cal, js_cal = save_pretrained(model, tmp_path / "calibrated", {"calibration": cal})
+    from safetensors.torch import load_file
+
+    plain, calibrated = load_file(str(st)), load_file(str(st_cal))  # the calibration is not a tensor
+    assert plain.keys() == calibrated.keys() and all(torch.equal(plain[k], calibrated[k]) for k in plain)
+    assert calibration_of(from_pretrained(st)).is_identity
+    loaded = from_pretrained(st_cal)
+    assert calibration_of(loaded) == cal and calibration_of(loaded).fitted == {"on": "unit test"}
+    _, info = load_model(st_cal)
+    assert info.calibration is not None and info.calibration["temperature_optical_missing"] == 3.2
+    doc = json.loads(js_cal.read_text())
+    doc["calibration"]["temperature"] = -1
+    js_cal.write_text(json.dumps(doc))
+    with pytest.raises(WeightsError, match="calibration"):
+        from_pretrained(st_cal)

@@ -4,9 +4,10 @@ One task per output chunk reads and mosaics the items through :class:`~cloudlulc
 (stackstac's ``Reader`` protocol): items in preference order, each read only for the bands and
 only where the items before it left gaps, so a tile hidden under the preferred one is never opened
 there (no decode, no HTTP requests). The bands of a remote item are read concurrently
-(``remote_read_threads``), so their HTTP waits overlap; local files are read one after the other.
+(``remote_read_threads`` per process), so their HTTP waits overlap; local files are read one
+after the other.
 ``stackstac.stack`` reads every asset overlapping a chunk, one after the other: over HTTP that made
-the cube 2.4x slower (``docs/performance.md``). The readers of a cube form one :class:`ReaderTable`,
+the cube 2.8x slower (``docs/performance.md``). The readers of a cube form one :class:`ReaderTable`,
 a single key of the Dask graph: a distributed worker receives it once and keeps its handles open
 across tasks.
 """
@@ -58,8 +59,8 @@ class ReadOptions:
 
 
 class ReaderTable:
-    """The readers of (item, asset) pairs on one grid, each asset's window on it, and the threads
-    that read a remote item's bands at once. Pickled without its threads and handles."""
+    """The readers of (item, asset) pairs on one grid, each asset's window on it, and how many bands
+    of a remote item to read at once."""
 
     def __init__(
         self, readers: list[list[AssetReader | None]], asset_windows: list[list[Window | None]], read_threads: int
@@ -68,14 +69,6 @@ class ReaderTable:
         self.asset_windows = asset_windows
         self.read_threads = read_threads
         self.remote = any(r is not None and is_remote(getattr(r, "url", "")) for row in readers for r in row)
-        self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"readers": self.readers, "asset_windows": self.asset_windows, "read_threads": self.read_threads}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(**state)  # type: ignore[misc]
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -90,14 +83,24 @@ class ReaderTable:
 
     def read(self, t: int, bands: Sequence[int], window: Window) -> list[np.ndarray]:
         """The ``window`` of item ``t``'s ``bands``, in order; concurrently for remote assets."""
-        readers = [self.readers[t][b] for b in bands]
+        readers = [r for r in (self.readers[t][b] for b in bands) if r is not None]
         if len(readers) < 2 or not self.remote or self.read_threads < 2:
-            return [r.read(window) for r in readers if r is not None]
-        with self._lock:
-            if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.read_threads, thread_name_prefix="cloudlulc-read")
-            pool = self._pool
-        return list(pool.map(lambda r: r.read(window), readers))
+            return [r.read(window) for r in readers]
+        return list(_read_pool(self.read_threads).map(lambda r: r.read(window), readers))
+
+
+#: this process's read pools by size, shared by every task and cube: the bands of remote assets are
+#: read at most ``remote_read_threads`` at a time per process, however many cubes are in flight
+_POOLS: dict[int, ThreadPoolExecutor] = {}
+_POOLS_LOCK = threading.Lock()
+
+
+def _read_pool(threads: int) -> ThreadPoolExecutor:
+    with _POOLS_LOCK:
+        pool = _POOLS.get(threads)
+        if pool is None:
+            pool = _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="cloudlulc-read")
+        return pool
 
 
 def _asset_window(item: dict, key: str, grid: Grid) -> Window | None:

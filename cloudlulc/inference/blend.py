@@ -14,15 +14,24 @@ import torch
 from cloudlulc.classes import NODATA
 from cloudlulc.inference.device import AMP_DTYPE, ModelHandle, device_lock, resolve_device
 from cloudlulc.inference.tiles import GroupPlan, TileGrid, blend_window
+from cloudlulc.model.calibration import calibration_of, scale_logits
 from cloudlulc.model.inputs import fill_nan_inplace, fill_values
 
 
 def _forward(
-    model: torch.nn.Module, optical: np.ndarray, sar: np.ndarray, device: torch.device
+    model: torch.nn.Module,
+    optical: np.ndarray,
+    sar: np.ndarray,
+    device: torch.device,
+    optical_missing: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Run one batch; returns softmax probabilities [B,C,T,T] and reliability [B,T,T] (or None)."""
+    """Run one batch; returns calibrated softmax probabilities [B,C,T,T] and reliability [B,T,T] (or
+    None). ``optical_missing`` [B,T,T] marks pixels without optical data: their reliability is 0 and
+    their logits take the calibration's own temperature (:mod:`cloudlulc.model.calibration`)."""
     o = torch.from_numpy(optical)
     s = torch.from_numpy(sar)
+    missing = None if optical_missing is None else torch.from_numpy(optical_missing)
+    calibration = calibration_of(model)
     lock = device_lock(device)
     with torch.inference_mode():
         if device.type == "cuda":
@@ -31,13 +40,16 @@ def _forward(
             assert lock is not None
             with lock, torch.autocast("cuda", dtype=AMP_DTYPE):
                 out = model(o, s)
-                probs = torch.softmax(out.logits.float(), dim=1).cpu().numpy()
+                logits = scale_logits(out.logits.float(), calibration, missing)
+                probs = torch.softmax(logits, dim=1).cpu().numpy()
                 rel = None if out.reliability is None else out.reliability.float()[:, 0].cpu().numpy()
         else:
             o, s = o.to(device), s.to(device)
             out = model(o, s)
-            probs = torch.softmax(out.logits.float(), dim=1).cpu().numpy()
+            probs = torch.softmax(scale_logits(out.logits.float(), calibration, missing), dim=1).cpu().numpy()
             rel = None if out.reliability is None else out.reliability.float()[:, 0].cpu().numpy()
+    if rel is not None and optical_missing is not None:
+        rel[optical_missing] = 0.0  # no optical observation: nothing optical to rely on
     if probs.shape[-2:] != optical.shape[-2:]:
         raise ValueError(
             f"model returned logits of spatial size {probs.shape[-2:]} for input {optical.shape[-2:]}; the "
@@ -63,7 +75,8 @@ def _run_group(
     gy0, gy1, gx0, gx1 = plan.window
     opt, sr = optical, sar
 
-    data = _has_data(opt, sr)
+    optical_missing = np.isnan(opt).all(axis=0)
+    data = ~(optical_missing & np.isnan(sr).all(axis=0))  # as _has_data
     t = grid.tile
     # A tile whose in-image footprint is all nodata only ever contributes to nodata pixels: skip it
     # (a decision made from global data, so chunked and one-shot runs skip the same tiles).
@@ -91,7 +104,8 @@ def _run_group(
         batch = starts[b : b + batch_size]
         ob = np.stack([opt[:, sy - gy0 : sy - gy0 + t, sx - gx0 : sx - gx0 + t] for sy, sx in batch])
         sb = np.stack([sr[:, sy - gy0 : sy - gy0 + t, sx - gx0 : sx - gx0 + t] for sy, sx in batch])
-        probs, rel = _forward(model, np.ascontiguousarray(ob), np.ascontiguousarray(sb), dev)
+        mb = np.stack([optical_missing[sy - gy0 : sy - gy0 + t, sx - gx0 : sx - gx0 + t] for sy, sx in batch])
+        probs, rel = _forward(model, np.ascontiguousarray(ob), np.ascontiguousarray(sb), dev, mb)
         if acc is None:
             acc = np.zeros((probs.shape[1] + 2, ey1 - ey0, ex1 - ex0), dtype=np.float32)
         has_rel = has_rel and rel is not None

@@ -17,6 +17,7 @@ from collections import OrderedDict
 import torch
 
 from cloudlulc.errors import CloudLULCError
+from cloudlulc.model.calibration import calibration_of
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def _model_key(model: torch.nn.Module, weights_key: str | None = None) -> str:
     )
     h = hashlib.sha256((weights_key or weights_sha256(model)).encode())
     h.update(config_repr.encode())
+    h.update(repr(calibration_of(model)).encode())
     h.update(repr(simple).encode())
     return h.hexdigest()
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from cloudlulc import classes as C
 from cloudlulc.errors import CloudLULCError
+from cloudlulc.model.calibration import Calibration, calibration_of
 from cloudlulc.model.config import config_from_dict
 from cloudlulc.model.registry import build_model, model_from_config
 
@@ -91,6 +92,7 @@ def save_pretrained(
         "n_parameters": int(sum(p.numel() for p in model.parameters())),
         "training_data": meta.pop("training_data", None),
         "metrics": meta.pop("metrics", None),
+        "calibration": _calibration_entry(model, meta.pop("calibration", None)),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "weights_file": st_path.name,
         "sha256": sha256_file(st_path),
@@ -98,6 +100,12 @@ def save_pretrained(
     }
     json_path.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n")
     return st_path, json_path
+
+
+def _calibration_entry(model: nn.Module, given: Calibration | dict[str, Any] | None) -> dict[str, Any] | None:
+    """The sidecar's ``calibration``: ``given`` (metadata) else the model's own, None when identity."""
+    cal = given if isinstance(given, Calibration) else Calibration.from_dict(given) if given else calibration_of(model)
+    return None if cal.is_identity else cal.as_dict()
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -163,6 +171,10 @@ def from_pretrained(
         raise WeightsMismatchError(
             f"{st_path}: tensors missing {missing[:5]} / unexpected {unexpected[:5]} for {doc['name']}"
         )
+    try:
+        model.calibration = Calibration.from_dict(doc.get("calibration"))
+    except (TypeError, ValueError) as exc:
+        raise WeightsError(f"weights config {stem.with_suffix('.json')}: bad 'calibration' entry ({exc})") from None
     return model.eval()
 
 
@@ -182,6 +194,8 @@ class ModelInfo:
     weights_path: str | None
     sha256: str | None
     trained: bool
+    #: the temperatures applied to the logits (:mod:`cloudlulc.model.calibration`), None: uncalibrated
+    calibration: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -189,6 +203,7 @@ class ModelInfo:
             "weights_path": self.weights_path,
             "weights_sha256": self.sha256,
             "trained": self.trained,
+            "calibration": self.calibration,
         }
 
 
@@ -220,7 +235,9 @@ def load_model(
     net = from_pretrained(path)
     wfile = _weights_file(path)
     name = str(read_metadata(wfile).get("name") or wfile.stem)
-    return net.eval(), ModelInfo(name, str(wfile), sha256_file(wfile), trained=True)
+    cal = calibration_of(net)
+    calibration = None if cal.is_identity else cal.as_dict()
+    return net.eval(), ModelInfo(name, str(wfile), sha256_file(wfile), trained=True, calibration=calibration)
 
 
 #: what pickled PyTorch checkpoints are called: never loaded (a pickle runs code when read)

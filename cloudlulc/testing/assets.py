@@ -227,6 +227,13 @@ def serve_assets(
         stop_process(proc)
 
 
+class _Server(ThreadingHTTPServer):
+    #: the listen backlog: the standard library's 5 drops connections when a reader opens dozens at
+    #: once, and each dropped connection costs the client a 1 s TCP retransmission (object stores
+    #: accept them all)
+    request_queue_size = 256
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m cloudlulc.testing.assets ROOT [--host H] [--port P] [--delay-ms D]``: prints
     ``{"url": ...}`` then serves."""
@@ -239,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--delay-ms", type=float, default=0.0, help="latency added to every answer")
     args = ap.parse_args(argv)
     root = Path(args.root).resolve()
-    httpd = ThreadingHTTPServer((args.host, args.port), _handler(root, _Counters(), args.delay_ms / 1000.0))
+    httpd = _Server((args.host, args.port), _handler(root, _Counters(), args.delay_ms / 1000.0))
     httpd.daemon_threads = True
     print(json.dumps({"url": f"http://{args.host}:{httpd.server_address[1]}"}), flush=True)
     try:

@@ -181,6 +181,13 @@ def fault_proxy(upstream: str, host: str = "127.0.0.1", startup_timeout: float =
         stop_process(proc)
 
 
+class _Server(ThreadingHTTPServer):
+    #: the listen backlog: the standard library's 5 drops connections when a reader opens dozens at
+    #: once, and each dropped connection costs the client a 1 s TCP retransmission (object stores
+    #: accept them all)
+    request_queue_size = 256
+
+
 def main(argv: list[str] | None = None) -> None:
     """``python -m cloudlulc.testing.faults UPSTREAM [--host H] [--port P]``: prints ``{"url": ...}``."""
     import argparse
@@ -190,7 +197,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args(argv)
-    httpd = ThreadingHTTPServer((args.host, args.port), _handler(args.upstream.rstrip("/"), _State()))
+    httpd = _Server((args.host, args.port), _handler(args.upstream.rstrip("/"), _State()))
     httpd.daemon_threads = True
     print(json.dumps({"url": f"http://{args.host}:{httpd.server_address[1]}"}), flush=True)
     try:

@@ -84,118 +84,151 @@ class Settings(BaseSettings):
     Dict/list fields take JSON (``CLOUDLULC_DASK_TASK_RESOURCES='{"GPU": 1}'``).
     """
 
-    model_config = SettingsConfigDict(env_prefix="CLOUDLULC_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CLOUDLULC_", extra="ignore", use_attribute_docstrings=True)
 
     # --- catalog --------------------------------------------------------------------------------
     catalog_url: CatalogUrl = PLANETARY_COMPUTER_URL
-    #: sign asset hrefs with planetary_computer; None = only when the catalog is the Planetary Computer
+    """STAC API root to search (default: the Microsoft Planetary Computer)"""
     sign: bool | None = None
+    """sign asset hrefs with planetary_computer; None = only when the catalog is the Planetary Computer"""
     s2_collection: str = S2_COLLECTION
+    """Sentinel-2 L2A collection id on the catalog"""
     s1_collection: str = S1_COLLECTION
+    """Sentinel-1 RTC collection id on the catalog"""
     label_collection: str = DEFAULT_LABEL_COLLECTION
-    #: scene-level ``eo:cloud_cover`` limit in percent; clouds are what the model is for, so high
-    max_cloud_cover: float = Field(90.0, ge=0, le=100)
+    """label product for datasets and evaluation (esa-worldcover or io-lulc-annual-v02)"""
+    max_cloud_cover: float = Field(100.0, ge=0, le=100)
+    """cloud over the AOI (percent) above which a Sentinel-2 acquisition is dropped whole. 100 keeps every
+    acquisition: mapping under cloud is what the radar is for, and each pixel's ``input_quality`` and calibrated
+    ``confidence`` say what it rests on. Lower it for maps led by clear optical views."""
     max_s1_gap_days: float = Field(12.0, ge=0, le=60)
-    #: map with optical only (recorded in the output) when no Sentinel-1 pass is within the gap
+    """largest gap in days between a Sentinel-2 acquisition and the Sentinel-1 pass paired with it"""
     allow_optical_only: bool = False
-    #: near-real-time runs: an acquisition without a Sentinel-1 pass yet is retried while one may
-    #: still be published (max_s1_gap_days + s1_latency_days after it); after that it is mapped
-    #: optical-only (marked so in the store) or given up
+    """map with optical only (recorded in the output) when no Sentinel-1 pass is within the gap"""
     nrt_without_s1: Literal["optical-only", "skip"] = "optical-only"
+    """near-real-time runs: an acquisition without a Sentinel-1 pass yet is retried while one may still be
+    published (max_s1_gap_days + s1_latency_days after it); after that it is mapped optical-only (marked so in
+    the store) or given up"""
     s1_latency_days: float = Field(3.0, ge=0)
-    #: seconds a STAC API request may wait for an answer, and to connect; then it is retried
+    """days a Sentinel-1 pass may take to appear in the catalog (near-real-time runs wait this long)"""
     stac_timeout_s: float = Field(60.0, gt=0)
+    """seconds a STAC API request may wait for an answer, and to connect; then it is retried"""
     stac_connect_timeout_s: float = Field(15.0, gt=0)
-    #: retries of a failed STAC request (connection error, timeout, HTTP 429/5xx), with backoff
+    """seconds to connect to the STAC API"""
     stac_retries: int = Field(4, ge=0)
+    """retries of a failed STAC request (connection error, timeout, HTTP 429/5xx), with backoff"""
 
     # --- cube / inference -----------------------------------------------------------------------
-    #: chunk side of the Zarr mosaic (store chunks, DESIGN.md: about 1024)
     chunk_size: int = Field(1024, ge=64)
-    #: chunk side of the input cube (reads and inference tasks); must divide the store chunk. None =
-    #: the largest divisor of ``chunk_size`` up to 512 (several read chunks per store chunk keep
-    #: every worker busy on small AOIs)
+    """chunk side of the Zarr mosaic (store chunks, DESIGN.md: about 1024)"""
     read_chunk_size: int | None = Field(None, ge=32)
+    """chunk side of the input cube (reads and inference tasks); must divide the store chunk. None = the largest
+    divisor of ``chunk_size`` up to 512 (several read chunks per store chunk keep every worker busy on small
+    AOIs)"""
     tile: int = Field(256, ge=32)
+    """inference tile side in pixels (rounded up to the network's stride)"""
     overlap: int = Field(64, ge=0)
+    """pixels neighbouring tiles overlap and blend over (at most a quarter of the tile)"""
     batch_size: int = Field(4, ge=1)
+    """tiles per forward pass"""
     device: DeviceName = "auto"
-    #: weights (.safetensors or its JSON); None = the committed demo weights
+    """where the network runs: auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps"""
     weights: WeightsPath = None
-    #: AOIs whose grid has more pixels than this are refused (one run maps one grid in one graph)
+    """weights (.safetensors or its JSON); None = the committed demo weights"""
+    output_root: str | None = None
+    """directory that relative local outputs (stores, quicklooks) resolve against; None: the directory the process
+    runs in (for a served deployment: the serving process's). Results always report absolute paths."""
+    probabilities: bool = False
+    """store each class's probability too (``probabilities``: class, y, x; uint8 percent), opt-in"""
+    quicklook: bool = True
+    """draw a PNG quicklook of each mapped slice (small NRT runs save about a second without it)"""
+    export_cog: bool = False
+    """export each mapped slice's ``lulc`` as a Cloud Optimized GeoTIFF beside the store"""
     max_grid_pixels: int = Field(1_000_000_000, ge=1)
-    #: side in pixels of the square blocks a slice is computed and written in: memory is bounded by it
+    """AOIs whose grid has more pixels than this are refused (one run maps one grid in one graph)"""
     block_pixels: int = Field(2048, ge=64)
-    #: compute tile groups and input chunks shared by neighbouring blocks once, carried on local disk
-    #: between blocks (local schedulers only); off: each block recomputes and re-reads its borders
+    """side in pixels of the square blocks a slice is computed and written in: memory is bounded by it"""
     carry_border_tiles: bool = True
-    #: how long a write waits for another writer of the same store before it fails
+    """compute tile groups and input chunks shared by neighbouring blocks once, carried on local disk between
+    blocks (local schedulers only); off: each block recomputes and re-reads its borders"""
     store_lock_wait_s: float = Field(300.0, ge=0)
-    #: an object-store lease whose heartbeat is older than this is taken over (its writer is gone)
+    """how long a write waits for another writer of the same store before it fails"""
     store_lock_stale_s: float = Field(120.0, gt=0)
+    """an object-store lease whose heartbeat is older than this is taken over (its writer is gone)"""
 
     # --- pixel reads ----------------------------------------------------------------------------
-    #: seconds for one HTTP request of a pixel read (GDAL_HTTP_TIMEOUT) and for connecting
     read_timeout_s: float = Field(60.0, gt=0)
+    """seconds for one HTTP request of a pixel read (GDAL_HTTP_TIMEOUT) and for connecting"""
     read_connect_timeout_s: float = Field(15.0, gt=0)
-    #: retries of a transient pixel-read failure on a freshly opened handle, after GDAL's own retries
+    """seconds to connect for a pixel read (GDAL_HTTP_CONNECTTIMEOUT)"""
     read_retries: int = Field(3, ge=0)
+    """retries of a transient pixel-read failure on a freshly opened handle, after GDAL's own retries"""
     read_retry_delay_s: float = Field(1.0, ge=0)
-    #: bands of one remote item read at once within a chunk task, so their HTTP waits overlap
+    """seconds before each retry of a pixel read on a fresh handle"""
     remote_read_threads: int = Field(8, ge=1, le=64)
+    """bands of one remote item read at once within a chunk task, so their HTTP waits overlap"""
 
     # --- dask -----------------------------------------------------------------------------------
-    #: scheduler address of a running cluster; overrides ``dask_cluster``
     dask_address: DaskAddress = None
-    #: threads: Dask's threaded scheduler in this process (fastest on one machine, no dashboard);
-    #: local: a distributed LocalCluster (dashboard, task resources); kubernetes / coiled: see runtime/
+    """scheduler address of a running cluster; overrides ``dask_cluster``"""
     dask_cluster: Literal["threads", "local", "kubernetes", "coiled"] = "threads"
+    """threads: Dask's threaded scheduler in this process (fastest on one machine, no dashboard); local: a
+    distributed LocalCluster (dashboard, task resources); kubernetes / coiled: see runtime/"""
     dask_n_workers: int | None = Field(None, ge=1)
-    #: threads per worker (LocalCluster) or of the threaded scheduler; None = one per core
+    """workers of a LocalCluster (None: Dask's default for the machine)"""
     dask_threads_per_worker: int | None = Field(None, ge=1)
-    #: LocalCluster with worker processes (True) or threads in this process (False, lighter)
+    """threads per worker (LocalCluster) or of the threaded scheduler; None = one per core"""
     dask_processes: bool = False
-    #: KubeCluster spec (dask-kubernetes operator ``DaskCluster`` resource)
+    """LocalCluster with worker processes (True) or threads in this process (False, lighter)"""
     dask_kubernetes_spec: Path = Path("deploy/dask/kubernetes-cluster.yaml")
-    #: keyword arguments for ``coiled.Cluster``
+    """KubeCluster spec (dask-kubernetes operator ``DaskCluster`` resource)"""
     dask_coiled_config: Path = Path("deploy/dask/coiled.yaml")
-    #: how long to wait for a scheduler given by address
+    """keyword arguments for ``coiled.Cluster``"""
     dask_connect_timeout: str = "30s"
-    #: Dask resources every inference task requires, e.g. {"GPU": 1} on GPU worker pools
+    """how long to wait for a scheduler given by address"""
     dask_task_resources: dict[str, float] = Field(default_factory=dict)
-    #: glibc malloc arenas of this process and the worker processes it starts (cloudlulc.runtime.worker):
-    #: 2 keeps peak memory bounded by the chunk size at full speed; 0 leaves glibc's default
+    """Dask resources every inference task requires, e.g. {"GPU": 1} on GPU worker pools"""
     malloc_arena_max: int = Field(2, ge=0)
-    #: GDAL block cache (MB) of the processes that read: GDAL's default (5 % of RAM) fills with the
-    #: blocks of every open COG handle; 0 keeps GDAL's default
+    """glibc malloc arenas of this process and the worker processes it starts (cloudlulc.runtime.worker): 2 keeps
+    peak memory bounded by the chunk size at full speed; 0 leaves glibc's default"""
     gdal_cachemax_mb: int = Field(64, ge=0)
+    """GDAL block cache (MB) of the processes that read: GDAL's default (5 % of RAM) fills with the blocks of
+    every open COG handle; 0 keeps GDAL's default"""
 
     # --- orchestration --------------------------------------------------------------------------
-    #: retries of tasks that touch the network (search, pairing, reading pixels)
     retries: int = Field(3, ge=0)
+    """retries of tasks that touch the network (search, pairing, reading pixels)"""
     retry_delay_seconds: float = Field(10.0, ge=0)
-    #: Prefect task timeouts: a base for every task plus, for inference, this much per megapixel of
-    #: the AOI (generous: a timeout catches a hung run, not a slow one)
+    """seconds between retries of a network task"""
     task_base_timeout_s: float = Field(600.0, gt=0)
+    """Prefect task timeouts: a base for every task plus, for inference, this much per megapixel of the AOI
+    (generous: a timeout catches a hung run, not a slow one)"""
     infer_seconds_per_megapixel: float = Field(120.0, gt=0)
+    """inference task timeout per megapixel of the AOI, on top of task_base_timeout_s"""
 
     # --- served deployments (flows.serve) -------------------------------------------------------
-    #: `map-aoi/demo` defaults; the deployment is served only when aoi and time are set
     demo_aoi: str | None = None
+    """`map-aoi/demo` defaults; the deployment is served only when aoi and time are set"""
     demo_time: str | None = None
+    """`map-aoi/demo` default date or range (served with demo_aoi)"""
     demo_output: str = "demo-out/demo.zarr"
-    #: `map-aoi-nrt/<nrt_name>`: served when nrt_aoi (or demo_aoi) is set
+    """`map-aoi/demo` default output store"""
     nrt_name: str = "demo"
+    """`map-aoi-nrt/<nrt_name>`: served when nrt_aoi (or demo_aoi) is set"""
     nrt_aoi: str | None = None
+    """AOI of the served `map-aoi-nrt/<nrt_name>` deployment (served only when set, or when demo_aoi is)"""
     nrt_output: str = "demo-out/nrt.zarr"
+    """output store of the served NRT deployment"""
     nrt_cron: str = "0 */6 * * *"
-    #: an interval schedule instead of the cron (minutes), e.g. 360
+    """cron schedule of the served NRT deployment (UTC)"""
     nrt_interval_minutes: float | None = Field(None, gt=0)
+    """an interval schedule instead of the cron (minutes), e.g. 360"""
     nrt_lookback_days: float = Field(30.0, gt=0)
-    #: create the NRT schedule paused (the demo does, so no scheduled run competes with it)
+    """how far back the NRT deployment's first run (empty store) searches"""
     nrt_paused: bool = False
-    #: concurrent flow runs one `flows.serve` process executes
+    """create the NRT schedule paused (the demo does, so no scheduled run competes with it)"""
     serve_limit: int | None = Field(2, ge=1)
+    """concurrent flow runs one `flows.serve` process executes"""
 
 
 def get_settings() -> Settings:

@@ -41,6 +41,17 @@ def local_store_path(store: str) -> Path:
     return Path(store.removeprefix("file://")).expanduser()
 
 
+def absolute_output(store: str, root: str | Path | None = None) -> str:
+    """``store`` with a relative local path made absolute against ``root`` (default: the current
+    directory), so a run served elsewhere writes where the caller expects and reports where."""
+    if not is_local_store(store):
+        return store
+    path = local_store_path(store)
+    if not path.is_absolute():
+        path = Path(root).expanduser() / path if root else path
+    return str(path.absolute())
+
+
 def _check_local_store_writable(v: str) -> None:
     """Refuse a local output that cannot be created, before any search or compute is spent on it."""
     p = Path(v).expanduser().absolute()
@@ -74,6 +85,12 @@ class MappingOptions(BaseModel):
     chunk_size: int | None = Field(None, ge=64)
     #: where PNG quicklooks go; None = ``<output parent>/quicklooks`` (local) or ``./quicklooks``
     quicklook_dir: str | None = None
+    #: also store each class's probability (``probabilities``: class, y, x; uint8 percent)
+    probabilities: bool | None = None
+    #: draw a PNG quicklook of each mapped slice
+    quicklook: bool | None = None
+    #: also export each mapped slice's ``lulc`` as a Cloud Optimized GeoTIFF beside the store
+    export_cog: bool | None = None
 
 
 class MapParams(MappingOptions):
@@ -151,6 +168,11 @@ class MapParams(MappingOptions):
         s = settings or get_settings()
         device = self.device or s.device
         address = self.dask_address or s.dask_address
+        output = absolute_output(self.output, s.output_root)
+        if self.quicklook_dir:
+            quicklooks = Path(absolute_output(self.quicklook_dir, s.output_root))
+        else:
+            quicklooks = self.model_copy(update={"output": output}).quicklook_path()
         if device not in ("auto", "cpu") and not address and s.dask_cluster in ("threads", "local"):
             from cloudlulc.inference.device import check_device
 
@@ -158,7 +180,7 @@ class MapParams(MappingOptions):
         return MapRun(
             aoi=self.aoi,
             time=self.time,
-            output=self.output,
+            output=output,
             latest_only=self.latest_only,
             skip_mapped=self.skip_mapped,
             catalog_url=self.catalog_url or s.catalog_url,
@@ -171,7 +193,10 @@ class MapParams(MappingOptions):
             device=device,
             dask_address=address,
             chunk_size=self.chunk_size or s.chunk_size,
-            quicklook_dir=str(self.quicklook_path()),
+            quicklook_dir=str(quicklooks),
+            probabilities=s.probabilities if self.probabilities is None else self.probabilities,
+            quicklook=s.quicklook if self.quicklook is None else self.quicklook,
+            export_cog=s.export_cog if self.export_cog is None else self.export_cog,
             now=parse_time_window(self.now)[1] if self.now else datetime.now(UTC),
             nrt_without_s1=s.nrt_without_s1,
             s1_latency_days=s.s1_latency_days,
@@ -208,6 +233,9 @@ class MapRun(BaseModel):
     dask_address: str | None
     chunk_size: int
     quicklook_dir: str
+    probabilities: bool
+    quicklook: bool
+    export_cog: bool
     #: "now" for this run (aware UTC), and what NRT runs do with acquisitions without Sentinel-1
     now: datetime
     nrt_without_s1: Literal["optical-only", "skip"]

@@ -23,7 +23,7 @@ from prefect.artifacts import create_markdown_artifact
 from cloudlulc.config import get_settings
 from cloudlulc.dataset import DatasetParams
 from cloudlulc.runtime import dask_client
-from flows.params import validate
+from flows.params import print_result, validate
 
 
 @flow(name="build-dataset", log_prints=True, validate_parameters=False)
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         metavar="KEY=VALUE",
         help="any other DatasetParams field, JSON values (repeatable)",
     )
+    ap.add_argument("--json", action="store_true", help="print the full summary as JSON")
     a = ap.parse_args(argv)
     values = {
         "aoi": a.aoi,
@@ -111,7 +112,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     params = validate(DatasetParams, "build-dataset", {k: v for k, v in values.items() if v is not None})
     out = build_dataset_flow(params)
-    print(json.dumps(out, indent=2, default=str))
+    print_result(out, a.json)
     return out
 
 

@@ -162,12 +162,17 @@ def run_mapping(params: MapParams, settings: Settings | None = None) -> pipeline
             if client is not None:
                 logger.info("Dask dashboard: %s", client.dashboard_link)
             cubes = cube_task.with_options(**retry, timeout_seconds=timeouts["cube"])(p, pairs, s)
+            pairs, cubes, dropped = pipeline.cloud_check_stage(p, pairs, cubes)
+            for msg in dropped:
+                note(msg)
             infer = infer_write_task.with_options(**retry, timeout_seconds=timeouts["infer-write"])
             times = [
                 infer(iso_utc(pair.s2.time), p, quote(pair), quote(cube), quote(model), info, s)
                 for pair, cube in zip(pairs, cubes)
             ]
         result.acquisitions = publish_task.with_options(timeout_seconds=timeouts["publish"])(p, times, pairs)
+        for msg in pipeline.input_warnings(result.acquisitions):
+            note(msg)
     pipeline.remember_unpaired(p, unpaired, s)
     return result
 
@@ -208,6 +213,9 @@ def map_aoi_flow(
     chunk_size: int | None = None,
     latest_only: bool = False,
     quicklook_dir: str | None = None,
+    probabilities: bool | None = None,
+    quicklook: bool | None = None,
+    export_cog: bool | None = None,
 ) -> dict[str, Any]:
     """Map ``aoi`` for ``time`` (a date or 'start/end') into the Zarr store ``output``.
 
@@ -236,9 +244,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--weights")
     ap.add_argument("--device")
     ap.add_argument("--dask-address")
+    ap.add_argument("--json", action="store_true", help="print the full result as JSON")
     a = ap.parse_args(argv)
+    as_json = vars(a).pop("json")
     out = map_aoi_flow(**{k: v for k, v in vars(a).items() if v is not None})
-    print(json.dumps(out, indent=2, default=str))
+    if as_json:
+        print(json.dumps(out, indent=2, default=str))
 
 
 if __name__ == "__main__":

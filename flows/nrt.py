@@ -13,6 +13,7 @@ Deploy it with a schedule (see ``flows/serve.py`` and ``deploy/prefect.yaml``)::
 
 from __future__ import annotations
 
+import argparse
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +23,7 @@ from cloudlulc import pipeline
 from cloudlulc.store import read_unpaired
 from cloudlulc.times import iso_utc
 from flows.map_aoi import publish_artifacts, run_mapping
-from flows.params import NrtParams, validate
+from flows.params import NrtParams, print_result, validate
 
 
 def last_mapped_time(store: str) -> datetime | None:
@@ -51,6 +52,9 @@ def map_aoi_nrt_flow(
     dask_address: str | None = None,
     chunk_size: int | None = None,
     quicklook_dir: str | None = None,
+    probabilities: bool | None = None,
+    quicklook: bool | None = None,
+    export_cog: bool | None = None,
 ) -> dict[str, Any]:
     """Map every acquisition over ``aoi`` newer than what ``output`` already holds (up to ``now``)."""
     values = dict(locals().items())
@@ -82,4 +86,30 @@ def map_aoi_nrt_flow(
     return out
 
 
-__all__ = ["last_mapped_time", "map_aoi_nrt_flow"]
+def main(argv: list[str] | None = None) -> None:
+    """``python -m flows.nrt --aoi ... --output ...``: one near-real-time run, locally."""
+    ap = argparse.ArgumentParser(
+        prog="python -m flows.nrt",
+        description="Map every acquisition over the AOI newer than what the store holds (one NRT run).",
+    )
+    ap.add_argument("--aoi", required=True, help="bbox minx,miny,maxx,maxy (lon/lat), GeoJSON or vector file")
+    ap.add_argument("--output", required=True, help="the Zarr store the NRT runs append to")
+    ap.add_argument("--lookback-days", type=float, help="how far back the first run searches (default 30)")
+    ap.add_argument("--now", help="the end of the window (default: now, UTC)")
+    ap.add_argument("--catalog-url", help="STAC API root (default: the Planetary Computer)")
+    ap.add_argument("--max-cloud-cover", type=float)
+    ap.add_argument("--max-s1-gap-days", type=float)
+    ap.add_argument("--weights")
+    ap.add_argument("--device")
+    ap.add_argument("--json", action="store_true", help="print the full result as JSON")
+    a = vars(ap.parse_args(argv))
+    as_json = a.pop("json")
+    out = map_aoi_nrt_flow(**{k: v for k, v in a.items() if v is not None})
+    print_result(out, as_json)
+
+
+__all__ = ["last_mapped_time", "main", "map_aoi_nrt_flow"]
+
+
+if __name__ == "__main__":
+    main()

@@ -51,10 +51,27 @@ def run_with_config_file(model: type[M], flow_name: str, flow_fn: Callable[[M], 
         prog=f"python -m flows.{flow_name}", description=f"Run the {flow_name} flow through Prefect."
     )
     ap.add_argument("--config", required=True, help=f"JSON file with {model.__module__}.{model.__name__}")
+    ap.add_argument("--json", action="store_true", help="print the flow's full result as JSON")
     a = ap.parse_args(argv)
     with open(a.config) as f:
         params = validate(model, flow_name, json.load(f))
-    print(json.dumps(flow_fn(params), indent=2, default=str))
+    print_result(flow_fn(params), a.json)
+
+
+def print_result(result: Any, as_json: bool) -> None:
+    """A flow's result on stdout: the full JSON when asked, else its scalar fields, one per line
+    (the flow's own log lines and artifacts carry the details)."""
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    if isinstance(result, dict):
+        for key, value in result.items():
+            if isinstance(value, (str, int, float, bool)) or value is None:
+                print(f"{key}: {value}")
+            elif isinstance(value, (list, dict)):
+                print(f"{key}: {len(value)} entr{'y' if len(value) == 1 else 'ies'} (--json shows them)")
+    else:
+        print(result)
 
 
 class NrtParams(MappingOptions):

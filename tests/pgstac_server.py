@@ -133,6 +133,7 @@ def serve_pgstac(collections: Iterable[dict], items: Iterable[dict], timeout: fl
             "PGDATABASE": "postgres",
             "DB_MIN_CONN_SIZE": "1",
             "DB_MAX_CONN_SIZE": "4",
+            "ENABLE_TRANSACTIONS_EXTENSIONS": "true",  # map outputs are published to it (POST /collections)
         }
         log = open(workdir / "api.log", "w")
         proc = subprocess.Popen(

@@ -76,8 +76,9 @@ def test_schema_fill_values_crs_and_values(tmp_path, scene):
         arr = root[name]
         assert arr.dtype == np.uint8 and arr.shape == (1, H, W)
         assert arr.chunks == (1, CHUNK, CHUNK)
-        assert arr.metadata.fill_value == NODATA  # Zarr fill_value, not only the CF attribute
-        assert arr.attrs["_FillValue"] == NODATA
+        fill = 0 if name == "input_quality" else NODATA
+        assert arr.metadata.fill_value == fill  # Zarr fill_value, not only the CF attribute
+        assert arr.attrs["_FillValue"] == fill
         assert arr.attrs["grid_mapping"] == "spatial_ref"
         assert list(arr.metadata.dimension_names) == ["time", "y", "x"]
     assert root["lulc"].attrs["flag_values"] == list(range(len(CLASS_NAMES)))

@@ -66,8 +66,11 @@ def test_pgstac_search_pair_cube_over_http(sim_catalog, pgstac_env):
     )
     expected = {it["id"] for it in s2_all if it["properties"]["eo:cloud_cover"] <= limit}
     assert {it["id"] for it in server_side} == expected
+    # search_s2 keeps or drops acquisitions whole, by their cloud over the AOI (never tile by tile)
+    every = cat.search_s2(client, aoi, start, end)
     acqs = cat.search_s2(client, aoi, start, end, max_cloud_cover=limit)
-    assert {i for a in acqs for i in a.item_ids} == expected
+    assert {i for a in acqs for i in a.item_ids} == {i for a in every if a.cloud_cover <= limit for i in a.item_ids}
+    assert all(len(a.items) == 2 for a in acqs) and 0 < len(acqs) < len(every)
     assert [a.time for a in acqs] == sorted(a.time for a in acqs)
 
     pairs = cat.find_pairs(client, aoi, start, end, max_cloud_cover=100, max_gap_days=12)
@@ -103,7 +106,8 @@ def test_pgstac_serves_real_pc_items_the_catalog_accepts(pgstac_env):
     server, _, _ = pgstac_env
     client = cat.open_catalog(server.api_url)
     acqs = cat.search_s2(client, (92.0, 80.0, 98.0, 83.0), "2024-04-01", "2024-04-30", max_cloud_cover=0.5)
-    assert [i for a in acqs for i in a.item_ids] == ["S2B_MSIL2A_20240419T095549_R122_T47XML_20240419T123458"]
+    assert acqs[0].item_ids[0] == "S2B_MSIL2A_20240419T095549_R122_T47XML_20240419T123458"  # least cloudy first
+    assert len(acqs) == 1 and len(acqs[0].items) == 3  # 0.49 % cloud over the AOI: kept whole
     assert acqs[0].items[0]["properties"]["proj:epsg"] == 32647
     fake = cat.Acquisition(
         parse_datetime("2024-04-21T09:00:00Z"), "Sentinel-2A", 1, acqs[0].items, 0.2, 1.0, ("05.10",)
@@ -111,3 +115,25 @@ def test_pgstac_serves_real_pc_items_the_catalog_accepts(pgstac_env):
     pairing = cat.pair_s1(client, fake, (15.0, 30.7, 15.1, 30.8), 12)
     assert len(pairing.s1_items) == 2 and pairing.orbit_state == "descending"
     assert 2.1 < pairing.gap_days < 2.2
+
+
+def test_map_items_are_published_to_a_transactional_stac_api(sim_catalog, pgstac_env, tmp_path):
+    """The STAC Item of a mapped slice POSTed to stac-fastapi-pgstac (transaction extension), then
+    found by a search like any other item; publishing again updates it."""
+    from cloudlulc import pipeline
+    from cloudlulc.config import Settings
+    from cloudlulc.store.stac_items import publish_stac
+    from flows.demo import demo_aoi_and_time
+
+    server, _, _ = pgstac_env
+    aoi, _ = demo_aoi_and_time(sim_catalog, half_side_m=200)
+    store = tmp_path / "published.zarr"
+    settings = Settings(catalog_url=server.api_url, device="cpu", tile=64, overlap=16, chunk_size=64)
+    pipeline.map_aoi({"aoi": aoi, "time": "2022-01-16", "output": str(store), "quicklook": False}, settings=settings)
+    assert publish_stac(store, server.api_url, catalog_url=server.api_url) == 1
+    assert publish_stac(store, server.api_url, catalog_url=server.api_url) == 1  # idempotent: an update
+    client = cat.open_catalog(server.api_url)
+    found = list(client.search(collections=["cloudlulc-published"], intersects=cat.parse_aoi(aoi)).items_as_dicts())
+    assert len(found) == 1 and found[0]["properties"]["datetime"].startswith("2022-01-16")
+    assert found[0]["assets"]["data"]["href"] == store.resolve().as_uri()
+    assert any(ln["rel"] == "derived_from" for ln in found[0]["links"])

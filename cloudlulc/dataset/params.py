@@ -103,6 +103,16 @@ class DatasetParams(BaseModel):
             raise ValueError(f"cloud_levels are percentages within [0, 100], got {v}")
         return tuple(float(x) for x in v)
 
+    @field_validator("out")
+    @classmethod
+    def _out_is_a_directory(cls, v: Path) -> Path:
+        if v.suffix.lower() == ".zarr":
+            raise ValueError(
+                f"out={str(v)!r} names a Zarr store, but it is the dataset's directory: it holds dataset.zarr, "
+                f"the patch index and a report; give a directory, e.g. {str(v.with_suffix(''))!r}"
+            )
+        return v
+
     @field_validator("split_fractions")
     @classmethod
     def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:

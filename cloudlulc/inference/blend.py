@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cloudlulc.classes import NODATA
+from cloudlulc.classes import NODATA, NUM_CLASSES
 from cloudlulc.inference.device import AMP_DTYPE, ModelHandle, device_lock, resolve_device
 from cloudlulc.inference.tiles import GroupPlan, TileGrid, blend_window
 from cloudlulc.model.calibration import calibration_of, scale_logits
@@ -157,9 +157,11 @@ def _combine(
     group: tuple[np.ndarray | None, np.ndarray],
     parts: list[tuple[tuple[np.ndarray | None, np.ndarray], tuple[int, int, int, int]]],
     with_probabilities: bool = False,
+    class_percent: bool = False,
 ) -> np.ndarray:
     """Sum the footprints touching ``chunk`` (fixed order), normalise, and encode uint8 products
-    [lulc, confidence, optical_reliability] (or float probabilities when asked, for one-shot use)."""
+    [lulc, confidence, optical_reliability] followed, with ``class_percent``, by each class's
+    probability in percent (or float probabilities when asked, for one-shot use)."""
     y0, y1, x0, x1 = chunk
     _, valid = group
     total: np.ndarray | None = None
@@ -175,7 +177,8 @@ def _combine(
     if total is None:  # every tile touching the chunk was skipped as all-nodata
         if valid.any():
             raise RuntimeError(f"no tile covers valid pixels of chunk {chunk}: tile planning is inconsistent")
-        shape = (1, y1 - y0, x1 - x0) if with_probabilities else (3, y1 - y0, x1 - x0)
+        layers = 3 + (NUM_CLASSES if class_percent else 0)
+        shape = (1, y1 - y0, x1 - x0) if with_probabilities else (layers, y1 - y0, x1 - x0)
         return np.full(
             shape, np.nan if with_probabilities else NODATA, dtype=np.float32 if with_probabilities else np.uint8
         )
@@ -194,6 +197,9 @@ def _combine(
         rel = np.full(lulc.shape, NODATA, np.uint8)
     else:
         rel = np.rint(rel_raw / safe * 100).clip(0, 100).astype(np.uint8)
-    out = np.stack([lulc, conf, rel])
+    layers = [lulc, conf, rel]
+    if class_percent:
+        layers += list(np.rint(total[:-2] / safe * 100).clip(0, 100).astype(np.uint8))
+    out = np.stack(layers)
     out[:, ~valid] = NODATA
     return out

@@ -17,6 +17,7 @@ import numpy as np
 import xarray as xr
 from dask.highlevelgraph import HighLevelGraph
 
+from cloudlulc.classes import NUM_CLASSES
 from cloudlulc.inference.blend import _chunk_validity, _combine, _run_group
 from cloudlulc.inference.device import ModelHandle
 from cloudlulc.inference.tiles import GroupPlan, TileGrid, _chunk_bounds, _chunk_plans, _reflect_index
@@ -178,8 +179,10 @@ def _run_group_blocks(
     return _run_group(optical, sar, plan, shape, *args), valid
 
 
-def _combine_keys(chunk: tuple[int, int, int, int], group: Any, parts: list[Any], extents: list[Any]) -> np.ndarray:
-    return _combine(chunk, group, [(p, tuple(e)) for p, e in zip(parts, extents)])
+def _combine_keys(
+    chunk: tuple[int, int, int, int], group: Any, parts: list[Any], extents: list[Any], class_percent: bool = False
+) -> np.ndarray:
+    return _combine(chunk, group, [(p, tuple(e)) for p, e in zip(parts, extents)], class_percent=class_percent)
 
 
 def _same(block: np.ndarray) -> np.ndarray:
@@ -188,14 +191,23 @@ def _same(block: np.ndarray) -> np.ndarray:
 
 def _named_input(arr: da.Array, what: str) -> da.Array:
     """``arr`` under a name starting with :data:`INPUT_PREFIX` (fused with the read when Dask
-    optimises, so it costs no task of its own)."""
+    optimises, so it costs no task of its own); ``arr`` itself when it has such a name already."""
+    if arr.name.startswith(INPUT_PREFIX):
+        return arr
     return arr.map_blocks(_same, name=f"{INPUT_PREFIX}{what}-{dask.base.tokenize(arr.name)}", dtype=arr.dtype)
 
 
 def _products_graph(
-    optical: da.Array, sar: da.Array, grid: TileGrid, handle: ModelHandle, batch_size: int, device: str
+    optical: da.Array,
+    sar: da.Array,
+    grid: TileGrid,
+    handle: ModelHandle,
+    batch_size: int,
+    device: str,
+    class_percent: bool = False,
 ) -> da.Array:
-    """The (3, y, x) uint8 product array as an explicit two-stage graph (group tasks, combine tasks).
+    """The (3, y, x) uint8 product array as an explicit two-stage graph (group tasks, combine tasks);
+    (3 + classes, y, x) with ``class_percent`` (each class's probability in percent after the three).
 
     Built as one low-level graph rather than per-chunk ``dask.delayed`` calls, so construction stays
     linear in the number of chunks.
@@ -205,7 +217,7 @@ def _products_graph(
     sar = _named_input(sar.rechunk({0: -1}), "sar")
     h, w = optical.shape[1:]
     ybounds, xbounds = _chunk_bounds(optical.chunks[1]), _chunk_bounds(optical.chunks[2])
-    token = dask.base.tokenize(optical, sar, grid, handle, batch_size, device)
+    token = dask.base.tokenize(optical, sar, grid, handle, batch_size, device, class_percent)
     hname, gname, cname = f"cloudlulc-model-{token}", f"{TILE_GROUP_PREFIX}{token}", f"cloudlulc-products-{token}"
     dsk: dict[Any, Any] = {hname: handle}
     ystarts = np.array([a for a, _ in ybounds])
@@ -252,6 +264,8 @@ def _products_graph(
             (gname, i, j, 0),  # the chunk's first group carries its validity mask
             [(gname, *key) for key in keys],
             [list(plans[key].extent) for key in keys],
+            class_percent,
         )
     graph = HighLevelGraph.from_collections(cname, dsk, dependencies=[optical, sar])
-    return da.Array(graph, cname, chunks=((3,), optical.chunks[1], optical.chunks[2]), dtype=np.uint8)
+    layers = 3 + (NUM_CLASSES if class_percent else 0)
+    return da.Array(graph, cname, chunks=((layers,), optical.chunks[1], optical.chunks[2]), dtype=np.uint8)

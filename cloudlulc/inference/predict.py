@@ -21,9 +21,10 @@ import torch
 import xarray as xr
 
 from cloudlulc.classes import CLASS_NAMES, CLASSES, NODATA, S1_BANDS, S2_BANDS
+from cloudlulc.cube.quality import INPUT_QUALITY_ATTRS, input_quality_array
 from cloudlulc.inference.blend import _combine
 from cloudlulc.inference.device import ModelHandle, share_cores_between_forwards
-from cloudlulc.inference.graph import _as_bands, _products_graph, _run_group_blocks
+from cloudlulc.inference.graph import _as_bands, _named_input, _products_graph, _run_group_blocks
 from cloudlulc.inference.tiles import TileGrid, _plan_group
 from cloudlulc.model.inputs import model_stride
 
@@ -43,6 +44,7 @@ def predict_cube(
     batch_size: int = 4,
     device: str | torch.device = "auto",
     halo: int | None = None,
+    probabilities: bool = False,
 ) -> xr.Dataset:
     """Lazily classify a cube chunk by chunk; the result equals a one-shot run (see module docstring).
 
@@ -64,12 +66,15 @@ def predict_cube(
     halo:
         Context each chunk reads beyond its border. ``None`` = what the global tile grid needs (the
         tile size, one-sided). A smaller value is refused: it would cut tiles and create seams.
+    probabilities:
+        Also return ``probabilities`` (class, y, x): each class's calibrated probability in percent.
 
     Returns
     -------
     xr.Dataset with dask-backed uint8 ``lulc`` (classes, 255 nodata), ``confidence`` (0-100 top-class
-    probability), ``optical_reliability`` (0-100; 255 where the model has no reliability output) and
-    ``cloud`` (passthrough, 255 when the cube has none), on the cube's grid and (y, x) chunks.
+    probability), ``optical_reliability`` (0-100, 0 where no optical band has a value; 255 where the
+    model has no reliability output), ``cloud`` (passthrough, 255 when the cube has none) and
+    ``input_quality`` (:mod:`cloudlulc.cube.quality`), on the cube's grid and (y, x) chunks.
     """
     if "optical" not in cube:
         raise ValueError("cube has no 'optical' variable; build it with cloudlulc.cube.build_cube")
@@ -84,12 +89,15 @@ def predict_cube(
     optical = _as_bands(cube["optical"], S2_BANDS, cube["optical"], "optical")
     sar = _as_bands(cube.get("sar"), S1_BANDS, cube["optical"], "sar")
     sar = sar.rechunk((sar.chunks[0],) + optical.chunks[1:])
+    # the network's and input_quality's reads of a chunk are one task (one key)
+    optical = _named_input(optical.rechunk({0: -1}), "optical")
+    sar = _named_input(sar.rechunk({0: -1}), "sar")
     h, w = optical.shape[1:]
     ychunks, xchunks = optical.chunks[1], optical.chunks[2]
 
     share_cores_between_forwards(device)  # before any forward: the setting is process-wide
     model_handle = ModelHandle(model)
-    products = _products_graph(optical, sar, grid, model_handle, batch_size, str(device))
+    products = _products_graph(optical, sar, grid, model_handle, batch_size, str(device), probabilities)
     device_arg = str(device)
 
     coords = {k: v for k, v in cube["optical"].coords.items() if set(v.dims) <= {"y", "x"}}
@@ -119,10 +127,23 @@ def predict_cube(
         cdata = cloud.data if isinstance(cloud.data, da.Array) else da.from_array(np.asarray(cloud.values))
         cdata = cdata.astype(np.uint8).rechunk((ychunks, xchunks))
     else:
-        cdata = da.full((h, w), NODATA, dtype=np.uint8, chunks=(ychunks, xchunks))
+        cdata = None
     out["cloud"] = xr.DataArray(
-        cdata, dims=dims, attrs={**attrs_common, "long_name": "cloud or shadow from SCL", "flag_values": [0, 1]}
+        cdata if cdata is not None else da.full((h, w), NODATA, dtype=np.uint8, chunks=(ychunks, xchunks)),
+        dims=dims,
+        attrs={**attrs_common, "long_name": "cloud or shadow from SCL", "flag_values": [0, 1]},
     )
+    has_sar = cube.get("sar") is not None
+    out["input_quality"] = xr.DataArray(
+        input_quality_array(optical, sar if has_sar else None, cdata), dims=dims, attrs=dict(INPUT_QUALITY_ATTRS)
+    )
+    if probabilities:
+        out["probabilities"] = xr.DataArray(
+            products[3:],
+            dims=("class", "y", "x"),
+            coords={"class": list(CLASS_NAMES)},
+            attrs={**attrs_common, "long_name": "class probability (calibrated)", "units": "percent"},
+        )
     if "spatial_ref" in cube.coords:
         out = out.assign_coords(spatial_ref=cube["spatial_ref"])
         for v in out.data_vars:

@@ -196,6 +196,8 @@ class ModelInfo:
     trained: bool
     #: the temperatures applied to the logits (:mod:`cloudlulc.model.calibration`), None: uncalibrated
     calibration: dict[str, Any] | None = None
+    #: trained on simulated data only (the demo weights): its maps show the pipeline, not the world
+    simulated: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -204,6 +206,7 @@ class ModelInfo:
             "weights_sha256": self.sha256,
             "trained": self.trained,
             "calibration": self.calibration,
+            "simulated": self.simulated,
         }
 
 
@@ -237,7 +240,17 @@ def load_model(
     name = str(read_metadata(wfile).get("name") or wfile.stem)
     cal = calibration_of(net)
     calibration = None if cal.is_identity else cal.as_dict()
-    return net.eval(), ModelInfo(name, str(wfile), sha256_file(wfile), trained=True, calibration=calibration)
+    simulated = trained_on_simulated_data(read_metadata(wfile))
+    info = ModelInfo(name, str(wfile), sha256_file(wfile), trained=True, calibration=calibration, simulated=simulated)
+    return net.eval(), info
+
+
+def trained_on_simulated_data(doc: dict[str, Any]) -> bool:
+    """Whether a sidecar says its weights saw simulated data only (``simulated_only``, else its
+    ``training_data`` description)."""
+    if "simulated_only" in doc:
+        return bool(doc["simulated_only"])
+    return "simulated" in json.dumps(doc.get("training_data") or "").lower()
 
 
 #: what pickled PyTorch checkpoints are called: never loaded (a pickle runs code when read)

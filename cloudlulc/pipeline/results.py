@@ -20,9 +20,19 @@ class AcquisitionResult:
     s1_items: list[str]
     s1_gap_days: float | None
     optical_only: bool
+    #: ``fused``, ``optical-only`` (no Sentinel-1 paired) or ``sar-only`` (no optical value at all)
+    mode: str = "fused"
+    #: cloud over the AOI (percent) from the tiles' metadata, and the Sentinel-1 orbit direction
+    cloud_cover_aoi: float | None = None
+    s1_orbit_state: str | None = None
+    #: share of the mapped pixels per input state (:func:`cloudlulc.cube.quality.input_fractions`)
+    inputs: dict[str, float] = field(default_factory=dict)
     class_areas_km2: dict[str, float] = field(default_factory=dict)
     mapped_km2: float = 0.0
     quicklook: str | None = None
+    cog: str | None = None
+    #: the STAC Collection written beside the store (one Item per mapped time)
+    stac: str | None = None
 
 
 @dataclass
@@ -65,6 +75,12 @@ def class_areas_km2(lulc: Any) -> dict[str, float]:
     return {name: round(float(counts[i]) * pixel_m2 / 1e6, 6) for i, name in enumerate(CLASS_NAMES)}
 
 
+_MODE_MEANING = {
+    "optical-only": "no Sentinel-1 pass was paired; cloudy pixels have no radar to fall back on",
+    "sar-only": "no optical value in any mapped pixel; the map rests on radar alone",
+}
+
+
 def summary_markdown(result: MapResult) -> str:
     """Markdown run summary: scenes used, S1 gap, class areas in km², output and quicklooks."""
     lines = ["# CloudLULC mapping run", "", f"**Output store:** `{result.output}`", ""]
@@ -74,15 +90,32 @@ def summary_markdown(result: MapResult) -> str:
         lines += [f"**Model:** {m.name}{trained}" + (f" (sha256 `{m.sha256[:12]}…`)" if m.sha256 else ""), ""]
     if not result.acquisitions:
         lines += ["No new acquisition was mapped."]
+    if result.model and result.model.simulated:
+        lines += ["> ⚠️ The weights were trained on SIMULATED data only: these maps demonstrate the pipeline.", ""]
     for a in result.acquisitions:
         gap = "none (optical-only)" if a.optical_only or a.s1_gap_days is None else f"{a.s1_gap_days:.2f} days"
+        orbit = f", {a.s1_orbit_state} orbit" if a.s1_orbit_state else ""
+        cloud = "unknown" if a.cloud_cover_aoi is None else f"{a.cloud_cover_aoi:.0f} %"
+        lines += [f"## {a.time}", ""]
+        if a.mode != "fused":
+            lines += [f"> ⚠️ **{a.mode.upper()}**: {_MODE_MEANING[a.mode]}", ""]
         lines += [
-            f"## {a.time}",
-            "",
-            f"- Sentinel-2: {', '.join(f'`{i}`' for i in a.s2_items) or '?'}",
+            f"- Sentinel-2: {', '.join(f'`{i}`' for i in a.s2_items) or '?'} (cloud over the AOI: {cloud})",
             f"- Sentinel-1: {', '.join(f'`{i}`' for i in a.s1_items) or 'none'}",
-            f"- S1–S2 gap: {gap}",
+            f"- S1–S2 gap: {gap}{orbit}",
+        ]
+        if a.inputs:
+            i = a.inputs
+            lines.append(
+                f"- Inputs of the mapped pixels: optical clear {100 * i.get('optical_clear', 0):.0f} %, "
+                f"cloud or shadow {100 * i.get('optical_cloud_or_shadow', 0):.0f} %, "
+                f"**no optical {100 * i.get('optical_missing', 0):.0f} %**, "
+                f"no radar {100 * i.get('sar_missing', 0):.0f} %"
+            )
+        lines += [
             f"- Quicklook: `{a.quicklook}`" if a.quicklook else "- Quicklook: none",
+            *([f"- COG: `{a.cog}`"] if a.cog else []),
+            *([f"- STAC: `{a.stac}`"] if a.stac else []),
             "",
             "| class | area (km²) | share |",
             "| --- | ---: | ---: |",

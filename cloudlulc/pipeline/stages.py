@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -26,8 +26,10 @@ import dask
 import numpy as np
 import xarray as xr
 
+from cloudlulc.classes import NODATA
 from cloudlulc.config import Settings, get_settings
 from cloudlulc.cube import HttpOptions, ReadOptions, ReadRetry, build_cube, grid_for_aoi
+from cloudlulc.cube.quality import input_fractions
 from cloudlulc.errors import CloudLULCError
 from cloudlulc.inference import is_shared_work, predict_cube
 from cloudlulc.model.io import ModelInfo
@@ -46,6 +48,8 @@ from cloudlulc.stac import (
     search_s2,
 )
 from cloudlulc.store import (
+    annotate_slice,
+    export_cog,
     mapped_times,
     open_mosaic,
     quicklook_png,
@@ -53,6 +57,7 @@ from cloudlulc.store import (
     store_chunk_size,
     write_mosaic,
 )
+from cloudlulc.store.stac_items import write_stac
 from cloudlulc.times import SAME_TIME_TOLERANCE, iso_utc, to_datetime64
 
 if TYPE_CHECKING:
@@ -218,6 +223,7 @@ PIXEL_PARAMETERS = {
     "allow_optical_only",
     "weights",
     "chunk_size",
+    "probabilities",
 }
 
 #: largest read chunk chosen by default (see :func:`read_chunk_size`)
@@ -249,11 +255,13 @@ def infer_write_stage(
     model: nn.Module,
     model_info: ModelInfo,
     settings: Settings | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> str:
     """Run the network over ``cube`` and write the result as one time slice; returns its ISO time.
 
     The Dask graph is computed by the Zarr write (so it runs on whatever client is current).
     Rewriting the same time replaces the slice, so retrying after a failure is safe.
+    ``progress(done, total)`` follows the slice's written chunks.
     """
     s = settings or get_settings()
     resources = s.dask_task_resources
@@ -266,6 +274,7 @@ def infer_write_stage(
             overlap=min(s.overlap, s.tile // 4),
             batch_size=s.batch_size,
             device=run.device,
+            probabilities=run.probabilities,
         )
     if "cloud" not in result and "cloud" in cube:
         result["cloud"] = cube["cloud"]
@@ -280,26 +289,41 @@ def infer_write_stage(
         shared_work=is_shared_work if s.carry_border_tiles else None,
         lease_wait_s=s.store_lock_wait_s,
         lease_stale_s=s.store_lock_stale_s,
+        progress=progress,
     )
     return iso_utc(t)
 
 
 def publish_stage(run: MapRun, times: Sequence[str], pairs: Sequence[Pair]) -> list[AcquisitionResult]:
-    """Read each written slice back: class areas in km², a PNG quicklook; one result per time."""
+    """Read each written slice back: class areas in km², what its pixels rest on (input shares,
+    recorded with the slice's provenance), a PNG quicklook and a COG when asked; one result each."""
     ds = open_mosaic(run.output)
-    qdir = run.quicklook_path()
-    qdir.mkdir(parents=True, exist_ok=True)
     stem = Path(run.output.rstrip("/")).stem or "mosaic"
     by_time = {iso_utc(p.s2.time): p for p in pairs}
     out = []
     for t in times:
         # the exact stored time (ISO strings here are rounded to seconds)
-        lulc = ds["lulc"].sel(time=to_datetime64(t), method="nearest", tolerance=SAME_TIME_TOLERANCE)
+        sl = ds.sel(time=to_datetime64(t), method="nearest", tolerance=SAME_TIME_TOLERANCE)
+        lulc = sl["lulc"].load()
         areas = class_areas_km2(lulc)
-        png = qdir / f"{stem}_{t.replace(':', '').replace('-', '')}.png"
-        quicklook_png(run.output, lulc["time"].values, png)
+        mapped = np.asarray(lulc.values) != NODATA
+        inputs = input_fractions(sl["input_quality"].values, mapped) if "input_quality" in sl else {}
         pair = by_time.get(t)
         info = describe_pair(pair) if pair is not None else {}
+        mode = acquisition_mode(info.get("optical_only", False), inputs)
+        annotate_slice(run.output, sl["time"].values, {"inputs": inputs, "mode": mode})
+        name = f"{stem}_{t.replace(':', '').replace('-', '')}"
+        png = None
+        if run.quicklook:
+            png = run.quicklook_path() / f"{name}.png"
+            quicklook_png(run.output, sl["time"].values, png)
+        cog = None
+        if run.export_cog:
+            cog = run.quicklook_path().parent / "cog" / f"{name}_lulc.tif"
+            export_cog(run.output, sl["time"].values, cog)
+        exports = {k: str(v.resolve()) for k, v in (("quicklook", png), ("cog", cog)) if v is not None}
+        if exports:
+            annotate_slice(run.output, sl["time"].values, {"exports": exports})
         out.append(
             AcquisitionResult(
                 time=t,
@@ -307,12 +331,30 @@ def publish_stage(run: MapRun, times: Sequence[str], pairs: Sequence[Pair]) -> l
                 s1_items=info.get("s1_items", []),
                 s1_gap_days=info.get("gap_days"),
                 optical_only=info.get("optical_only", False),
+                mode=mode,
+                cloud_cover_aoi=info.get("cloud_cover_aoi"),
+                s1_orbit_state=info.get("s1_orbit_state"),
+                inputs=inputs,
                 class_areas_km2=areas,
                 mapped_km2=round(sum(areas.values()), 6),
-                quicklook=str(png),
+                quicklook=None if png is None else str(png),
+                cog=None if cog is None else str(cog),
             )
         )
+    stac = write_stac(run.output, catalog_url=run.catalog_url)
+    for a in out:
+        a.stac = str(stac)
     return out
+
+
+def acquisition_mode(optical_only: bool, inputs: dict[str, float]) -> str:
+    """``fused``, ``optical-only`` (no Sentinel-1 paired) or ``sar-only`` (no optical value in any
+    mapped pixel: the map is the radar's alone)."""
+    if optical_only:
+        return "optical-only"
+    if inputs and inputs.get("optical_missing", 0.0) >= 1.0:
+        return "sar-only"
+    return "fused"
 
 
 def describe_pair(pair: Pair) -> dict[str, Any]:
@@ -324,9 +366,53 @@ def describe_pair(pair: Pair) -> dict[str, Any]:
         "s2_items": list(s2.get("item_ids", [])),
         "s1_items": list(s1.get("s1_item_ids", [])),
         "gap_days": None if not s1 or s1.get("gap_days") is None else float(s1["gap_days"]),
+        "s1_orbit_state": s1.get("orbit_state"),
+        "cloud_cover_aoi": s2.get("cloud_cover"),
         "optical_only": pair.s1 is None,
         "pairing": d,
     }
+
+
+def cloud_check_stage(
+    run: MapRun, pairs: Sequence[Pair], cubes: Sequence[xr.Dataset]
+) -> tuple[list[Pair], list[xr.Dataset], list[str]]:
+    """Drop, whole, the acquisitions whose cloud over the AOI measured from SCL exceeds
+    ``max_cloud_cover`` (the search judged them by the tiles' metadata). Reads only SCL, and only
+    when a limit below 100 is set. Returns the kept pairs and cubes, and a warning per dropped one."""
+    if run.max_cloud_cover >= 100:
+        return list(pairs), list(cubes), []
+    kept_pairs, kept_cubes, notes = [], [], []
+    for pair, cube in zip(pairs, cubes):
+        cloud = cube["cloud"].data
+        known = (cloud != NODATA).sum()
+        cloudy = (cloud == 1).sum()
+        n_known, n_cloudy = (int(v) for v in dask.compute(known, cloudy))
+        share = 100.0 * n_cloudy / n_known if n_known else 100.0
+        if share > run.max_cloud_cover:
+            notes.append(
+                f"{iso_utc(pair.s2.time)}: dropped, {share:.0f} % cloud over the AOI in SCL > max_cloud_cover "
+                f"{run.max_cloud_cover:g} (the tiles' metadata said {pair.s2.cloud_cover or 0:.0f} %)"
+            )
+            continue
+        kept_pairs.append(pair)
+        kept_cubes.append(cube)
+    for note in notes:
+        log.warning(note)
+    return kept_pairs, kept_cubes, notes
+
+
+def input_warnings(results: Sequence[AcquisitionResult]) -> list[str]:
+    """One line per mapped acquisition with pixels that rest on radar alone, or no radar at all."""
+    out = []
+    for a in results:
+        if a.mode == "sar-only":
+            out.append(f"{a.time}: no optical data in the AOI: the map rests on radar alone")
+        elif a.inputs.get("optical_missing", 0.0) >= 0.01:
+            out.append(
+                f"{a.time}: {100 * a.inputs['optical_missing']:.0f} % of the mapped pixels have no optical data "
+                "and rest on radar alone (input_quality flag optical_missing)"
+            )
+    return out
 
 
 def optical_only_warnings(pairs: Sequence[Pair]) -> list[str]:
@@ -348,8 +434,12 @@ def run_attrs(run: MapRun, pair: Pair, model_info: ModelInfo) -> dict[str, Any]:
         "s2_items": info["s2_items"],
         "s1_items": info["s1_items"],
         "s1_gap_days": info["gap_days"],
+        "s1_orbit_state": info["s1_orbit_state"],
+        "cloud_cover_aoi": info["cloud_cover_aoi"],
         "optical_only": info["optical_only"],
         "model": model_info.name,
         "weights_sha256": model_info.sha256 or "untrained",
+        "weights_simulated": model_info.simulated,
+        "calibration": model_info.calibration,
         "parameters": run.model_dump(mode="json", include=PIXEL_PARAMETERS),
     }

@@ -154,6 +154,11 @@ def _read_vector(path: Path) -> shapely.Geometry:
     return geom
 
 
+def geodesic_area_m2(geom: shapely.Geometry) -> float:
+    """Area of a lon/lat geometry on the WGS84 ellipsoid, in m²."""
+    return 0.0 if geom.is_empty else float(abs(_GEOD.geometry_area_perimeter(geom)[0]))
+
+
 def aoi_coverage(aoi: shapely.Geometry, geometries: Iterable[dict | shapely.Geometry]) -> float:
     """Fraction (0..1) of the AOI's geodesic area covered by the union of item footprints."""
     shapes = [
@@ -162,9 +167,8 @@ def aoi_coverage(aoi: shapely.Geometry, geometries: Iterable[dict | shapely.Geom
     if not shapes:
         return 0.0
     union = shapely.make_valid(shapely.unary_union([shapely.make_valid(s) for s in shapes]))
-    inter = union.intersection(aoi)
-    total = abs(_GEOD.geometry_area_perimeter(aoi)[0])
-    covered = abs(_GEOD.geometry_area_perimeter(inter)[0]) if not inter.is_empty else 0.0
+    total = geodesic_area_m2(aoi)
+    covered = geodesic_area_m2(union.intersection(aoi))
     return float(min(1.0, covered / total)) if total > 0 else 0.0
 
 

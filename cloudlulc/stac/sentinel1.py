@@ -14,7 +14,7 @@ import shapely
 import shapely.geometry
 
 from cloudlulc.classes import S1_BANDS
-from cloudlulc.stac.aoi import aoi_coverage, parse_aoi
+from cloudlulc.stac.aoi import aoi_coverage, fix_footprint, parse_aoi
 from cloudlulc.stac.client import require_collection, search_items
 from cloudlulc.stac.errors import NoSentinel1Error, StacApiError
 from cloudlulc.stac.items import asset_hrefs, item_datetime, normalize_item
@@ -84,7 +84,7 @@ class Pairing:
 def _s1_passes(items: list[dict], aoi: shapely.Geometry, s2_time: datetime) -> list[S1Pass]:
     groups: dict[tuple, list[dict]] = {}
     for it in items:
-        if not it.get("geometry") or not shapely.geometry.shape(it["geometry"]).intersects(aoi):
+        if not it.get("geometry") or not fix_footprint(shapely.geometry.shape(it["geometry"])).intersects(aoi):
             continue
         p = it["properties"]
         key = (

@@ -22,6 +22,7 @@ from cloudlulc.store.schema import DEFAULT_CHUNK_SIZE, MOSAIC_VARIABLES, MosaicE
 from cloudlulc.store.writer import (
     DEFAULT_BLOCK_PIXELS,
     WriteSummary,
+    annotate_slice,
     auto_block_chunks,
     record_unpaired,
     write_mosaic,
@@ -36,6 +37,7 @@ __all__ = [
     "LeaseLostError",
     "StoreBusyError",
     "WriteSummary",
+    "annotate_slice",
     "auto_block_chunks",
     "colormap",
     "export_cog",

@@ -77,6 +77,7 @@ def compute_blocks(
     task_for: Callable[[tuple[int, int], Key], tuple[Any, ...]],
     *,
     shared: Callable[[Key], bool] | None = None,
+    after_block: Callable[[list[Key]], None] | None = None,
 ) -> None:
     """Compute ``task_for(chunk, input_key)`` for every chunk, one block of chunks per compute.
 
@@ -84,7 +85,8 @@ def compute_blocks(
     (row, col) chunk indices of each block in run order; ``task_for`` returns the task (a Dask tuple)
     that consumes the target chunk ``input_key`` (a side-effecting write, say). Keys for which
     ``shared`` is true and that more than one block needs are carried between blocks where the
-    scheduler allows (module docstring); results are the same either way.
+    scheduler allows (module docstring); results are the same either way. ``after_block`` gets the
+    keys of each block's ``task_for`` tasks once that block is computed.
     """
     token = dask.base.tokenize(target, [list(b) for b in blocks])
     name = f"cloudlulc-block-{token}"
@@ -94,8 +96,11 @@ def compute_blocks(
     ]
     if shared is None or len(blocks) < 2 or not carry_supported():
         for b, tasks in enumerate(writes):
-            tasks[(name, b)] = (_done, list(tasks))
+            keys = list(tasks)
+            tasks[(name, b)] = (_done, keys)
             dask.compute(Delayed((name, b), HighLevelGraph.from_collections((name, b), tasks, dependencies=[target])))
+            if after_block is not None:
+                after_block(keys)
         return
 
     (optimized,) = dask.optimize(target)
@@ -125,6 +130,8 @@ def compute_blocks(
             graph[(name, b)] = (_done, list(tasks) + list(stores))
             culled, _ = cull(graph, [(name, b)])  # drops what only the loaded results needed
             dask.compute(Delayed((name, b), culled))
+            if after_block is not None:
+                after_block(list(tasks))
             for k in here:
                 if last[k] == b:
                     Path(paths[k]).unlink(missing_ok=True)

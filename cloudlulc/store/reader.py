@@ -10,6 +10,7 @@ import zarr
 
 from cloudlulc.store.schema import (
     MOSAIC_VARIABLES,
+    PROBABILITIES,
     MosaicError,
     chunk_size_of,
     lengths_consistent,
@@ -99,7 +100,7 @@ def open_mosaic(store: Any, complete_only: bool = True) -> xr.Dataset:
             ) from exc
     records = read_records(root)
     ds = xr.open_zarr(store, decode_coords="all", consolidated=False, mask_and_scale=False)
-    ds = ds.drop_vars([v for v in ds.variables if v not in ds.coords and v not in MOSAIC_VARIABLES])
+    ds = ds.drop_vars([v for v in ds.variables if v not in ds.coords and v not in (*MOSAIC_VARIABLES, PROBABILITIES)])
     if complete_only:
         ds = ds.isel(time=sorted(records.published()))
     ds.attrs["provenance"] = records.provenance
@@ -109,10 +110,35 @@ def open_mosaic(store: Any, complete_only: bool = True) -> xr.Dataset:
 
 
 def select_time(ds: xr.Dataset, time: Any) -> xr.Dataset:
-    """The slice of ``ds`` at exactly ``time`` (millisecond precision), with a clear error otherwise."""
-    t = np.datetime64(to_datetime64(time, "ms"), "ns")
-    times = ds["time"].values.astype("datetime64[ms]").astype("datetime64[ns]")
-    hits = np.nonzero(times == t)[0]
+    """The slice of ``ds`` at ``time``: a time to the millisecond, or a date (``"2022-01-16"``,
+    a ``datetime.date``) matching the one slice of that UTC day. Raises ``KeyError`` naming the
+    mapped times when nothing (or, for a date, more than one slice) matches."""
+    times = ds["time"].values.astype("datetime64[ms]")
+    mapped = [str(x) for x in times]
+    day = _as_day(time)
+    if day is not None:
+        hits = np.nonzero(times.astype("datetime64[D]") == day)[0]
+        if hits.size > 1:
+            raise KeyError(f"{hits.size} slices on {day}: {[mapped[i] for i in hits]}; give the time to the second")
+    else:
+        t = np.datetime64(to_datetime64(time, "ms"), "ms")
+        hits = np.nonzero(times == t)[0]
+        if hits.size == 0:  # to the second, as ISO strings in results are written
+            hits = np.nonzero(times.astype("datetime64[s]") == t.astype("datetime64[s]"))[0]
     if hits.size == 0:
-        raise KeyError(f"time {t} is not a completed slice of the mosaic; mapped times: {[str(x) for x in times]}")
+        raise KeyError(f"time {time} is not a completed slice of the mosaic; mapped times: {mapped}")
     return ds.isel(time=int(hits[0]))
+
+
+def _as_day(time: Any) -> np.datetime64 | None:
+    """``time`` as a UTC day when it names a day only (``YYYY-MM-DD`` or a ``date``)."""
+    import datetime as dt
+
+    if isinstance(time, dt.date) and not isinstance(time, dt.datetime):
+        return np.datetime64(time, "D")
+    if isinstance(time, str) and len(time.strip()) == 10:
+        try:
+            return np.datetime64(time.strip(), "D")
+        except ValueError:
+            return None
+    return None

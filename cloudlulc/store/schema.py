@@ -2,10 +2,15 @@
 
 Schema (DESIGN.md "Zarr mosaic"):
 
-* ``lulc``, ``confidence``, ``optical_reliability``, ``cloud``: (time, y, x) uint8, chunks
-  ``1 x chunk_size x chunk_size`` (default 1024), Zarr ``fill_value`` 255 *and* CF ``_FillValue``
-  255 (``_FillValue`` alone leaves Zarr's fill at 0, so unwritten chunks would read as water).
-  ``lulc`` carries CF ``flag_values`` / ``flag_meanings`` from :mod:`cloudlulc.classes`.
+* ``lulc``, ``confidence``, ``optical_reliability``, ``cloud``, ``input_quality``: (time, y, x)
+  uint8, chunks ``1 x chunk_size x chunk_size`` (default 1024), Zarr ``fill_value`` *and* CF
+  ``_FillValue`` 255 (``input_quality``: 0, see :mod:`cloudlulc.cube.quality`; ``_FillValue``
+  alone leaves Zarr's fill at 0, so unwritten chunks would read as water). ``lulc`` carries CF
+  ``flag_values`` / ``flag_meanings`` from :mod:`cloudlulc.classes`, ``input_quality`` CF
+  ``flag_masks``. ``optical_reliability`` is 0 where no optical band had a value.
+* ``probabilities`` (optional, once a run asks for it): (time, class, y, x) uint8 percent per class,
+  fill 255, chunks ``1 x classes x chunk_size x chunk_size``, with a ``class`` coordinate (the
+  class values, names in its ``flag_meanings``). Slices mapped without it read 255.
 * ``x``, ``y`` pixel-centre coordinates, ``time`` (int64 milliseconds since 1970, CF units, NaT for
   slots that hold no published slice), and the CF grid mapping ``spatial_ref``, named by every
   variable's ``grid_mapping`` and ``coordinates``, so plain ``xr.open_zarr(store)`` yields the CRS
@@ -36,10 +41,13 @@ import zarr
 from zarr.codecs import GzipCodec
 
 from cloudlulc.classes import CLASS_NAMES, CLASSES, NODATA, class_table
+from cloudlulc.cube.quality import INPUT_QUALITY_ATTRS, INPUT_QUALITY_FILL
 from cloudlulc.errors import CloudLULCError
 from cloudlulc.store.provenance import read_json_attr
 
-MOSAIC_VARIABLES: tuple[str, ...] = ("lulc", "confidence", "optical_reliability", "cloud")
+MOSAIC_VARIABLES: tuple[str, ...] = ("lulc", "confidence", "optical_reliability", "cloud", "input_quality")
+#: the optional per-class probabilities (time, class, y, x)
+PROBABILITIES = "probabilities"
 DEFAULT_CHUNK_SIZE = 1024
 #: the store layout this code writes (1: before slots, provenance as JSON data with a status)
 LAYOUT_VERSION = 2
@@ -69,7 +77,18 @@ VARIABLE_ATTRS: dict[str, dict[str, Any]] = {
         "flag_values": [0, 1],
         "flag_meanings": "clear cloud_or_shadow",
     },
+    "input_quality": dict(INPUT_QUALITY_ATTRS),
+    PROBABILITIES: {"long_name": "class probability (calibrated)", "units": "percent", "valid_range": [0, 100]},
 }
+
+#: fill values other than :data:`~cloudlulc.classes.NODATA`
+_FILL = {"input_quality": INPUT_QUALITY_FILL}
+
+
+def fill_value(name: str) -> int:
+    """The value of a variable's unwritten pixels (and of pixels a run did not map)."""
+    return _FILL.get(name, NODATA)
+
 
 SlotStatus = Literal["writing", "complete", "retired"]
 
@@ -153,22 +172,9 @@ def create_store(store: Any, result: xr.Dataset, chunk_size: int) -> zarr.Group:
     template.to_zarr(store, mode="a", encoding=encoding, zarr_format=3, consolidated=False)
     root = zarr.open_group(store, mode="r+", use_consolidated=False)
     for name in MOSAIC_VARIABLES:
-        root.create_array(
-            name,
-            shape=(0, ny, nx),
-            chunks=(1, chunk_size, chunk_size),
-            dtype="uint8",
-            fill_value=NODATA,
-            compressors=[CODEC],
-            dimension_names=("time", "y", "x"),
-            overwrite=True,
-            attributes={
-                **VARIABLE_ATTRS[name],
-                "grid_mapping": "spatial_ref",
-                "coordinates": "spatial_ref",
-                "_FillValue": NODATA,
-            },
-        )
+        create_variable(root, name, (ny, nx), chunk_size, 0)
+    if PROBABILITIES in result:
+        create_variable(root, PROBABILITIES, (ny, nx), chunk_size, 0)
     nby, nbx = -(-ny // chunk_size), -(-nx // chunk_size)
     root.require_group(STATE_GROUP).create_array(
         DONE,
@@ -181,6 +187,49 @@ def create_store(store: Any, result: xr.Dataset, chunk_size: int) -> zarr.Group:
         overwrite=True,
     )
     return root
+
+
+def create_variable(root: zarr.Group, name: str, shape: tuple[int, int], chunk_size: int, n_slots: int) -> zarr.Array:
+    """Create product ``name`` with ``n_slots`` slots of fill (a store made before it existed gets it
+    this way: its older slices read as not mapped for it)."""
+    fill = fill_value(name)
+    attrs = {**VARIABLE_ATTRS[name], "grid_mapping": "spatial_ref", "coordinates": "spatial_ref", "_FillValue": fill}
+    if name == PROBABILITIES:
+        n = len(CLASSES)
+        if "class" not in root:
+            cls = root.create_array(
+                "class", shape=(n,), dtype="uint8", fill_value=0, dimension_names=("class",), overwrite=True
+            )
+            cls[:] = np.array([c.value for c in CLASSES], dtype=np.uint8)
+            cls.attrs.update(
+                {
+                    "long_name": "land use / land cover class",
+                    "flag_values": [c.value for c in CLASSES],
+                    "flag_meanings": " ".join(n.replace("-", "_") for n in CLASS_NAMES),
+                }
+            )
+        return root.create_array(
+            name,
+            shape=(n_slots, n, *shape),
+            chunks=(1, n, chunk_size, chunk_size),
+            dtype="uint8",
+            fill_value=fill,
+            compressors=[CODEC],
+            dimension_names=("time", "class", "y", "x"),
+            overwrite=True,
+            attributes=attrs,
+        )
+    return root.create_array(
+        name,
+        shape=(n_slots, *shape),
+        chunks=(1, chunk_size, chunk_size),
+        dtype="uint8",
+        fill_value=fill,
+        compressors=[CODEC],
+        dimension_names=("time", "y", "x"),
+        overwrite=True,
+        attributes=attrs,
+    )
 
 
 def half_created(root: zarr.Group) -> bool:
@@ -204,18 +253,34 @@ def slot_count(root: zarr.Group) -> int:
     return int(array(root, "time").shape[0])
 
 
+def slot_variables(root: zarr.Group) -> list[str]:
+    """The products the store holds (a store older than a product lacks it until the next write)."""
+    return [name for name in (*MOSAIC_VARIABLES, PROBABILITIES) if name in root]
+
+
+def ensure_variables(root: zarr.Group, probabilities: bool) -> list[str]:
+    """Create the products this software writes that the store lacks (and ``probabilities`` when
+    asked), as long as the other slot arrays; returns :func:`slot_variables`. Writers only."""
+    n = slot_count(root)
+    ny, nx = array(root, "lulc").shape[1:]
+    for name in (*MOSAIC_VARIABLES, *([PROBABILITIES] if probabilities else [])):
+        if name not in root:
+            create_variable(root, name, (ny, nx), chunk_size_of(root), n)
+    return slot_variables(root)
+
+
 def lengths_consistent(root: zarr.Group) -> bool:
     n = slot_count(root)
-    return all(array(root, name).shape[0] == n for name in MOSAIC_VARIABLES)
+    return all(array(root, name).shape[0] == n for name in slot_variables(root))
 
 
 def repair_lengths(root: zarr.Group) -> int:
     """Make every slot-dimensioned array as long as ``time`` (heals a crash between two resizes).
 
-    Idempotent and metadata-only: a new slot reads as fill (255) and has no completion markers.
+    Idempotent and metadata-only: a new slot reads as fill and has no completion markers.
     """
     n = slot_count(root)
-    for name in MOSAIC_VARIABLES:
+    for name in slot_variables(root):
         arr = array(root, name)
         if arr.shape[0] != n:
             arr.resize((n, *arr.shape[1:]))

@@ -12,8 +12,10 @@ is refused before anything is written. A slot is computed in square blocks of ch
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import warnings
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,8 +26,9 @@ import numpy as np
 import pyproj
 import xarray as xr
 import zarr
+from dask.callbacks import Callback
 
-from cloudlulc.classes import NODATA
+from cloudlulc.classes import CLASSES
 from cloudlulc.store.blocks import compute_blocks
 from cloudlulc.store.lease import StoreLease, writer_lease
 from cloudlulc.store.provenance import fingerprint, jsonable, redact_values, software_version
@@ -34,6 +37,7 @@ from cloudlulc.store.schema import (
     DONE,
     MOSAIC_VARIABLES,
     NAT,
+    PROBABILITIES,
     STATE_GROUP,
     MosaicError,
     MosaicGridError,
@@ -42,6 +46,8 @@ from cloudlulc.store.schema import (
     chunk_size_of,
     create_store,
     crs_of,
+    ensure_variables,
+    fill_value,
     half_created,
     open_group,
     read_records,
@@ -79,6 +85,13 @@ def _check_result(result: xr.Dataset) -> None:
             raise MosaicError(f"result variable {name!r} must have dims ('y', 'x'), has {result[name].dims}")
         if name in result and result[name].dtype != np.uint8:
             raise MosaicError(f"result variable {name!r} must be uint8 (255 nodata), is {result[name].dtype}")
+    if PROBABILITIES in result:
+        probs = result[PROBABILITIES]
+        if tuple(probs.dims) != ("class", "y", "x") or probs.sizes["class"] != len(CLASSES) or probs.dtype != np.uint8:
+            raise MosaicError(
+                f"result {PROBABILITIES!r} must be uint8 (class, y, x) with {len(CLASSES)} classes, "
+                f"is {probs.dtype} {dict(probs.sizes)}"
+            )
     if crs_of(result) is None:
         raise MosaicError("result has no CRS (spatial_ref); write one with rio.write_crs before mosaicking")
     for c in ("x", "y"):
@@ -113,17 +126,21 @@ def _check_grid(root: zarr.Group, result: xr.Dataset) -> None:
         )
 
 
-def _product(result: xr.Dataset, name: str, chunks: tuple[int, int]) -> da.Array:
-    """A (y, x) uint8 dask array of one product, chunked like the store (255 when absent)."""
+def _layers(result: xr.Dataset, name: str, chunks: tuple[int, int]) -> da.Array:
+    """The (layers, y, x) uint8 dask array of one product, chunked like the store: one layer, or
+    one per class for ``probabilities``; its fill value when the result lacks it (so a reused slot
+    never keeps an older slice's pixels)."""
     shape = (result.sizes["y"], result.sizes["x"])
+    n = len(CLASSES) if name == PROBABILITIES else 1
     if name not in result:
-        return da.full(shape, NODATA, dtype=np.uint8, chunks=chunks)
-    data = result[name].transpose("y", "x").data
+        return da.full((n, *shape), fill_value(name), dtype=np.uint8, chunks=(n, *chunks))
+    dims = ("class", "y", "x") if name == PROBABILITIES else ("y", "x")
+    data = result[name].transpose(*dims).data
     if not isinstance(data, da.Array):
-        data = da.from_array(np.asarray(data), chunks=chunks)
+        data = da.from_array(np.asarray(data))
     if data.dtype != np.uint8:
         raise MosaicError(f"result variable {name!r} must be uint8, is {data.dtype}")
-    return data.rechunk(chunks)
+    return data.reshape((n, *shape)).rechunk((n, *chunks))
 
 
 def auto_block_chunks(chunk_size: int) -> int:
@@ -225,6 +242,34 @@ def _choose_slot(records: StoreRecords, key: str, fp: str, resume: bool, n_slots
     return (free[0] if free else n_slots), action
 
 
+class _ChunkCounter(Callback):
+    """Reports written chunks: as each write task finishes on a local scheduler (a Dask callback),
+    and for whatever a block wrote unseen (a distributed cluster runs no local callbacks)."""
+
+    def __init__(self, report: Callable[[int, int], None], done: int, total: int) -> None:
+        super().__init__()
+        self.report, self.done, self.total = report, done, total
+        self.seen: set[Hashable] = set()
+        self.lock = threading.Lock()
+        report(done, total)
+
+    def _posttask(self, key: Hashable, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
+        if isinstance(key, tuple) and len(key) == 4 and str(key[0]).startswith("cloudlulc-block-"):
+            self._count([key])
+
+    def block_done(self, keys: list[Hashable]) -> None:
+        self._count(keys)
+
+    def _count(self, keys: list[Hashable]) -> None:
+        with self.lock:
+            new = [k for k in keys if k not in self.seen]
+            self.seen.update(new)
+            self.done += len(new)
+            done = self.done
+        if new:
+            self.report(done, self.total)
+
+
 def _grow(root: zarr.Group, n: int) -> None:
     """Make room for slot ``n`` (the next one): ``time`` grows first, so a crash in between leaves
     the other arrays the shorter ones, which :func:`repair_lengths` grows."""
@@ -234,8 +279,11 @@ def _grow(root: zarr.Group, n: int) -> None:
     repair_lengths(root)
 
 
-def _write_block(block: np.ndarray, store: Any, slot: int, bi: int, bj: int, chunk_size: int) -> int:
-    """Write one chunk of all products, then its completion marker (the marker only after the data).
+def _write_block(
+    block: np.ndarray, store: Any, slot: int, bi: int, bj: int, chunk_size: int, names: Sequence[str]
+) -> int:
+    """Write one chunk of all products ``names`` (their layers stacked in ``block``), then its
+    completion marker (the marker only after the data).
 
     ``write_empty_chunks``: the chunk is stored even when it is all fill (255); Zarr's default would
     compare every chunk with the fill value first, much CPU for a saving only all-nodata chunks see.
@@ -243,8 +291,15 @@ def _write_block(block: np.ndarray, store: Any, slot: int, bi: int, bj: int, chu
     root = zarr.open_group(store, mode="r+", use_consolidated=False)
     y0, x0 = bi * chunk_size, bj * chunk_size
     ny, nx = block.shape[1:]
-    for k, name in enumerate(MOSAIC_VARIABLES):
-        array(root, name).with_config({"write_empty_chunks": True})[slot, y0 : y0 + ny, x0 : x0 + nx] = block[k]
+    k = 0
+    for name in names:
+        arr = array(root, name).with_config({"write_empty_chunks": True})
+        if name == PROBABILITIES:
+            arr[slot, :, y0 : y0 + ny, x0 : x0 + nx] = block[k : k + len(CLASSES)]
+            k += len(CLASSES)
+        else:
+            arr[slot, y0 : y0 + ny, x0 : x0 + nx] = block[k]
+            k += 1
     array(root, f"{STATE_GROUP}/{DONE}")[slot, bi, bj] = 1
     return 1
 
@@ -262,6 +317,7 @@ def write_mosaic(
     shared_work: Callable[[Hashable], bool] | None = None,
     lease_wait_s: float = 300.0,
     lease_stale_s: float = 120.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> WriteSummary:
     """Write one acquisition's products into the mosaic ``store`` as the slice at ``time``.
 
@@ -284,6 +340,9 @@ def write_mosaic(
     compute). ``shared_work``: a predicate naming the keys worth computing once for all blocks
     (:func:`cloudlulc.inference.is_shared_work`); on local schedulers they are carried between
     blocks on disk instead of recomputed. Same output either way.
+
+    ``progress(done, total)`` is called (in this thread or Dask's) as the slice's chunks are
+    written: per chunk on local schedulers, per block on a distributed cluster.
     """
     _check_result(result)
     if block_chunks is not None and block_chunks != "auto" and (not isinstance(block_chunks, int) or block_chunks < 1):
@@ -303,6 +362,7 @@ def write_mosaic(
         _check_grid(root, result)
         chunk_size = chunk_size_of(root)
         n_slots = repair_lengths(root)
+        names = ensure_variables(root, PROBABILITIES in result)
         records = read_records(root)
         published = records.provenance.get(key)
         if skip_complete and published is not None and published.get("fingerprint") == fp:
@@ -328,27 +388,27 @@ def write_mosaic(
         write_records(root, records)
 
         chunks = (chunk_size, chunk_size)
-        stacked = da.stack([_product(result, name, chunks) for name in MOSAIC_VARIABLES]).rechunk(
-            (len(MOSAIC_VARIABLES), *chunks)
-        )
+        layers = [_layers(result, name, chunks) for name in names]
+        stacked = da.concatenate(layers, axis=0).rechunk((sum(a.shape[0] for a in layers), *chunks))
         finished = np.asarray(done[slot]).astype(bool)
         nby, nbx = stacked.numblocks[1], stacked.numblocks[2]
         if finished.shape != (nby, nbx):
             raise MosaicError(f"store chunk grid {finished.shape} does not match the result's {(nby, nbx)}")
         todo = [(bi, bj) for bi in range(nby) for bj in range(nbx) if not finished[bi, bj]]
         side = auto_block_chunks(chunk_size) if block_chunks == "auto" else block_chunks
-        compute_blocks(
-            stacked,
-            _blocks(todo, side, (nby, nbx)),
-            lambda chunk, k: (_write_block, k, store_arg, slot, chunk[0], chunk[1], chunk_size),
-            shared=shared_work,
-        )
+        counter = _ChunkCounter(progress, nby * nbx - len(todo), nby * nbx) if progress is not None else None
+        with counter or contextlib.nullcontext():
+            compute_blocks(
+                stacked,
+                _blocks(todo, side, (nby, nbx)),
+                lambda chunk, k: (_write_block, k, store_arg, slot, chunk[0], chunk[1], chunk_size, names),
+                shared=shared_work,
+                after_block=counter.block_done if counter is not None else None,
+            )
         if not np.asarray(done[slot]).astype(bool).all():
             raise MosaicError(f"slice {key}: some chunks have no completion marker after the write; re-run to resume")
         _publish(root, lease, key, slot, entry)
-    with warnings.catch_warnings():  # "consolidated metadata is not part of the v3 spec": known, wanted
-        warnings.simplefilter("ignore")
-        zarr.consolidate_metadata(store_arg)
+    consolidate(store_arg)
     return WriteSummary(t, slot, action, nby * nbx, len(todo), nby * nbx - len(todo))
 
 
@@ -371,6 +431,35 @@ def _publish(root: zarr.Group, lease: StoreLease, key: str, slot: int, entry: di
     write_records(root, records)
     if old is not None and old != slot:
         time_arr[old] = NAT
+
+
+def consolidate(store: Any) -> None:
+    """Refresh the store's consolidated metadata (after any attribute write), so that plain
+    ``xr.open_zarr(store)`` opens it in one read and without a warning."""
+    with warnings.catch_warnings():  # "consolidated metadata is not part of the v3 spec": known, wanted
+        warnings.simplefilter("ignore")
+        zarr.consolidate_metadata(store)
+
+
+def annotate_slice(
+    store: str | Path | Any, time: Any, extra: Mapping[str, Any], *, lease_wait_s: float = 300.0
+) -> None:
+    """Add ``extra`` (what was measured once the slice was written: input shares, cloud from SCL)
+    to the provenance of the published slice at ``time``; its fingerprint is unchanged."""
+    store_arg = str(store) if isinstance(store, Path) else store
+    with writer_lease(store_arg, wait_s=lease_wait_s) as lease:
+        root = open_group(store_arg, mode="r+")
+        if root is None:
+            raise MosaicError(f"no mosaic at {store_arg}")
+        records = read_records(root)
+        keys = [k for k in records.provenance if same_time(k, time)]
+        if not keys:
+            raise MosaicError(f"{store_arg}: no published slice at {time}; mapped: {sorted(records.provenance)}")
+        entry = records.provenance[keys[0]]
+        entry.update(jsonable(redact_values(dict(extra))))
+        lease.check()
+        write_records(root, records)
+        consolidate(store_arg)
 
 
 def record_unpaired(
@@ -396,4 +485,5 @@ def record_unpaired(
         published = list(read_records(root).provenance)
         current = {k: v for k, v in current.items() if not any(same_time(k, p) for p in published)}
         root.attrs["unpaired"] = json.dumps(current, sort_keys=True)
+        consolidate(store_arg)
     return True

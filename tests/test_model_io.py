@@ -113,3 +113,21 @@ def test_calibration_travels_in_the_sidecar_not_the_weights(tmp_path):
     js_cal.write_text(json.dumps(doc))
     with pytest.raises(WeightsError, match="calibration"):
         from_pretrained(st_cal)
+
+
+def test_a_serving_process_loads_the_same_weights_once(tmp_path):
+    """load_model keeps what it loaded: a served deployment maps run after run without re-reading
+    and re-hashing the weights; a file exported again in place is loaded again."""
+    import os
+
+    from cloudlulc.model.io import load_model
+
+    model = build_model("cloudlulc-net-tiny").eval()
+    st, js = save_pretrained(model, tmp_path / "w")
+    first, info = load_model(st)
+    again, info_again = load_model(st)
+    assert again is first and info_again == info
+    stat = st.stat()
+    os.utime(st, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))  # a new export in place
+    fresh, _ = load_model(st)
+    assert fresh is not first

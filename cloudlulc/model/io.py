@@ -13,6 +13,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,15 +235,39 @@ def load_model(
             "(maps are meaningless)"
         )
         return net.eval(), ModelInfo("cloudlulc-net-tiny (untrained)", None, None, trained=False)
-    check_weights_path(path)
+    wfile = check_weights_path(path)
+    key = _cache_key(wfile)
+    with _LOADED_LOCK:
+        if key in _LOADED:
+            return _LOADED[key]
     net = from_pretrained(path)
-    wfile = _weights_file(path)
-    name = str(read_metadata(wfile).get("name") or wfile.stem)
+    doc = read_metadata(wfile)
+    name = str(doc.get("name") or wfile.stem)
     cal = calibration_of(net)
     calibration = None if cal.is_identity else cal.as_dict()
-    simulated = trained_on_simulated_data(read_metadata(wfile))
+    simulated = trained_on_simulated_data(doc)
     info = ModelInfo(name, str(wfile), sha256_file(wfile), trained=True, calibration=calibration, simulated=simulated)
-    return net.eval(), info
+    with _LOADED_LOCK:
+        _LOADED[key] = (net.eval(), info)
+        while len(_LOADED) > _MAX_LOADED:
+            _LOADED.pop(next(iter(_LOADED)))
+    return net, info
+
+
+#: models this process loaded, by file identity: a serving process (``flows.serve``) maps run after
+#: run with the same weights, and reading and checking them again cost more than a small run's work
+_LOADED: dict[tuple[str, int, int, int], tuple[Any, ModelInfo]] = {}
+_LOADED_LOCK = threading.Lock()
+_MAX_LOADED = 4
+
+
+def _cache_key(wfile: Path) -> tuple[str, int, int, int]:
+    """Path, size and modification times of the weights and their sidecar: a file replaced in place
+    (a new export) is loaded again."""
+    st = wfile.stat()
+    sidecar = wfile.with_suffix(".json")
+    sidecar_time = sidecar.stat().st_mtime_ns if sidecar.exists() else -1  # loading then names it missing
+    return (str(wfile.resolve()), st.st_size, st.st_mtime_ns, sidecar_time)
 
 
 def trained_on_simulated_data(doc: dict[str, Any]) -> bool:

@@ -91,11 +91,11 @@ def parse_time_window(value: str | date | datetime) -> tuple[datetime, datetime]
 def to_datetime64(value: TimeLike, unit: str = "ns") -> np.datetime64:
     """``value`` as naive-UTC ``numpy.datetime64`` in ``unit`` (the store's time convention)."""
     if isinstance(value, np.datetime64):
-        return np.datetime64(value, unit)
+        return value.astype(f"datetime64[{unit}]")
     ts = pd.Timestamp(as_utc(value) if isinstance(value, (str, date)) else value)
     if ts.tzinfo is not None:
         ts = ts.tz_convert("UTC").tz_localize(None)
-    return np.datetime64(ts.to_datetime64(), unit)
+    return ts.to_datetime64().astype(f"datetime64[{unit}]")
 
 
 def iso_utc(value: TimeLike, unit: str = "s") -> str:

@@ -97,7 +97,11 @@ def pair_task(params: MapRun, acquisitions: list[Acquisition]) -> tuple[list[Pai
 def cube_task(params: MapRun, pairs: list[Pair], settings: Settings) -> list[Any]:
     cubes = pipeline.cube_stage(params, pairs, settings)
     for c in cubes:
-        get_run_logger().info("cube %s: %s", iso_utc(c["time"].values) if "time" in c.coords else "?", dict(c.sizes))
+        get_run_logger().info(
+            "cube %s: %s",
+            iso_utc(c["time"].values.astype("datetime64[ms]").item()) if "time" in c.coords else "?",
+            dict(c.sizes),
+        )
     return cubes
 
 
@@ -137,7 +141,7 @@ def run_mapping(params: MapParams, settings: Settings | None = None) -> pipeline
     logger = get_run_logger()
     s = settings or get_settings()
     p = params.resolved(s)
-    retry = {"retries": s.retries, "retry_delay_seconds": s.retry_delay_seconds}
+    retry: dict[str, Any] = {"retries": s.retries, "retry_delay_seconds": s.retry_delay_seconds}
     timeouts = task_timeouts(p, s, 1)
 
     acqs, skipped = search_task.with_options(**retry, timeout_seconds=timeouts["search"])(p)
@@ -167,7 +171,7 @@ def run_mapping(params: MapParams, settings: Settings | None = None) -> pipeline
                 note(msg)
             infer = infer_write_task.with_options(**retry, timeout_seconds=timeouts["infer-write"])
             times = [
-                infer(iso_utc(pair.s2.time), p, quote(pair), quote(cube), quote(model), info, s)
+                infer(iso_utc(pair.s2.time), p, quote(pair), quote(cube), quote(model), info, s)  # type: ignore[call-overload]
                 for pair, cube in zip(pairs, cubes)
             ]
         result.acquisitions = publish_task.with_options(timeout_seconds=timeouts["publish"])(p, times, pairs)

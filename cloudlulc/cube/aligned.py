@@ -142,9 +142,9 @@ def read_aligned(
         out = np.empty((h, w), dtype=dtype)
         ds.read(1, window=native, out=out)
         if src.nodata is not None:
-            invalid = _is_nodata(out, src.nodata, src.src_dtype)
-            if invalid.any():
-                out[invalid] = fill_value
+            missing = _is_nodata(out, src.nodata, src.src_dtype)
+            if missing.any():
+                out[missing] = fill_value
         return out
     out = np.full((h, w), fill_value, dtype=dtype)
     part: np.ndarray

@@ -82,7 +82,7 @@ def optical_cube(
 
 
 def _harmonise(dn: np.ndarray, offset: float) -> np.ndarray:
-    return harmonise_s2(dn, offset)  # type: ignore[no-any-return]
+    return np.asarray(harmonise_s2(dn, offset))
 
 
 def scl_cube(

@@ -127,7 +127,7 @@ def grid_for_aoi(
     tr = Transformer.from_crs(4326, epsg, always_xy=True)
     # across ±180° the lon/lat bounds are the whole globe: project the unwrapped bounds instead
     lon_lat_bounds = unwrap_antimeridian(geom).bounds
-    minx, miny, maxx, maxy = tr.transform_bounds(*lon_lat_bounds, densify_pts=21)
+    minx, miny, maxx, maxy = tr.transform_bounds(*lon_lat_bounds, densify_pts=21)  # type: ignore[misc]
     if not all(map(math.isfinite, (minx, miny, maxx, maxy))):
         raise CatalogError(f"The AOI {geom.bounds} cannot be projected to EPSG:{epsg}; pick another epsg.")
     r = float(resolution)

@@ -172,18 +172,16 @@ class AssetReader:
     # -- internals ---------------------------------------------------------------------------------
     def _read(self, window: Window, fresh: bool) -> np.ndarray:
         handle = self._handle(fresh)
+        scale, offset = (float(v) for v in self.scale_offset)
         with self.gdal_env.read:
             if handle.aligned is not None:
-                return read_aligned(
-                    handle.ds, handle.aligned, window, self.dtype, self.fill_value, tuple(self.scale_offset)
-                )
+                return read_aligned(handle.ds, handle.aligned, window, self.dtype, self.fill_value, (scale, offset))
             assert handle.vrt is not None
             result = handle.vrt.read(window=window, out_dtype=self.dtype, masked=True)
         if result.shape[0] == 2:  # no nodata value: the VRT's alpha band marks what lies outside
             result = np.ma.masked_array(result[0], mask=result[1] == 0)
         else:
             result = result[0]
-        scale, offset = self.scale_offset
         if scale != 1:
             result *= scale
         if offset != 0:

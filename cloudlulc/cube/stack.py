@@ -124,7 +124,7 @@ def _asset_window(item: dict, key: str, grid: Grid) -> Window | None:
     try:
         if int(epsg) != grid.epsg:
             tr = Transformer.from_crs(int(epsg), grid.epsg, always_xy=True)
-            bbox = tr.transform_bounds(*bbox, densify_pts=21)
+            bbox = tr.transform_bounds(*bbox, densify_pts=21)  # type: ignore[misc]
         if not all(map(math.isfinite, bbox)):
             return None
         return windows.from_bounds(*bbox, transform=grid.transform)

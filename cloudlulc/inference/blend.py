@@ -154,8 +154,8 @@ def _chunk_validity(
 
 def _combine(
     chunk: tuple[int, int, int, int],
-    group: tuple[np.ndarray | None, np.ndarray],
-    parts: list[tuple[tuple[np.ndarray | None, np.ndarray], tuple[int, int, int, int]]],
+    group: tuple[np.ndarray | None, np.ndarray | None],
+    parts: list[tuple[tuple[np.ndarray | None, np.ndarray | None], tuple[int, int, int, int]]],
     with_probabilities: bool = False,
     class_percent: bool = False,
 ) -> np.ndarray:
@@ -164,6 +164,7 @@ def _combine(
     probability in percent (or float probabilities when asked, for one-shot use)."""
     y0, y1, x0, x1 = chunk
     _, valid = group
+    assert valid is not None, "the chunk's first group carries its validity mask"
     total: np.ndarray | None = None
     for (acc, _), (ey0, ey1, ex0, ex1) in parts:
         if acc is None:
@@ -177,8 +178,8 @@ def _combine(
     if total is None:  # every tile touching the chunk was skipped as all-nodata
         if valid.any():
             raise RuntimeError(f"no tile covers valid pixels of chunk {chunk}: tile planning is inconsistent")
-        layers = 3 + (NUM_CLASSES if class_percent else 0)
-        shape = (1, y1 - y0, x1 - x0) if with_probabilities else (layers, y1 - y0, x1 - x0)
+        n_layers = 3 + (NUM_CLASSES if class_percent else 0)
+        shape = (1, y1 - y0, x1 - x0) if with_probabilities else (n_layers, y1 - y0, x1 - x0)
         return np.full(
             shape, np.nan if with_probabilities else NODATA, dtype=np.float32 if with_probabilities else np.uint8
         )
@@ -197,7 +198,7 @@ def _combine(
         rel = np.full(lulc.shape, NODATA, np.uint8)
     else:
         rel = np.rint(rel_raw / safe * 100).clip(0, 100).astype(np.uint8)
-    layers = [lulc, conf, rel]
+    layers: list[np.ndarray] = [lulc, conf, rel]
     if class_percent:
         layers += list(np.rint(total[:-2] / safe * 100).clip(0, 100).astype(np.uint8))
     out = np.stack(layers)

@@ -101,9 +101,9 @@ def _window_refs(
         return out
 
     rows, cols = pieces(bounds_y, r0, r1, oy0), pieces(bounds_x, c0, c1, ox0)
-    keys = []
+    keys: list[list[tuple[Any, ...]]] = []
     for i, nr in rows:
-        row = []
+        row: list[tuple[Any, ...]] = []
         for j, nc in cols:
             full = (name, 0, i, j)
             if (nr, nc) == (bounds_y[i][1] - bounds_y[i][0], bounds_x[j][1] - bounds_x[j][0]):
@@ -194,7 +194,7 @@ def _named_input(arr: da.Array, what: str) -> da.Array:
     optimises, so it costs no task of its own); ``arr`` itself when it has such a name already."""
     if arr.name.startswith(INPUT_PREFIX):
         return arr
-    return arr.map_blocks(_same, name=f"{INPUT_PREFIX}{what}-{dask.base.tokenize(arr.name)}", dtype=arr.dtype)
+    return da.map_blocks(_same, arr, name=f"{INPUT_PREFIX}{what}-{dask.base.tokenize(arr.name)}", dtype=arr.dtype)
 
 
 def _products_graph(
@@ -266,6 +266,6 @@ def _products_graph(
             [list(plans[key].extent) for key in keys],
             class_percent,
         )
-    graph = HighLevelGraph.from_collections(cname, dsk, dependencies=[optical, sar])
+    graph = HighLevelGraph.from_collections(cname, dsk, dependencies=[optical, sar])  # type: ignore[list-item]
     layers = 3 + (NUM_CLASSES if class_percent else 0)
     return da.Array(graph, cname, chunks=((layers,), optical.chunks[1], optical.chunks[2]), dtype=np.uint8)

@@ -74,7 +74,12 @@ def map_aoi(
     result.warnings += optical_only_warnings(pairs)
     result.unpaired = [asdict(u) for u in unpaired]
     if pairs:
-        model, info = load_model(run.weights, log_fn=lambda m: (log.warning(m), result.warnings.append(m)))
+
+        def note(message: str) -> None:
+            log.warning(message)
+            result.warnings.append(message)
+
+        model, info = load_model(run.weights, log_fn=note)
         result.model = info
         ctx = contextlib.nullcontext(client) if client is not None else dask_client(s, address=run.dask_address)
         with ctx as dask_cluster:

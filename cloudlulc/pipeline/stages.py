@@ -87,7 +87,7 @@ def existing_times(store: str) -> list[np.datetime64]:
     if is_local_store(store) and not local_store_path(store).exists():
         return []
     try:
-        return [np.datetime64(t, "ns") for t in mapped_times(store)]
+        return [t.astype("datetime64[ns]") for t in mapped_times(store)]
     except FileNotFoundError:
         return []
 
@@ -303,7 +303,7 @@ def publish_stage(run: MapRun, times: Sequence[str], pairs: Sequence[Pair]) -> l
     out = []
     for t in times:
         # the exact stored time (ISO strings here are rounded to seconds)
-        sl = ds.sel(time=to_datetime64(t), method="nearest", tolerance=SAME_TIME_TOLERANCE)
+        sl = ds.sel(time=to_datetime64(t), method="nearest", tolerance=SAME_TIME_TOLERANCE)  # type: ignore[arg-type]
         lulc = sl["lulc"].load()
         areas = class_areas_km2(lulc)
         mapped = np.asarray(lulc.values) != NODATA

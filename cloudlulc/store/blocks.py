@@ -62,7 +62,7 @@ def _load(path: str) -> np.ndarray | tuple[np.ndarray | None, ...]:
     with open(path, "rb") as f:
         n = int(np.load(f, allow_pickle=False))
         if n < 0:
-            return np.load(f, allow_pickle=False)  # type: ignore[no-any-return]
+            return np.asarray(np.load(f, allow_pickle=False))
         present = np.load(f, allow_pickle=False)
         return tuple(np.load(f, allow_pickle=False) if p else None for p in present)
 
@@ -90,7 +90,7 @@ def compute_blocks(
     """
     token = dask.base.tokenize(target, [list(b) for b in blocks])
     name = f"cloudlulc-block-{token}"
-    writes = [
+    writes: list[dict[Any, Any]] = [
         {(name, b, bi, bj): task_for((bi, bj), (target.name, 0, bi, bj)) for bi, bj in block}
         for b, block in enumerate(blocks)
     ]
@@ -98,7 +98,9 @@ def compute_blocks(
         for b, tasks in enumerate(writes):
             keys = list(tasks)
             tasks[(name, b)] = (_done, keys)
-            dask.compute(Delayed((name, b), HighLevelGraph.from_collections((name, b), tasks, dependencies=[target])))
+            # the layer is named by the sink's key, as Delayed requires
+            graph = HighLevelGraph.from_collections((name, b), tasks, dependencies=[target])  # type: ignore[arg-type,list-item]
+            dask.compute(Delayed((name, b), graph))
             if after_block is not None:
                 after_block(keys)
         return
@@ -107,11 +109,11 @@ def compute_blocks(
     full = {**dict(optimized.__dask_graph__()), **{k: v for t in writes for k, v in t.items()}}
     per_block = [cull(full, list(tasks))[0] for tasks in writes]  # each block's own graph
     del full
-    needs = [{k for k in graph if shared(k)} for graph in per_block]
+    needs: list[set[Key]] = [{k for k in graph if shared(k)} for graph in per_block]
     first: dict[Key, int] = {}
     last: dict[Key, int] = {}
-    for b, keys in enumerate(needs):
-        for k in keys:
+    for b, needed in enumerate(needs):
+        for k in needed:
             first.setdefault(k, b)
             last[k] = b
     carried = sorted((k for k in first if last[k] > first[k]), key=str)

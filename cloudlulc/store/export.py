@@ -227,9 +227,9 @@ def _as_codes(values: np.ndarray, fill: int) -> np.ndarray:
 
 def trust_notes(ds: xr.Dataset, no_optical: np.ndarray | None) -> list[str]:
     """Title lines that a reader must see before trusting the map."""
-    key = np.datetime_as_string(ds["time"].values.astype("datetime64[ms]"), unit="ms") + "Z"
-    prov = ds.attrs.get("provenance", {})
-    entry = prov.get(key) or next((v for k, v in prov.items() if k[:19] == key[:19]), {})
+    key = str(np.datetime_as_string(ds["time"].values.astype("datetime64[ms]"), unit="ms")) + "Z"
+    prov: dict[str, dict[str, Any]] = ds.attrs.get("provenance", {})
+    entry: dict[str, Any] = prov.get(key) or next((v for k, v in prov.items() if k[:19] == key[:19]), {})
     lines = []
     if entry.get("optical_only"):
         lines.append("OPTICAL-ONLY: no Sentinel-1 pass was paired")

@@ -213,7 +213,8 @@ def _create_if_absent(fs: Any, path: str, holder: dict[str, Any]) -> bool:
 
 def _read_json(fs: Any, path: str) -> dict[str, Any] | None:
     try:
-        return json.loads(fs.cat_file(path))  # type: ignore[no-any-return]
+        doc: dict[str, Any] = json.loads(fs.cat_file(path))
+        return doc
     except FileNotFoundError:
         return None
     except ValueError:

@@ -121,7 +121,7 @@ def select_time(ds: xr.Dataset, time: Any) -> xr.Dataset:
         if hits.size > 1:
             raise KeyError(f"{hits.size} slices on {day}: {[mapped[i] for i in hits]}; give the time to the second")
     else:
-        t = np.datetime64(to_datetime64(time, "ms"), "ms")
+        t = to_datetime64(time, "ms")
         hits = np.nonzero(times == t)[0]
         if hits.size == 0:  # to the second, as ISO strings in results are written
             hits = np.nonzero(times.astype("datetime64[s]") == t.astype("datetime64[s]"))[0]

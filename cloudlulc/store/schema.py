@@ -322,7 +322,7 @@ def read_records(root: zarr.Group) -> StoreRecords:
     """The store's records; a store of layout 1 (no slots) is read as one slot per time index."""
     provenance = read_json_attr(root, "provenance", {})
     slots = {int(k): v for k, v in read_json_attr(root, "slots", {}).items()}
-    if int(root.attrs.get("cloudlulc_layout", 1)) < 2:  # layout 1: a slice's status in its provenance
+    if int(str(root.attrs.get("cloudlulc_layout", 1))) < 2:  # layout 1: a slice's status in its provenance
         from cloudlulc.times import iso_utc
 
         for i, t in enumerate(stored_times(root)):

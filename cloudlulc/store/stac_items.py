@@ -153,12 +153,12 @@ def stac_documents(
             {"rel": "self", "href": f"./{item_id}.json", "type": "application/geo+json"},
         ]
         if catalog:
-            for collection, key in (("sentinel-2-l2a", "s2_items"), ("sentinel-1-rtc", "s1_items")):
+            for source_collection, key in (("sentinel-2-l2a", "s2_items"), ("sentinel-1-rtc", "s1_items")):
                 for source in entry.get(key) or []:
                     links.append(
                         {
                             "rel": "derived_from",
-                            "href": f"{catalog}/collections/{collection}/items/{source}",
+                            "href": f"{catalog}/collections/{source_collection}/items/{source}",
                             "type": "application/geo+json",
                             "title": source,
                         }
@@ -198,7 +198,7 @@ def stac_documents(
             }
         )
     times = sorted(i["properties"]["datetime"] for i in items)
-    collection = {
+    collection: dict[str, Any] = {
         "type": "Collection",
         "stac_version": STAC_VERSION,
         "stac_extensions": STAC_EXTENSIONS[:3],

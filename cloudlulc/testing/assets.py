@@ -216,7 +216,9 @@ def serve_assets(
     )
     try:
         ready: list[str] = []
-        reader = threading.Thread(target=lambda: ready.append(proc.stdout.readline()), daemon=True)
+        stdout = proc.stdout
+        assert stdout is not None
+        reader = threading.Thread(target=lambda: ready.append(stdout.readline()), daemon=True)
         reader.start()
         reader.join(startup_timeout)
         if not ready or not ready[0].strip():

@@ -126,7 +126,7 @@ def _handler(upstream: str, state: _State) -> type[BaseHTTPRequestHandler]:
             if rule is not None and rule["mode"] == "status":
                 self._send(int(rule["status"]), b"injected fault", {"Content-Type": "text/plain"})
                 return
-            conn = http.client.HTTPConnection(up.hostname, up.port, timeout=60)
+            conn = http.client.HTTPConnection(str(up.hostname), up.port, timeout=60)
             # plain bodies only, so that links can be rewritten
             headers = {k: v for k, v in self.headers.items() if k.lower() not in (*_HOP_HEADERS, "accept-encoding")}
             conn.request(self.command, self.path, body=payload, headers=headers)
@@ -134,15 +134,15 @@ def _handler(upstream: str, state: _State) -> type[BaseHTTPRequestHandler]:
             body = resp.read()
             conn.close()
             if "json" in (resp.getheader("Content-Type") or ""):
-                own = f"http://{self.server.server_address[0]}:{self.server.server_address[1]}"
+                own = f"http://{self.headers.get('Host') or up.netloc}"
                 body = body.replace(upstream.encode(), own.encode())
             self.send_response(resp.status)
             for k, v in resp.getheaders():
                 if k.lower() not in _HOP_HEADERS and k.lower() != "content-length":
                     self.send_header(k, v)
             # a HEAD answer has no body but the upstream's length
-            length = resp.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(body))
-            self.send_header("Content-Length", length)
+            size = str(resp.getheader("Content-Length") or 0) if self.command == "HEAD" else str(len(body))
+            self.send_header("Content-Length", size)
             if rule is not None and rule["mode"] == "truncate":
                 self.send_header("Connection", "close")
                 self.end_headers()

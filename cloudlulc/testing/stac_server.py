@@ -56,11 +56,12 @@ def find_rustac(explicit: str | os.PathLike[str] | None = None) -> str:
         candidates = [str(explicit)]
         where = str(explicit)
     else:
-        candidates = [
+        found = [
             os.environ.get("CLOUDLULC_RUSTAC"),
             str(Path(sys.executable).parent / "rustac"),
             shutil.which("rustac"),
         ]
+        candidates = [c for c in found if c]
         where = f"$CLOUDLULC_RUSTAC, {Path(sys.executable).parent}, and PATH"
     for c in candidates:
         if c and Path(c).is_file() and os.access(c, os.X_OK):

@@ -81,19 +81,24 @@ def map_command(
         )
     else:
         table = Table(title=f"mapped into {result.output}")
-        for col in ("time (UTC)", "mode", "S1 gap (d)", "cloud %", "no optical %", "km²", "quicklook"):
-            table.add_column(col)
+        for col in ("time (UTC)", "mode", "S1 gap (d)", "cloud %", "no optical %", "km²"):
+            table.add_column(col, no_wrap=True)
         for a in result.acquisitions:
             table.add_row(
-                a.time,
+                a.time[:16].replace("T", " "),
                 a.mode,
                 "-" if a.s1_gap_days is None else f"{a.s1_gap_days:.1f}",
                 "-" if a.cloud_cover_aoi is None else f"{a.cloud_cover_aoi:.0f}",
                 f"{100 * a.inputs.get('optical_missing', 0):.0f}",
                 f"{a.mapped_km2:.2f}",
-                a.quicklook or "-",
             )
         console.print(table)
+        for a in result.acquisitions:
+            for label, path in (("quicklook", a.quicklook), ("COG", a.cog)):
+                if path:
+                    console.print(f"{label} {a.time[:16]}: {path}", soft_wrap=True)
+        if result.acquisitions[0].stac:
+            console.print(f"STAC: {result.acquisitions[0].stac}", soft_wrap=True)
     for u in result.unpaired:
         console.print(f"not mapped ({u['status']}, no Sentinel-1 pass): {u['time']}")
     for w in result.warnings:
@@ -140,12 +145,15 @@ def search_command(
         return
     table = Table(title=f"{len(rows)} Sentinel-2 acquisition(s) over the AOI in {time}")
     for col in ("time (UTC)", "tiles", "cloud over AOI %", "Sentinel-1", "gap (d)", "orbit"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=True)
     for r in rows:
         cloud = "-" if r["cloud_over_aoi"] is None else f"{r['cloud_over_aoi']:.0f}"
         s1 = r["s1"] or "none in range"
         gap = "-" if r.get("gap_days") is None else f"{r['gap_days']:.1f}"
-        table.add_row(r["time"][:19], str(len(r["tiles"])), cloud, s1[:19], gap, r.get("orbit") or "-")
+        s1_time = s1[:16].replace("T", " ")
+        table.add_row(
+            r["time"][:16].replace("T", " "), str(len(r["tiles"])), cloud, s1_time, gap, r.get("orbit") or "-"
+        )
     Console().print(table)
 
 

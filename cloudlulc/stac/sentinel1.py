@@ -169,12 +169,9 @@ def select_s1(
         candidates=len(ok),
     )
     logger.info(
-        "Paired Sentinel-2 %s with Sentinel-1 %s (%d candidate passes): %s",
-        f"{t:%Y-%m-%d %H:%M}",
-        best.describe(),
-        len(ok),
-        json.dumps(pairing.as_dict()),
+        "Paired Sentinel-2 %s with Sentinel-1 %s (%d candidate passes)", f"{t:%Y-%m-%d %H:%M}", best.describe(), len(ok)
     )
+    logger.debug("pairing: %s", json.dumps(pairing.as_dict()))
     return pairing
 
 

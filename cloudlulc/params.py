@@ -14,10 +14,10 @@ import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import shapely
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from cloudlulc.config import CatalogUrl, DaskAddress, DeviceName, Settings, WeightsPath, get_settings
 from cloudlulc.stac.aoi import parse_aoi
@@ -29,6 +29,15 @@ __all__ = ["AoiInput", "MapParams", "MapRun", "MappingOptions", "is_local_store"
 _REMOTE_STORE_RE = re.compile(r"^[a-z][a-z0-9+.-]*://")
 
 AoiInput = str | list[float] | tuple[float, ...] | dict[str, Any]
+
+
+def _check_time_text(v: str) -> str:
+    parse_time_window(v)  # the one time parser: a ValueError names what is wrong
+    return v
+
+
+#: a date, a time or a 'start/end' range in UTC, checked when the parameters are
+TimeText = Annotated[str, AfterValidator(_check_time_text)]
 
 
 def is_local_store(store: str) -> bool:
@@ -97,7 +106,7 @@ class MapParams(MappingOptions):
     """Everything one ``map_aoi`` run needs, validated before any work starts."""
 
     aoi: AoiInput = Field(description="GeoJSON (dict or text), bbox 'minx,miny,maxx,maxy' in lon/lat, or a vector file")
-    time: str = Field(description="target date '2024-04-19' or range '2024-04-01/2024-04-30' (UTC)")
+    time: TimeText = Field(description="target date '2024-04-19' or range '2024-04-01/2024-04-30' (UTC)")
     output: str = Field(description="output Zarr store: local path or fsspec URL (s3://, gs://, az://)")
     #: map only the newest acquisition of the window (True) or every acquisition in it (False)
     latest_only: bool = False
@@ -105,7 +114,7 @@ class MapParams(MappingOptions):
     #: that may still be published instead of failing (see ``Settings.nrt_without_s1``)
     skip_mapped: bool = False
     #: the time the run considers "now" (UTC ISO); None: the clock. NRT runs and backfills pin it
-    now: str | None = None
+    now: TimeText | None = None
 
     @field_validator("aoi", mode="before")
     @classmethod
@@ -118,19 +127,6 @@ class MapParams(MappingOptions):
             except json.JSONDecodeError as exc:
                 raise ValueError(f"aoi looks like GeoJSON but is not valid JSON: {exc}") from None
         parse_aoi(v)  # the one AOI parser: AoiError (a ValueError) names the problem
-        return v
-
-    @field_validator("time")
-    @classmethod
-    def _check_time(cls, v: str) -> str:
-        parse_time_window(v)
-        return v
-
-    @field_validator("now")
-    @classmethod
-    def _check_now(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_time_window(v)
         return v
 
     @field_validator("output")

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError
 
-from cloudlulc.params import MapParams, MappingOptions
+from cloudlulc.params import MapParams, MappingOptions, TimeText
 from cloudlulc.times import as_utc, parse_time_window
 
 __all__ = ["InvalidParameters", "MapParams", "NrtParams", "validate"]
@@ -83,14 +83,7 @@ class NrtParams(MappingOptions):
     #: how far back the first run (empty store) looks
     lookback_days: float = Field(30.0, gt=0, le=3650)
     #: end of the search window; None = the current time (tests and backfills pin it)
-    now: str | None = None
-
-    @field_validator("now")
-    @classmethod
-    def _check_now(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_time_window(v)
-        return v
+    now: TimeText | None = None
 
     def now_utc(self) -> datetime:
         if self.now is None:

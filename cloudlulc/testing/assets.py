@@ -16,18 +16,16 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from cloudlulc.testing.processes import die_with_parent, stop_process
+from cloudlulc.testing.processes import http_child, serve_http
 
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
@@ -197,43 +195,18 @@ def serve_assets(
     root_path = Path(root).resolve()
     if not root_path.is_dir():
         raise FileNotFoundError(f"Cannot serve {root_path}: not a directory.")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "cloudlulc.testing.assets",
-            str(root_path),
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--delay-ms",
-            str(delay_ms),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
-    )
-    try:
-        ready: list[str] = []
-        stdout = proc.stdout
-        assert stdout is not None
-        reader = threading.Thread(target=lambda: ready.append(stdout.readline()), daemon=True)
-        reader.start()
-        reader.join(startup_timeout)
-        if not ready or not ready[0].strip():
-            raise RuntimeError(f"The asset server for {root_path} did not start within {startup_timeout:.0f} s.")
-        url = json.loads(ready[0])["url"]
+    args = [
+        "cloudlulc.testing.assets",
+        str(root_path),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--delay-ms",
+        str(delay_ms),
+    ]
+    with http_child(args, f"The asset server for {root_path}", startup_timeout) as url:
         yield AssetServer(url=url, root=root_path)
-    finally:
-        stop_process(proc)
-
-
-class _Server(ThreadingHTTPServer):
-    #: the listen backlog: the standard library's 5 drops connections when a reader opens dozens at
-    #: once, and each dropped connection costs the client a 1 s TCP retransmission (object stores
-    #: accept them all)
-    request_queue_size = 256
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -247,16 +220,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--delay-ms", type=float, default=0.0, help="latency added to every answer")
     args = ap.parse_args(argv)
-    root = Path(args.root).resolve()
-    httpd = _Server((args.host, args.port), _handler(root, _Counters(), args.delay_ms / 1000.0))
-    httpd.daemon_threads = True
-    print(json.dumps({"url": f"http://{args.host}:{httpd.server_address[1]}"}), flush=True)
-    try:
-        httpd.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        httpd.server_close()
+    serve_http(_handler(Path(args.root).resolve(), _Counters(), args.delay_ms / 1000.0), args.host, args.port)
 
 
 if __name__ == "__main__":

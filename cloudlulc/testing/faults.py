@@ -14,20 +14,18 @@ from __future__ import annotations
 
 import http.client
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
 
-from cloudlulc.testing.processes import die_with_parent, stop_process
+from cloudlulc.testing.processes import http_child, serve_http
 
 __all__ = ["FaultProxy", "FaultRule", "fault_proxy"]
 
@@ -162,30 +160,10 @@ def _handler(upstream: str, state: _State) -> type[BaseHTTPRequestHandler]:
 @contextmanager
 def fault_proxy(upstream: str, host: str = "127.0.0.1", startup_timeout: float = 30.0) -> Iterator[FaultProxy]:
     """Run a proxy for ``upstream`` (an ``http://host:port`` root) in a child process until exit."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cloudlulc.testing.faults", upstream, "--host", host],
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
-    )
-    try:
-        assert proc.stdout is not None
-        ready: list[str] = []
-        reader = threading.Thread(target=lambda: ready.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-        reader.start()
-        reader.join(startup_timeout)
-        if not ready or not ready[0].strip():
-            raise RuntimeError(f"the fault proxy for {upstream} did not start within {startup_timeout:.0f} s")
-        yield FaultProxy(json.loads(ready[0])["url"])
-    finally:
-        stop_process(proc)
-
-
-class _Server(ThreadingHTTPServer):
-    #: the listen backlog: the standard library's 5 drops connections when a reader opens dozens at
-    #: once, and each dropped connection costs the client a 1 s TCP retransmission (object stores
-    #: accept them all)
-    request_queue_size = 256
+    with http_child(
+        ["cloudlulc.testing.faults", upstream, "--host", host], f"the fault proxy for {upstream}", startup_timeout
+    ) as url:
+        yield FaultProxy(url)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -197,15 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     args = ap.parse_args(argv)
-    httpd = _Server((args.host, args.port), _handler(args.upstream.rstrip("/"), _State()))
-    httpd.daemon_threads = True
-    print(json.dumps({"url": f"http://{args.host}:{httpd.server_address[1]}"}), flush=True)
-    try:
-        httpd.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        httpd.server_close()
+    serve_http(_handler(args.upstream.rstrip("/"), _State()), args.host, args.port)
 
 
 if __name__ == "__main__":

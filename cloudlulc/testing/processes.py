@@ -5,10 +5,15 @@ One place for picking a port and stopping a child process, so every launcher beh
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 
@@ -68,3 +73,47 @@ def wait_until_ready(
         if time.monotonic() > deadline:
             raise on_timeout()
         time.sleep(interval)
+
+
+class LoopbackHTTPServer(ThreadingHTTPServer):
+    """The standard library's threading server with a listen backlog fit for many readers: its
+    default of 5 drops connections when a reader opens dozens at once, and each dropped connection
+    costs the client a 1 s TCP retransmission (object stores accept them all)."""
+
+    request_queue_size = 256
+    daemon_threads = True
+
+
+def serve_http(handler: type[BaseHTTPRequestHandler], host: str, port: int) -> None:  # pragma: no cover - child
+    """Serve ``handler`` until interrupted, after printing ``{"url": ...}`` (for :func:`http_child`)."""
+    httpd = LoopbackHTTPServer((host, port), handler)
+    print(json.dumps({"url": f"http://{host}:{httpd.server_address[1]}"}), flush=True)
+    try:
+        httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.server_close()
+
+
+@contextmanager
+def http_child(args: list[str], what: str, startup_timeout: float = 30.0) -> Iterator[str]:
+    """Run ``python -m <args>`` (a module ending in :func:`serve_http`) until exit; yields its URL."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=die_with_parent if sys.platform.startswith("linux") else None,
+    )
+    try:
+        stdout = proc.stdout
+        assert stdout is not None
+        ready: list[str] = []
+        reader = threading.Thread(target=lambda: ready.append(stdout.readline()), daemon=True)
+        reader.start()
+        reader.join(startup_timeout)
+        if not ready or not ready[0].strip():
+            raise RuntimeError(f"{what} did not start within {startup_timeout:.0f} s")
+        yield str(json.loads(ready[0])["url"])
+    finally:
+        stop_process(proc)

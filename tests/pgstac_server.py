@@ -21,7 +21,7 @@ from pathlib import Path
 
 import httpx
 
-from cloudlulc.testing.assets import die_with_parent as _die_with_parent
+from cloudlulc.testing.processes import die_with_parent as _die_with_parent
 from cloudlulc.testing.processes import free_port, stop_process, wait_until_ready
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")

@@ -1,6 +1,7 @@
 """A separate process that writes one slice of a random scene into a store, slowly: what the store
 fault tests run, kill and race. ``python tests/store_writer_child.py STORE TIME SEED [--delay S]
-[--note TEXT] [--wait S] [--stale S]``; STORE may be an object-store URL. Prints ``written <action> <slot>`` when done."""
+[--note TEXT] [--wait S] [--stale S]``; STORE may be an object-store URL. Prints
+``written <action> <slot>`` when done."""
 
 from __future__ import annotations
 

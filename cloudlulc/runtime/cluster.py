@@ -202,17 +202,17 @@ def _kube_cluster(settings: Settings) -> Any:
             "dask_cluster='kubernetes' needs dask-kubernetes: pip install 'cloudlulc[kubernetes]' "
             "(and the Dask operator installed in the cluster, deploy/README.md)"
         ) from exc
+    run_id = os.environ.get("PREFECT__FLOW_RUN_ID")
+    spec = kube_cluster_spec(settings, cluster_name(run_id), run_id=run_id)  # the configuration first
+    name = spec["metadata"]["name"]
     try:
-        kr8s.api()  # credentials first: KubeCluster would fail later, and again at exit
+        kr8s.api()  # then credentials: KubeCluster would fail later, and again at exit
     except Exception as exc:
         raise DaskClusterError(
             f"dask_cluster='kubernetes' found no Kubernetes credentials ({exc}): run the flow in a pod with the "
             "service account cloudlulc-flows (deploy/kubernetes/rbac.yaml), or set KUBECONFIG to a kube config "
             "that can create DaskClusters"
         ) from None
-    run_id = os.environ.get("PREFECT__FLOW_RUN_ID")
-    spec = kube_cluster_spec(settings, cluster_name(run_id), run_id=run_id)
-    name = spec["metadata"]["name"]
     try:
         return KubeCluster(
             custom_cluster_spec=spec,

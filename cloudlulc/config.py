@@ -182,6 +182,9 @@ class Settings(BaseSettings):
     """LocalCluster with worker processes (True) or threads in this process (False, lighter)"""
     dask_kubernetes_spec: Path = Path("deploy/dask/kubernetes-cluster.yaml")
     """KubeCluster spec (dask-kubernetes operator ``DaskCluster`` resource)"""
+    image: str | None = None
+    """the CloudLULC image (deploy/Dockerfile; a version tag or digest) the Dask pods of Kubernetes and Coiled
+    runs use, so that they run the flow's code; `prefect deploy` needs it for the Kubernetes deployments"""
     dask_coiled_config: Path = Path("deploy/dask/coiled.yaml")
     """keyword arguments for ``coiled.Cluster``"""
     dask_connect_timeout: str = "30s"

@@ -73,6 +73,25 @@ def _check_local_store_writable(v: str) -> None:
         raise ValueError(f"output {v!r} is not writable: no write permission on {str(existing)!r}")
 
 
+def _check_object_store_installed(v: str) -> None:
+    """Refuse an object-store output whose fsspec filesystem (s3fs, gcsfs, adlfs) is not installed,
+    before any search or compute is spent on it."""
+    import fsspec
+
+    protocol = v.split("://", 1)[0]
+    try:
+        fsspec.get_filesystem_class(protocol)
+    except ImportError as exc:
+        raise ValueError(
+            f"output {protocol}://... needs a filesystem that is not installed ({exc}); the object-store "
+            "extra has s3fs, gcsfs and adlfs: pip install 'cloudlulc[object-store]'"
+        ) from None
+    except ValueError:
+        raise ValueError(
+            f"output {protocol}://... is not a storage protocol fsspec knows: use a local path, s3://, gs:// or az://"
+        ) from None
+
+
 class MappingOptions(BaseModel):
     """How to map (catalog, limits, model, compute), shared by one-off and near-real-time runs.
 
@@ -137,6 +156,8 @@ class MapParams(MappingOptions):
             raise ValueError("output is empty: give a Zarr store path such as 'out/aoi.zarr'")
         if not _REMOTE_STORE_RE.match(v):
             _check_local_store_writable(v)
+        elif not is_local_store(v):
+            _check_object_store_installed(v)
         return v
 
     @property

@@ -1,6 +1,7 @@
-"""Start and stop local Prefect processes: a throwaway ``prefect server`` and ``python -m flows.serve``.
+"""Start and stop local Prefect processes: a throwaway ``prefect server``, ``python -m flows.serve``,
+the ``prefect`` CLI (``prefect deploy``) and a work pool's worker.
 
-Used by the demo (``flows/demo.py``) and the end-to-end test. Everything runs with a temporary
+Used by the demo (``flows/demo.py``) and the end-to-end and deployment tests. Everything runs with a temporary
 ``PREFECT_HOME`` so nothing touches the user's Prefect profile or database, on a free port, and is
 stopped (process group: SIGTERM, then SIGKILL) when the context exits, also on Ctrl-C or errors.
 
@@ -161,6 +162,54 @@ def serve_deployments(
             if time.monotonic() > deadline:
                 raise LocalServerError(
                     f"deployment {name} not registered after {timeout:.0f} s; log {log_path}:\n{_tail(log_path)}"
+                )
+            time.sleep(0.5)
+        yield proc
+
+
+def prefect_cli(
+    server: PrefectServer,
+    *args: str,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """``prefect --no-prompt ARGS`` against ``server`` (as an operator types it); raises
+    :class:`LocalServerError` with the output when it fails."""
+    cmd = [sys.executable, "-m", "prefect", "--no-prompt", *args]
+    proc = subprocess.run(
+        cmd, env={**os.environ, **server.env(), **(env or {})}, capture_output=True, text=True, cwd=cwd, timeout=timeout
+    )
+    if proc.returncode != 0:
+        raise LocalServerError(f"`prefect {' '.join(args)}` failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@contextlib.contextmanager
+def pool_worker(
+    server: PrefectServer,
+    pool: str,
+    env: Mapping[str, str],
+    *,
+    log_path: Path,
+    cwd: Path | None = None,
+    timeout: float = 120.0,
+) -> Iterator[subprocess.Popen]:
+    """``prefect worker start --pool POOL`` against ``server`` until the context exits; waits until the
+    pool lists the worker. It polls every second (``PREFECT_WORKER_QUERY_SECONDS``) unless ``env`` says."""
+    full_env = {"PREFECT_WORKER_QUERY_SECONDS": "1", **server.env(), **env}
+    cmd = [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool]
+    with _process(cmd, full_env, log_path, f"worker of {pool}", cwd=cwd) as proc:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise LocalServerError(f"the worker exited with {proc.returncode}; log {log_path}:\n{_tail(log_path)}")
+            r = httpx.post(f"{server.api_url}/work_pools/{pool}/workers/filter", json={}, timeout=5.0)
+            if r.status_code == 200 and r.json():
+                break
+            if time.monotonic() > deadline:
+                raise LocalServerError(
+                    f"no worker of {pool} online after {timeout:.0f} s; log {log_path}:\n{_tail(log_path)}"
                 )
             time.sleep(0.5)
         yield proc

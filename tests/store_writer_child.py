@@ -1,6 +1,7 @@
 """A separate process that writes one slice of a random scene into a store, slowly: what the store
 fault tests run, kill and race. ``python tests/store_writer_child.py STORE TIME SEED [--delay S]
-[--note TEXT]``; prints ``written <action> <slot>`` when done."""
+[--note TEXT] [--wait S] [--stale S]``; STORE may be an object-store URL. Prints
+``written <action> <slot>`` when done."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ def main() -> None:
     ap.add_argument("--delay", type=float, default=0.0)
     ap.add_argument("--note", default="")
     ap.add_argument("--wait", type=float, default=60.0, help="lease wait in seconds")
+    ap.add_argument("--stale", type=float, default=120.0, help="object-store lease: heartbeat age taken over")
     a = ap.parse_args()
     torch.set_num_threads(1)
     with dask.config.set(scheduler="synchronous"):
@@ -57,6 +59,7 @@ def main() -> None:
             attrs={"model": {"name": f"slow-{a.seed}"}, "note": a.note},
             chunk_size=CHUNK,
             lease_wait_s=a.wait,
+            lease_stale_s=a.stale,
         )
     print(f"written {s.action} {s.time_index}", flush=True)
 

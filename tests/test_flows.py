@@ -340,62 +340,6 @@ def test_served_deployments():
     assert every_hour.schedules[0].schedule.interval.total_seconds() == 3600
 
 
-def test_prefect_yaml_deploys_to_process_and_gpu_kubernetes_pools(tmp_path):
-    """`prefect deploy --all` of deploy/prefect.yaml against the (real) test API, pools created by the CLI."""
-    import os
-    import subprocess
-    import sys
-
-    from prefect.settings import PREFECT_API_URL
-
-    repo = Path(__file__).resolve().parents[1]
-    env = {
-        **os.environ,
-        "PREFECT_API_URL": PREFECT_API_URL.value(),
-        "CLOUDLULC_HOME": str(repo),
-        "CLOUDLULC_IMAGE": "ghcr.io/example/cloudlulc:0.1.0",
-    }
-
-    def prefect(*args: str) -> None:
-        r = subprocess.run(
-            [sys.executable, "-m", "prefect", "--no-prompt", *args],
-            env=env,
-            cwd=repo,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-        assert r.returncode == 0, f"prefect {' '.join(args)}:\n{r.stdout}\n{r.stderr}"
-
-    prefect("work-pool", "create", "cloudlulc-process", "--type", "process")
-    prefect(
-        "work-pool",
-        "create",
-        "cloudlulc-k8s-gpu",
-        "--type",
-        "kubernetes",
-        "--base-job-template",
-        "deploy/kubernetes/gpu-base-job-template.json",
-    )
-    prefect("deploy", "--prefect-file", "deploy/prefect.yaml", "--all")
-
-    with get_client(sync_client=True) as client:
-        deps = {f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()}
-    for name in ("map-aoi/default", "build-dataset/default", "train/default", "evaluate/default"):
-        assert deps[name].work_pool_name == "cloudlulc-process"
-    gpu = deps["map-aoi/k8s-gpu"]
-    assert gpu.work_pool_name == "cloudlulc-k8s-gpu" and gpu.job_variables["gpu_limit"] == 1
-    assert gpu.job_variables["image"] == "ghcr.io/example/cloudlulc:0.1.0"
-    assert gpu.job_variables["env"]["CLOUDLULC_DASK_TASK_RESOURCES"] == '{"GPU": 1}'
-    assert deps["build-dataset/k8s-cpu"].job_variables["gpu_limit"] == 0
-    assert deps["train/local-cpu-2"].parameters == {"processes": 2, "device": "cpu"}
-    assert deps["train/k8s-gpu"].parameters == {"processes": "gpus"}
-    assert deps["train/k8s-gpu"].work_pool_name == "cloudlulc-k8s-gpu"
-    nrt = deps["map-aoi-nrt/berlin"]
-    assert nrt.schedules and nrt.schedules[0].schedule.cron == "0 */6 * * *"
-    assert nrt.parameters["output"].startswith("s3://") and nrt.global_concurrency_limit.limit == 1
-
-
 class _FlakyProxy:
     """A real HTTP proxy in front of the STAC API whose first ``failures`` searches answer 503.
 

@@ -162,7 +162,7 @@ def test_dask_cluster_selection():
         assert type(cluster).__name__ == "LocalCluster" and len(cluster.workers) == 1
     finally:
         cluster.close()
-    with pytest.raises(DaskClusterError, match="dask-kubernetes|does not exist"):
+    with pytest.raises(DaskClusterError, match="dask-kubernetes|does not exist|CLOUDLULC_IMAGE is not set"):
         make_cluster(
             Settings(dask_cluster="kubernetes", dask_kubernetes_spec=Path("deploy/dask/kubernetes-cluster.yaml"))
         )

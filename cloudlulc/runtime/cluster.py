@@ -7,9 +7,11 @@ The same pipeline code scales from a laptop to a cluster by configuration only:
 * ``dask_address="tcp://..."``: connect to a running scheduler (nothing is created or closed).
 * ``dask_cluster="local"``: a ``distributed.LocalCluster`` on this machine (dashboard, task
   resources such as ``{"GPU": 1}``).
-* ``dask_cluster="kubernetes"``: a dask-kubernetes operator ``KubeCluster`` from the YAML spec in
-  ``deploy/dask/`` (GPU workers advertise ``resources={"GPU": 1}``).
-* ``dask_cluster="coiled"``: a ``coiled.Cluster`` with keyword arguments from ``deploy/dask/coiled.yaml``.
+* ``dask_cluster="kubernetes"``: a ``DaskCluster`` of its own per run (dask-kubernetes operator),
+  from the YAML spec in ``deploy/dask/`` on the image ``CLOUDLULC_IMAGE`` (GPU workers advertise
+  ``resources={"GPU": 1}``), deleted when the run ends (:func:`kube_cluster_spec`).
+* ``dask_cluster="coiled"``: a ``coiled.Cluster`` with keyword arguments from ``deploy/dask/coiled.yaml``
+  (its ``container`` replaced by ``CLOUDLULC_IMAGE`` when set).
 
 dask-kubernetes and coiled are optional: imported only when selected, with an install hint otherwise.
 Worker memory limits (:mod:`cloudlulc.runtime.worker`) are set where the workers start.
@@ -18,7 +20,11 @@ Worker memory limits (:mod:`cloudlulc.runtime.worker`) are set where the workers
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
+import os
+import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -117,8 +123,8 @@ def make_cluster(settings: Settings) -> Any:
         import dask
 
         # nannies read it when the cluster starts them; None entries unset Dask's own variables
-        limits = nanny_environ(settings.malloc_arena_max, settings.gdal_cachemax_mb)
-        environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in limits.items()}
+        nanny_limits = nanny_environ(settings.malloc_arena_max, settings.gdal_cachemax_mb)
+        environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in nanny_limits.items()}
         with dask.config.set(environ):
             return LocalCluster(**kwargs)
     if kind == "kubernetes":
@@ -144,19 +150,98 @@ def load_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
+def cluster_name(run_id: str | None = None) -> str:
+    """A DaskCluster name of its own for one run: ``cloudlulc-<run>-<random>``, where ``<run>`` is
+    the start of ``run_id`` (the Prefect flow run id where there is one). Concurrent runs never
+    share a cluster, so none can delete another's when it finishes."""
+    run = re.sub(r"[^a-z0-9]", "", (run_id or "").lower())[:8]
+    return "-".join(p for p in ("cloudlulc", run, secrets.token_hex(3)) if p)
+
+
+def kube_cluster_spec(settings: Settings, name: str, *, run_id: str | None = None) -> dict[str, Any]:
+    """The ``DaskCluster`` resource of one run: the spec file (``dask_kubernetes_spec``) named
+    ``name``, every container on ``settings.image``, ``dask_n_workers`` workers when set."""
+    from cloudlulc.runtime.deploy_steps import DeploymentError, check_image_reference
+
+    spec = copy.deepcopy(load_spec(settings.dask_kubernetes_spec))
+    if spec.get("kind") != "DaskCluster":
+        raise DaskClusterError(f"{settings.dask_kubernetes_spec} is not a DaskCluster resource (kind: DaskCluster)")
+    meta = spec.setdefault("metadata", {})
+    meta["name"] = name
+    if run_id:
+        meta.setdefault("labels", {})["cloudlulc/flow-run-id"] = re.sub(r"[^A-Za-z0-9_.-]", "", run_id)[:63]
+    body = spec["spec"]
+    selector = body.get("scheduler", {}).get("service", {}).get("selector")
+    if isinstance(selector, dict) and "dask.org/cluster-name" in selector:
+        selector["dask.org/cluster-name"] = name
+    if settings.dask_n_workers:
+        body["worker"]["replicas"] = settings.dask_n_workers
+    containers = [c for part in ("scheduler", "worker") for c in body[part]["spec"]["containers"]]
+    if settings.image:
+        try:
+            image = check_image_reference(settings.image)
+        except DeploymentError as exc:
+            raise DaskClusterError(str(exc)) from None
+        for c in containers:
+            c["image"] = image
+    elif any(not c.get("image") for c in containers):
+        raise DaskClusterError(
+            "CLOUDLULC_IMAGE is not set: the Dask scheduler and workers run the CloudLULC image "
+            "(deploy/Dockerfile); the Kubernetes deployments of deploy/prefect.yaml set it"
+        )
+    return spec
+
+
 def _kube_cluster(settings: Settings) -> Any:
     try:
+        import kr8s
         from dask_kubernetes.operator import KubeCluster
+        from dask_kubernetes.operator.kubecluster.kubecluster import CreateMode
     except ImportError as exc:
         raise DaskClusterError(
-            "dask_cluster='kubernetes' needs dask-kubernetes: pip install 'dask-kubernetes>=2024.1' "
-            "(and the Dask operator installed in the cluster)"
+            "dask_cluster='kubernetes' needs dask-kubernetes: pip install 'cloudlulc[kubernetes]' "
+            "(and the Dask operator installed in the cluster, deploy/README.md)"
         ) from exc
-    spec = load_spec(settings.dask_kubernetes_spec)
-    cluster = KubeCluster(custom_cluster_spec=spec)
-    if settings.dask_n_workers:
-        cluster.scale(settings.dask_n_workers)
-    return cluster
+    run_id = os.environ.get("PREFECT__FLOW_RUN_ID")
+    spec = kube_cluster_spec(settings, cluster_name(run_id), run_id=run_id)  # the configuration first
+    name = spec["metadata"]["name"]
+    try:
+        kr8s.api()  # then credentials: KubeCluster would fail later, and again at exit
+    except Exception as exc:
+        raise DaskClusterError(
+            f"dask_cluster='kubernetes' found no Kubernetes credentials ({exc}): run the flow in a pod with the "
+            "service account cloudlulc-flows (deploy/kubernetes/rbac.yaml), or set KUBECONFIG to a kube config "
+            "that can create DaskClusters"
+        ) from None
+    try:
+        return KubeCluster(
+            custom_cluster_spec=spec,
+            namespace=spec["metadata"].get("namespace"),
+            create_mode=CreateMode.CREATE_ONLY,
+            shutdown_on_close=True,
+            quiet=True,
+        )
+    except Exception as exc:
+        raise DaskClusterError(f"DaskCluster {name}: {_kube_hint(exc)}") from exc
+
+
+def _kube_hint(exc: BaseException) -> str:
+    """What went wrong creating a DaskCluster, and what to check (deploy/README.md, section 3)."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    text = f"{type(exc).__name__}: {exc}"
+    if status in (401, 403):
+        return (
+            f"{text}. The flow pod's service account may not create DaskClusters: apply "
+            "deploy/kubernetes/rbac.yaml in its namespace"
+        )
+    if status == 404 or "Custom Resource Definitions" in str(exc):
+        return f"{text}. Is the Dask operator installed (helm install dask-kubernetes-operator, deploy/README.md)?"
+    if isinstance(exc, TimeoutError):
+        return (
+            f"{text}. The scheduler or workers did not start: check `kubectl describe pod -l "
+            "dask.org/cluster-name=...` for image pulls, GPU nodes and taints"
+        )
+    return text
 
 
 def _coiled_cluster(settings: Settings) -> Any:
@@ -165,6 +250,8 @@ def _coiled_cluster(settings: Settings) -> Any:
     except ImportError as exc:
         raise DaskClusterError("dask_cluster='coiled' needs coiled: pip install coiled (and `coiled login`)") from exc
     kwargs = load_spec(settings.dask_coiled_config)
+    if settings.image:
+        kwargs["container"] = settings.image
     if settings.dask_n_workers:
         kwargs["n_workers"] = settings.dask_n_workers
     return coiled.Cluster(**kwargs)

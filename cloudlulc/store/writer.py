@@ -435,7 +435,17 @@ def _publish(root: zarr.Group, lease: StoreLease, key: str, slot: int, entry: di
 
 def consolidate(store: Any) -> None:
     """Refresh the store's consolidated metadata (after any attribute write), so that plain
-    ``xr.open_zarr(store)`` opens it in one read and without a warning."""
+    ``xr.open_zarr(store)`` opens it in one read and without a warning.
+
+    An object store is listed afresh: a filesystem's listing cache may predate the arrays this
+    process created (adlfs refreshes only the parent of a written key), and the consolidated
+    metadata would then leave them out.
+    """
+    from cloudlulc.store.lease import is_local
+
+    if isinstance(store, str) and not is_local(store):
+        store = zarr.storage.FsspecStore.from_url(store, read_only=False)  # the filesystem zarr uses
+        store.fs.invalidate_cache()
     with warnings.catch_warnings():  # "consolidated metadata is not part of the v3 spec": known, wanted
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(store)

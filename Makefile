@@ -12,11 +12,11 @@ PYTEST_ARGS ?=
 
 # Install torch 2.13.0 (a CPU wheel is on disk here) before anything else when no torch is present,
 # so that no dependency pulls a multi-GB CUDA build of a newer torch.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_PIN)
-	$(PIP) install -q -e '.[test,pgstac,dev]'
+	$(PIP) install -q -c constraints.txt -e '.[test,pgstac,dev]'
 	touch $(STAMP)
 
 venv: $(STAMP)

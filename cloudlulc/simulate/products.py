@@ -39,11 +39,8 @@ from cloudlulc.simulate.scene import (
     GRASSLAND,
     SCL_NODATA,
     Landscape,
-    apply_clouds,
-    make_clouds,
-    render_optical,
+    render_acquisition,
     render_sar,
-    scene_classification,
 )
 
 
@@ -84,12 +81,9 @@ def _write_s2(
     href: Callable[[Path], str],
     writer: _CogWriter,
 ) -> list[dict[str, Any]]:
-    rng = np.random.default_rng([seed, 2, index])
-    clear = render_optical(land, acq.season, rng)
-    clouds = make_clouds(rng, land.shape, acq.cloud_cover)
-    scl_world = scene_classification(land.labels, clear, clouds)
-    optical = apply_clouds(clear, clouds, rng, in_place=True)  # the clear cube is not needed any more
-    del clear
+    # the clear cube is not needed: composite in place (half the memory of a large scene)
+    rendered = render_acquisition(land, acq.season, acq.cloud_cover, (seed, 2, index), keep_clear=False)
+    optical, scl_world = rendered.optical, rendered.scl
     offset = 1000 if float(acq.processing_baseline) >= 4.0 else 0
     n = layout.tile_size
     dt = acq.datetime
@@ -191,7 +185,12 @@ def _write_s1(
     writer: _CogWriter,
 ) -> list[dict[str, Any]]:
     rng = np.random.default_rng([seed, 3, index])
-    lin = _quantize((10.0 ** (render_sar(land, pas.season, rng) / 10.0)).astype(np.float32))  # [2, H, W]
+    # the pass's incidence at the scene follows from its relative orbit (IW swath 30-46 deg)
+    incidence = 31.0 + (pas.relative_orbit * 7.3) % 14.0
+    db = render_sar(
+        land, pas.season, rng, orbit_state=pas.orbit_state, incidence_deg=incidence, moisture_db=rng.normal(0.0, 1.0)
+    )
+    lin = _quantize((10.0 ** (db / 10.0)).astype(np.float32))  # [2, H, W]
     h, w = layout.shape
     # Frames of a pass: horizontal strips overlapping by 24 rows (real slices overlap a little).
     bounds = np.linspace(0, h, pas.slices + 1).round().astype(int)

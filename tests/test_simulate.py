@@ -315,7 +315,7 @@ def test_processing_baselines_and_dn_offset(sim_catalog):
         raw_nir[key].append(float(np.median(nir[water])))
     assert water_nir["old"] and water_nir["new"]
     assert abs(np.mean(water_nir["old"]) - np.mean(water_nir["new"])) < 0.03  # haze differs per date; 0.1 would not
-    assert np.mean(raw_nir["new"]) - np.mean(raw_nir["old"]) > 900
+    assert np.mean(raw_nir["new"]) - np.mean(raw_nir["old"]) > 700  # the +1000 offset, less the haze difference
 
 
 def test_cloud_metadata_matches_scl_and_dates_range_from_clear_to_heavy(sim_catalog):

@@ -75,6 +75,12 @@ class CloudLULCNetConfig(ModelConfigBase):
     dropout: float = 0.0
     #: GroupNorm groups (max; reduced to divide the channel count)
     norm_groups: int = 8
+    #: ablations (docs/model.md): ORM learned, fixed at r = 0.5, or off (optical features pass as they are)
+    orm: Literal["learned", "constant", "off"] = "learned"
+    #: HIAA (SHOI + CHOI) or a 1x1 convolution over the concatenated modalities
+    fusion: Literal["hiaa", "concat"] = "hiaa"
+    #: USMT transformer, or only its 1x1 projection to the latent
+    usmt: bool = True
 
     @model_validator(mode="after")
     def _check_arch(self) -> CloudLULCNetConfig:

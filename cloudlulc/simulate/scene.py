@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from cloudlulc.classes import NUM_CLASSES, S2_BANDS
+from cloudlulc.classes import NUM_CLASSES
 from cloudlulc.simulate.atmosphere import Atmosphere, apply_atmosphere, make_atmosphere
 from cloudlulc.simulate.noise import fractal_noise, shift, smooth_noise
 from cloudlulc.simulate.radar import SAR_ENL, SAR_MEAN_DB, render_sar
@@ -277,8 +277,6 @@ def make_landscape(seed: int, shape: tuple[int, int], *, parcel_size: float = 36
     )
 
 
-
-
 def harvested(land: Landscape, season: float) -> np.ndarray:
     """Cropland pixels whose parcel is harvested by ``season`` (bare soil and straw until the next crop)."""
     if land.harvest_at is None:
@@ -426,8 +424,6 @@ def make_clouds(
         shadow_mask=shadow > 0.15,
         offset=(dy, dx),
     )
-
-
 
 
 def apply_clouds(

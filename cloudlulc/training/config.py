@@ -64,6 +64,10 @@ class GeoTiffDataConfig(BaseModel):
     #: source label code -> CloudLULC class (JSON keys are strings: {"1": 0, ...})
     label_map: dict[int, int] | None = None
     sar_units: Literal["db", "linear"] = "db"
+    #: the files' backscatter: RTC gamma0 (as the pipeline reads) or GRD sigma0 (converted to gamma0)
+    sar_backscatter: Literal["gamma0", "sigma0"] = "gamma0"
+    #: incidence angle of the sigma0 -> gamma0 conversion (IW mid-swath)
+    incidence_deg: float = Field(37.0, gt=0, lt=90)
 
 
 def _data_kind(value: Any) -> str:

@@ -356,6 +356,11 @@ class _Trainer:
             with ddp.no_sync() if ddp is not None and a < a_steps - 1 else nullcontext():
                 with torch.autocast(device_type="cuda", enabled=self.use_amp):
                     out = self.model(batch["optical"], batch["sar"])
+                if not bool(torch.isfinite(out.logits).all()):
+                    raise FloatingPointError(
+                        f"{cfg.model}: non-finite logits at step {self.pos.step + 1}: training diverged; "
+                        f"lower lr ({cfg.lr}) or raise warmup_steps ({cfg.warmup_steps})"
+                    )
                 loss, micro = compute_loss(self.net, out, batch, cfg, ctx, self.class_weights)
                 self.scaler.scale(loss / a_steps).backward()
             for k, v in micro.items():

@@ -127,7 +127,10 @@ def write_real_scene_catalog(out_dir: str | Path, radar_seed: int, *, s1_gap_day
     for asset in s1["assets"].values():
         asset["file:size"] = Path(asset["href"]).stat().st_size
         asset["file:checksum"] = _multihash_md5(Path(asset["href"]))
-    interval = [S2_DATETIME.strftime("%Y-%m-%dT%H:%M:%SZ"), (start + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")]
+    interval: list[str | None] = [
+        S2_DATETIME.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        (start + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    ]
     for cid, item in ((S2_COLLECTION, s2), (S1_COLLECTION, s1)):
         _write_json(root / "api" / f"{cid}.collection.json", md.collection_dict(cid, bbox, interval))
         _write_json(root / "api" / f"{cid}.items.json", {"type": "FeatureCollection", "features": [item]})

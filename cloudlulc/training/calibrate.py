@@ -87,11 +87,12 @@ def fit_calibration(
 ) -> Calibration:
     """Both temperatures of ``model`` on ``dataset``, with ECE before/after in ``fitted``."""
     fitted: dict[str, Any] = {"method": "NLL minimisation (temperature scaling)", "data": description}
-    temps: dict[Missing | None, float] = {}
-    for missing, key in ((None, "optical_present"), ("optical", "optical_missing")):
+    temps: dict[str, float] = {}
+    plan: tuple[tuple[Missing | None, str], ...] = ((None, "optical_present"), ("optical", "optical_missing"))
+    for missing, key in plan:
         logits, labels = collect_logits(model, dataset, missing=missing, batch_size=batch_size, device=device)
         t = fit_temperature(logits, labels)
-        temps[missing] = t
+        temps[key] = t
         fitted[key] = {
             "n_pixels": int(labels.numel()),
             "temperature": round(t, 4),
@@ -99,7 +100,9 @@ def fit_calibration(
             "ece_after": round(_ece(logits, labels, t), 5),
             "accuracy": round(float((logits.argmax(1) == labels).float().mean()), 5),
         }
-    return Calibration(temperature=temps[None], temperature_optical_missing=temps["optical"], fitted=fitted)
+    return Calibration(
+        temperature=temps["optical_present"], temperature_optical_missing=temps["optical_missing"], fitted=fitted
+    )
 
 
 def calibration_summary(cal: Calibration) -> dict[str, Any]:

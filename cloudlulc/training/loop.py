@@ -185,7 +185,7 @@ class _Trainer:
         self.per_rank = split_batch(cfg.batch_size, ctx.world_size, cfg.accumulate_steps)
         self.n_train = len(self.train_dataset)  # type: ignore[arg-type]
         self.steps_per_epoch = cfg.steps_per_epoch or max(1, self.n_train // cfg.batch_size)
-        self.class_weights = class_weights_of(cfg, self.train_dataset, self.net.config.num_classes)
+        self.class_weights = class_weights_of(cfg, self.train_dataset, int(self.net.config.num_classes))  # type: ignore[union-attr]
 
         decay: list[nn.Parameter] = []
         no_decay: list[nn.Parameter] = []
@@ -389,12 +389,12 @@ class _Trainer:
             cal = fit_calibration(
                 model, self.val_dataset, description=f"validation data: {description}", device=self.device
             )
-            model.calibration = cal
+            setattr(model, "calibration", cal)  # noqa: B010 (nn.Module typing rejects plain attributes)
             meta = {k: v for k, v in read_metadata(path).items() if k not in _GENERATED}
             ckpt.publish_weights(model, self.out_dir, name, meta)
             fits[name] = {"temperature": cal.temperature, "temperature_optical_missing": cal.missing, **cal.fitted}
             if name == "last":
-                self.net.calibration = cal
+                setattr(self.net, "calibration", cal)  # noqa: B010
         (self.out_dir / "calibration.json").write_text(json.dumps(fits, indent=1) + "\n")
 
     # -- checkpoints ------------------------------------------------------------------------------

@@ -185,7 +185,7 @@ class _Trainer:
         self.per_rank = split_batch(cfg.batch_size, ctx.world_size, cfg.accumulate_steps)
         self.n_train = len(self.train_dataset)  # type: ignore[arg-type]
         self.steps_per_epoch = cfg.steps_per_epoch or max(1, self.n_train // cfg.batch_size)
-        self.class_weights = class_weights_of(cfg, self.train_dataset, int(self.net.config.num_classes))  # type: ignore[union-attr]
+        self.class_weights = class_weights_of(cfg, self.train_dataset, int(self.net.config.num_classes))  # type: ignore[union-attr,arg-type]
 
         decay: list[nn.Parameter] = []
         no_decay: list[nn.Parameter] = []

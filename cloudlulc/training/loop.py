@@ -323,7 +323,9 @@ class _Trainer:
             "step": pos.step,
             "lr": self.scheduler.get_last_lr()[0],
             "seconds": round(time.perf_counter() - t0, 2),
-            "train": {k: v / n for k, v in pos.sums.items() if k not in ("lr", "grad_norm")},
+            "train": {k: v / n for k, v in pos.sums.items() if k not in ("lr", "grad_norm", "skipped")},
+            #: optimiser steps skipped for non-finite gradients
+            "skipped_steps": int(pos.sums.get("skipped", 0.0)),
         }
         improved = False
         if self.val_dataset is not None:
@@ -368,10 +370,15 @@ class _Trainer:
         self.scaler.unscale_(self.optimizer)
         norm = nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip or math.inf)
         lr = self.scheduler.get_last_lr()[0]
+        skipped = not bool(torch.isfinite(norm))
+        if skipped and not self.use_amp:
+            # GradScaler skips such steps on CUDA; do the same on the CPU: a deep encoder fed a constant
+            # (dropped) input can overflow its GroupNorm gradients, and one NaN update ruins the weights
+            self.optimizer.zero_grad(set_to_none=True)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return {"lr": float(lr), "grad_norm": float(norm), **parts}
+        return {"lr": float(lr), "grad_norm": float(norm), "skipped": float(skipped), **parts}
 
     # -- calibration ------------------------------------------------------------------------------
     def _calibrate(self) -> None:

@@ -91,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--compare-weights", type=Path, help="also score these weights (e.g. the previous demo weights)")
     ap.add_argument("--out-dir", type=Path, default=Path("runs/demo-weights"))
     ap.add_argument("--no-save", action="store_true", help="do not overwrite the committed weights")
+    ap.add_argument("--resume", action="store_true", help="continue the run in --out-dir (epochs may change)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -134,6 +135,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         progress=sys.stderr.isatty(),
         tensorboard=False,
         data_description=description,
+        resume=args.resume,
     )
     t0 = time.perf_counter()
     result = train(cfg)

@@ -13,7 +13,7 @@ from cloudlulc.model.calibration import Calibration
 from cloudlulc.training import SimulatedDataConfig, SimulatedPatches, TrainConfig, evaluate_model, prepare_batch, train
 from cloudlulc.training.calibrate import collect_logits, fit_calibration, fit_temperature
 from cloudlulc.training.config import ModalityDropout
-from cloudlulc.training.data import drop_modalities, remove_modality
+from cloudlulc.training.data import batch_cloud_fraction, drop_modalities, remove_modality
 from cloudlulc.training.loop import class_weights_of
 from cloudlulc.training.metrics import ConfusionMatrix, expected_calibration_error
 
@@ -126,3 +126,19 @@ def test_training_fits_both_temperatures_and_lowers_ece_on_held_out_data(tmp_pat
         part = refit.fitted[key]
         assert part["n_pixels"] == labels.shape[0] and 0 < part["temperature"] and part["ece_after"] is not None
     assert refit.fitted["data"] == "held-out patches"
+
+
+def test_sar_mismatch_swaps_radar_only_on_nearly_clear_patches():
+    model = build_model("cloudlulc-net-tiny")
+    data = SimulatedPatches(n_patches=6, patch_size=32, cloud_cover=(0.0, 0.0), seed=3)
+    raw = {k: torch.stack([data[i][k] for i in range(6)]) for k in ("optical", "sar", "label", "cloud")}
+    batch = prepare_batch(raw, model, torch.device("cpu"))
+    out = drop_modalities(batch, model, ModalityDropout(sar_mismatch=1.0))
+    clear = (batch_cloud_fraction(batch) < 0.1)[:, None, None, None]  # SCL errors may flag a bright patch
+    assert clear.sum() >= 3
+    expected = torch.where(clear, torch.roll(batch["sar"], 1, dims=0), batch["sar"])
+    assert torch.equal(out["sar"], expected)  # every nearly clear patch: another patch's radar
+    assert torch.equal(out["optical"], batch["optical"]) and torch.equal(out["label"], batch["label"])
+    cloudy = dict(batch, cloud=torch.ones_like(batch["cloud"]))
+    kept = drop_modalities(cloudy, model, ModalityDropout(sar_mismatch=1.0))
+    assert torch.equal(kept["sar"], batch["sar"])  # under cloud the radar is what is left: never swapped

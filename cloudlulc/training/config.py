@@ -99,10 +99,13 @@ class ModalityDropout(BaseModel):
     optical: float = Field(0.0, ge=0, le=1)
     #: optical removed beyond a straight edge across the patch (tile or swath edge)
     partial_optical: float = Field(0.0, ge=0, le=1)
+    #: on a patch with < 10 % cloud: the SAR of another patch of the batch (an unrelated landscape), so
+    #: the network learns that a clear optical observation outranks a radar that disagrees with it
+    sar_mismatch: float = Field(0.0, ge=0, le=1)
 
     @model_validator(mode="after")
     def _at_most_one(self) -> ModalityDropout:
-        if self.sar + self.optical + self.partial_optical > 1 + 1e-9:
+        if self.sar + self.optical + self.partial_optical + self.sar_mismatch > 1 + 1e-9:
             raise ValueError("modality dropout rates are exclusive: their sum must be <= 1")
         return self
 

@@ -182,17 +182,19 @@ def drop_modalities(
     batch: dict[str, torch.Tensor], model: nn.Module, rates: ModalityDropout, generator: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
     """Modality dropout on a prepared batch: per patch, drop the SAR, the optical, or the optical over
-    part of the patch (a swath or tile edge), at ``rates``; never both inputs. Labels stay valid, so
-    the network learns to map from what is left; dropped optical counts as cloud for the ORM loss.
+    part of the patch (a swath or tile edge), or (on nearly clear patches) swap in the SAR of another
+    patch, at ``rates``; never both inputs. Labels stay valid, so the network learns to map from what
+    is left; dropped optical counts as cloud for the ORM loss.
     """
     b = batch["label"].shape[0]
-    if b == 0 or not (rates.sar or rates.optical or rates.partial_optical):
+    if b == 0 or not (rates.sar or rates.optical or rates.partial_optical or rates.sar_mismatch):
         out = dict(batch)
         out["optical_missing"] = torch.zeros_like(batch["label"], dtype=torch.bool)
         return out
     u = torch.rand(b, generator=generator)
-    edges = torch.tensor([rates.sar, rates.sar + rates.optical, rates.sar + rates.optical + rates.partial_optical])
-    kind = torch.bucketize(u, edges, right=True)  # 0 sar, 1 optical, 2 partial, 3 keep
+    rate = [rates.sar, rates.optical, rates.partial_optical, rates.sar_mismatch]
+    edges = torch.tensor(rate).cumsum(0)
+    kind = torch.bucketize(u, edges, right=True)  # 0 sar, 1 optical, 2 partial, 3 mismatch, 4 keep
     opt_fill, sar_fill = fill_values(model)
     dev = batch["optical"].device
     h, w = batch["label"].shape[-2:]
@@ -212,6 +214,10 @@ def drop_modalities(
     no_sar = (kind == 0).to(dev)[:, None, None, None]
     sar = torch.as_tensor(sar_fill, dtype=batch["sar"].dtype, device=dev).reshape(1, -1, 1, 1)
     out["sar"] = torch.where(no_sar, sar, batch["sar"])
+    if b > 1 and rates.sar_mismatch:
+        clear = batch_cloud_fraction(batch).to(dev) < 0.1
+        swap = ((kind == 3).to(dev) & clear)[:, None, None, None]
+        out["sar"] = torch.where(swap, torch.roll(batch["sar"], 1, dims=0), out["sar"])
     if "cloud" in batch:
         cloud = batch["cloud"]
         out["cloud"] = torch.where(missing & (cloud <= 1), torch.ones_like(cloud), cloud)

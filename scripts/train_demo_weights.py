@@ -1,7 +1,8 @@
 """Reproduce the committed demo weights ``cloudlulc/weights/cloudlulc-net-tiny-sim.*`` (SIMULATED data).
 
 Trains the tiny CloudLULC-Net on 256 px windows (the inference tile size) cut from 768 px simulated
-scenes, with modality dropout (no SAR, no optical, optical missing beyond an edge), class weighting
+scenes, with modality dropout (no SAR, no optical, optical missing beyond an edge, another patch's
+radar on clear patches), class weighting
 and best-on-validation checkpointing; the temperatures of the confidence calibration are fitted on
 the validation windows at the end. Then scores the chosen weights on held-out simulated windows
 (disjoint seeds): under heavy cloud, over all covers by cloud bin, and without SAR / without optical.
@@ -33,7 +34,7 @@ TRAIN_DESCRIPTION = (
     "cloudlulc.simulate.simulate_scene (seed {seed}; cloud cover uniform in [0, 0.95] and crop season in "
     "[0.2, 0.9] per scene; haze from clean L2A to TOA-like, cirrus, Sen2Cor-like SCL errors, S1 0-12 days "
     "off in either orbit), flip/rot90 augmentation, modality dropout (SAR {ds}, optical {do}, optical beyond "
-    "an edge {dp}), inverse-sqrt class weights, {steps} AdamW steps of batch {bs} on CPU, best of {epochs} "
+    "an edge {dp}, another patch's SAR on clear patches {dm}), inverse-sqrt class weights, {steps} AdamW steps of batch {bs} on CPU, best of {epochs} "
     "validations. Not a real-world model."
 )
 
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--scene-size", type=int, default=768)
     ap.add_argument("--patches-per-scene", type=int, default=4)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--sar-mismatch", type=float, default=0.2, help="rate of another patch's radar on clear patches")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (more thrash on a shared CPU)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--compare-weights", type=Path, help="also score these weights (e.g. the previous demo weights)")
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    dropout = ModalityDropout(sar=0.25, optical=0.1, partial_optical=0.1)
+    dropout = ModalityDropout(sar=0.25, optical=0.1, partial_optical=0.1, sar_mismatch=args.sar_mismatch)
     scenes = {"scene_size": args.scene_size, "patches_per_scene": args.patches_per_scene, "keep_clear": False}
     train_data = SimulatedDataConfig(
         n_patches=args.n_train, patch_size=args.patch_size, cloud_cover=(0.0, 0.95), seed=args.seed, **scenes
@@ -113,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ds=dropout.sar,
         do=dropout.optical,
         dp=dropout.partial_optical,
+        dm=dropout.sar_mismatch,
         steps=steps,
         bs=args.batch_size,
         epochs=args.epochs,

@@ -34,8 +34,8 @@ TRAIN_DESCRIPTION = (
     "cloudlulc.simulate.simulate_scene (seed {seed}; cloud cover uniform in [0, 0.95] and crop season in "
     "[0.2, 0.9] per scene; haze from clean L2A to TOA-like, cirrus, Sen2Cor-like SCL errors, S1 0-12 days "
     "off in either orbit), flip/rot90 augmentation, modality dropout (SAR {ds}, optical {do}, optical beyond "
-    "an edge {dp}, another patch's SAR on clear patches {dm}), inverse-sqrt class weights, {steps} AdamW steps of batch {bs} on CPU, best of {epochs} "
-    "validations. Not a real-world model."
+    "an edge {dp}, another patch's SAR on clear patches {dm}), inverse-sqrt class weights, {steps} AdamW "
+    "steps of batch {bs} on CPU, best of {epochs} validations. Not a real-world model."
 )
 
 

@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--scene-size", type=int, default=768)
     ap.add_argument("--patches-per-scene", type=int, default=4)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument(
+        "--norm-groups", type=int, default=0, help="0: per-pixel channel norm (tile-size independent), else GroupNorm"
+    )
     ap.add_argument("--sar-mismatch", type=float, default=0.2, help="rate of another patch's radar on clear patches")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (more thrash on a shared CPU)")
     ap.add_argument("--seed", type=int, default=0)
@@ -122,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     cfg = TrainConfig(
         model=args.model,
+        model_overrides={"norm_groups": args.norm_groups},
         train_data=train_data,
         val_data=val_data,
         epochs=args.epochs,

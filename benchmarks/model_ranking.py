@@ -33,6 +33,8 @@ COMPARE = {
     "cloudlulc-net-tiny": ("cloudlulc-net-tiny", {}, {}),
     # the deeper base shape diverged (NaN) at the shared lr 2e-3 within 300 steps: trained at 1e-3
     "cloudlulc-net-small": ("cloudlulc-net-small", {}, {"lr": 1e-3}),
+    # the demo weights' normalisation: per-pixel channel norm instead of GroupNorm
+    "cloudlulc-net-tiny, channel norm": ("cloudlulc-net-tiny", {"norm_groups": 0}, {}),
     "unet-optical": ("unet-optical", {}, {}),
     "unet-sar": ("unet-sar", {}, {}),
     "unet-early-fusion": ("unet-early-fusion", {}, {}),
@@ -46,7 +48,13 @@ ABLATION = {
     "USMT off": ("cloudlulc-net-tiny", {"usmt": False}, {}),
     "anchor loss off": ("cloudlulc-net-tiny", {}, {"anchor_weight": 0.0}),
 }
-DEGRADE = ("cloudlulc-net-tiny", "cloudlulc-net-small", "unet-early-fusion", "reconstruct-then-segment")
+DEGRADE = (
+    "cloudlulc-net-tiny",
+    "cloudlulc-net-tiny, channel norm",
+    "cloudlulc-net-small",
+    "unet-early-fusion",
+    "reconstruct-then-segment",
+)
 DROPOUT = ModalityDropout(sar=0.25, optical=0.1, partial_optical=0.1)
 
 

@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument(
         "--norm-groups", type=int, default=0, help="0: per-pixel channel norm (tile-size independent), else GroupNorm"
     )
+    ap.add_argument("--sar-dropout", type=float, default=0.25, help="rate of patches trained without SAR")
     ap.add_argument("--sar-mismatch", type=float, default=0.2, help="rate of another patch's radar on clear patches")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (more thrash on a shared CPU)")
     ap.add_argument("--seed", type=int, default=0)
@@ -100,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    dropout = ModalityDropout(sar=0.25, optical=0.1, partial_optical=0.1, sar_mismatch=args.sar_mismatch)
+    dropout = ModalityDropout(sar=args.sar_dropout, optical=0.1, partial_optical=0.1, sar_mismatch=args.sar_mismatch)
     scenes = {"scene_size": args.scene_size, "patches_per_scene": args.patches_per_scene, "keep_clear": False}
     train_data = SimulatedDataConfig(
         n_patches=args.n_train, patch_size=args.patch_size, cloud_cover=(0.0, 0.95), seed=args.seed, **scenes

@@ -450,3 +450,50 @@ def test_training_code_reads_the_built_dataset(built, tmp_path):
     rec = result.history[-1]
     assert rec["step"] == 2 and np.isfinite(rec["train"]["total"])
     assert "val" in rec and rec["val"]  # evaluated on the val split through the same reader
+
+
+def test_official_split_tables_and_grd_sigma0_are_read(built, tmp_path):
+    """The published layout: ``split/<split>.csv`` with columns id, VH, VV, optical, label naming the
+    files (here in other folders than ours), GRD sigma0 converted to gamma0 like the pipeline's RTC."""
+    from cloudlulc.dataset.sar import sigma0_to_gamma0_db
+
+    params, summary, index = built
+    src = Path(summary.geotiff_root)
+    root = tmp_path / "official"
+    test_ids = list(index.loc[index.split == "test", "patch_id"].astype(str))
+    rows = []
+    for pid in test_ids:
+        for folder, sub in (("SAR_S1/VH", "s1"), ("SAR_S1/VV", "s1"), ("Opt_S2_cloudy", "s2"), ("Label", "lc")):
+            dst = root / sub / f"{pid}_{folder.split('/')[-1]}.tif"
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if folder.startswith("SAR"):  # the published set is GRD: sigma0 = gamma0 * cos(37 deg)
+                with rasterio.open(src / folder / f"{pid}.tif") as s, rasterio.open(dst, "w", **s.profile) as d:
+                    d.write(s.read() + np.float32(10 * np.log10(np.cos(np.deg2rad(37.0)))))
+            else:
+                shutil.copy(src / folder / f"{pid}.tif", dst)
+        rows.append(
+            {
+                "id": pid,
+                "VH": f"s1/{pid}_VH.tif",
+                "VV": f"s1/{pid}_VV.tif",
+                "optical": f"s2/{pid}_Opt_S2_cloudy.tif",
+                "label": f"lc/{pid}_Label.tif",
+            }
+        )
+    (root / "split").mkdir()
+    pd.DataFrame(rows).to_csv(root / "split" / "test.csv", index=False)
+    gd = GeoTiffLayoutDataset(root, "test", sar_backscatter="sigma0")
+    zd = ZarrPatchDataset(params.out, "test")
+    assert len(gd) == len(zd) == len(test_ids)
+    for i in range(len(zd)):
+        a, b = zd[i], gd[i]
+        np.testing.assert_allclose(a["optical"].numpy(), b["optical"].numpy(), equal_nan=True)
+        np.testing.assert_allclose(a["sar"].numpy(), b["sar"].numpy(), atol=1e-4, equal_nan=True)
+        assert torch.equal(a["label"], b["label"])
+        assert torch.isnan(b["optical_clear"]).all()  # no clear reference in the published layout
+    assert sigma0_to_gamma0_db(np.array([-10.0]), 37.0)[0] == pytest.approx(
+        -10.0 - 10 * np.log10(np.cos(np.deg2rad(37.0))), abs=1e-5
+    )
+    with pytest.raises(Exception, match="id, VH, VV, optical, label|lacks columns"):
+        pd.DataFrame({"id": test_ids}).to_csv(root / "split" / "val.csv", index=False)
+        GeoTiffLayoutDataset(root, "val")

@@ -269,6 +269,7 @@ def test_report_generation_on_simulated_data(tmp_path) -> None:
     assert "| method | water | forest | grassland | barren | built-up | cropland |" in md
     assert "| method | architecture | parameters | weights |" in md
     assert "| cloud bin | OA % | macro F1 % | mIoU % | IoU water | IoU forest |" in md
+    assert "| method | ECE % (all) | ECE % @ 0-10 % cloud |" in md  # calibration per cloud bin
     assert "untrained build_model('cloudlulc-net-tiny')" in md
     miou_tiny = 100 * result.models["CloudLULC-Net tiny"]["total"]["miou"]
     assert re.search(rf"\| CloudLULC-Net tiny \| [\d.]+ \| [\d.]+ \| {miou_tiny:.1f} \| 4,096 \| 4 \|", md)
@@ -389,3 +390,17 @@ def test_committed_demo_weights_through_the_sweep() -> None:
     assert clear["total"]["miou"] > 0.5  # chance level for 6 classes is far below
     assert clear["model"]["weights_sha256"] == sha256_file(path)
     assert overcast["cloud_cover"] == 1.0 and overcast["per_bin"]["60-100"]["n_patches"] == 2
+
+
+def test_ece_per_cloud_bin_uses_the_models_calibration() -> None:
+    """The class map is the same with any temperature; only the confidence, hence the ECE, changes."""
+    from cloudlulc.model.calibration import Calibration
+
+    split = SimulatedSplit(n_scenes=4, shape=(32, 32), cloud_covers=[0.0, 0.8], seed=7)
+    net = build_model("unet-early-fusion")
+    raw = evaluate_model(net, split, device="cpu")
+    net.calibration = Calibration(temperature=50.0)  # flattens the softmax towards 1/6
+    hot = evaluate_model(net, split, device="cpu")
+    assert hot["total"]["miou"] == raw["total"]["miou"]
+    assert hot["total"]["ece"] != raw["total"]["ece"]
+    assert {b: hot["per_bin"][b]["ece"] is not None for b in ("0-10", "60-100")} == {"0-10": True, "60-100": True}

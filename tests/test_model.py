@@ -159,3 +159,20 @@ def test_orm_reliability_is_lower_under_thick_cloud_after_short_training(tmp_pat
         cloudy.append(r[thick].mean())
         clear.append(r[~scene.cloud].mean())
     assert np.mean(cloudy) + 0.15 < np.mean(clear), (cloudy, clear)
+
+
+def test_channel_norm_uses_no_spatial_statistics():
+    """norm_groups=0: each pixel is normalised over its own channels, so a crop normalises as in the
+    whole tile (GroupNorm's spatial statistics made maps depend on the tile size)."""
+    from cloudlulc.model.layers import ChannelNorm, group_norm
+
+    x = torch.randn(2, 16, 32, 32) * 3 + 1
+    cn = group_norm(16, 0)
+    assert isinstance(cn, ChannelNorm)
+    assert torch.allclose(cn(x)[..., :8, :8], cn(x[..., :8, :8]), atol=1e-6)
+    gn = group_norm(16, 8)
+    assert not torch.allclose(gn(x)[..., :8, :8], gn(x[..., :8, :8]), atol=1e-3)
+    net = build_model("cloudlulc-net-tiny", norm_groups=0)
+    assert sum(p.numel() for p in net.parameters()) == sum(
+        p.numel() for p in build_model("cloudlulc-net-tiny").parameters()
+    )

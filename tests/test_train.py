@@ -7,6 +7,7 @@ import json
 import numpy as np
 import torch
 
+from cloudlulc.classes import S2_BANDS
 from cloudlulc.model import from_pretrained
 from cloudlulc.training import (
     SimulatedDataConfig,
@@ -57,11 +58,12 @@ def test_patches_cut_from_larger_scenes_are_aligned_and_seeded():
     for i, s in zip((5, 0, 1, 2, 3, 4), samples):
         assert torch.equal(s["optical"], fresh[i]["optical"]) and torch.equal(s["label"], fresh[i]["label"])
         assert s["optical"].shape == (12, 32, 32) and s["label"].shape == (32, 32)
-        # one window for every layer: most cloud-free pixels equal the clear image exactly (thin haze
-        # below the SCL threshold alters the rest; a shifted window would match almost nowhere)
+        # one window for every layer: on cloud-free pixels the observed NIR follows the clear surface
+        # (haze only adds a smooth path term; a shifted window would not correlate)
         clear = s["cloud"] == 0
-        same = (s["optical"][:, clear] == s["optical_clear"][:, clear]).all(0).float().mean()
-        assert clear.sum() > 0 and same > 0.8, float(same)
+        nir = S2_BANDS.index("B08")
+        r = np.corrcoef(s["optical"][nir][clear].numpy(), s["optical_clear"][nir][clear].numpy())[0, 1]
+        assert clear.sum() > 20 and r > 0.9, float(r)
     # patches of one scene are different windows of it
     assert not torch.equal(cached[0]["label"], cached[1]["label"])
 

@@ -27,7 +27,11 @@ from torch.utils.data import Dataset
 from cloudlulc.classes import NODATA, NUM_CLASSES, lookup_table
 from cloudlulc.dataset.errors import DatasetError
 from cloudlulc.dataset.regions import SPLITS
+from cloudlulc.dataset.sar import IW_MID_INCIDENCE_DEG, Backscatter, sigma0_to_gamma0_db
 from cloudlulc.dataset.store import decode_optical
+
+#: Columns of the published CloudLULC-Set split tables (``split/<split>.csv``): file paths per modality.
+SPLIT_TABLE_COLUMNS = ("id", "VH", "VV", "optical", "label")
 
 
 def _sample(optical, optical_clear, sar, label, cloud, fill_nan: float | None) -> dict[str, torch.Tensor]:
@@ -123,9 +127,31 @@ class ZarrPatchDataset(Dataset):
 _SPLIT_FILES = {"train": ("train.csv",), "val": ("val.csv", "valid.csv", "validation.csv"), "test": ("test.csv",)}
 
 
+def read_split_table(root: Path, split: str) -> pd.DataFrame | None:
+    """The published set's ``split/<split>.csv`` (columns id, VH, VV, optical, label: file paths relative
+    to ``root`` or absolute), or None when ``root`` has no ``split/`` folder."""
+    folder = Path(root) / "split"
+    if not folder.is_dir():
+        return None
+    for name in _SPLIT_FILES.get(split, (f"{split}.csv",)):
+        f = folder / name
+        if f.exists():
+            df = pd.read_csv(f, dtype=str)
+            df.columns = [c.strip() for c in df.columns]
+            missing = [c for c in SPLIT_TABLE_COLUMNS if c not in df.columns]
+            if missing:
+                raise DatasetError(f"{f} lacks columns {missing}; expected {list(SPLIT_TABLE_COLUMNS)}")
+            return df.dropna(subset=list(SPLIT_TABLE_COLUMNS)).reset_index(drop=True)
+    raise DatasetError(f"No split table for {split!r} under {folder} (looked for {', '.join(_SPLIT_FILES[split])})")
+
+
 def read_split_ids(root: Path, split: str) -> list[str]:
-    """Patch ids of ``split``: column ``id`` of ``<split>.csv`` when present, else its first column
-    (headerless files accepted); directory parts and ``.tif`` extensions are stripped."""
+    """Patch ids of ``split``: column ``id`` of ``split/<split>.csv`` (published layout) or of
+    ``<split>.csv`` when present, else its first column (headerless files accepted); directory parts
+    and ``.tif`` extensions are stripped."""
+    table = read_split_table(root, split)
+    if table is not None:
+        return [str(v).strip() for v in table["id"]]
     for name in _SPLIT_FILES.get(split, (f"{split}.csv",)):
         f = root / name
         if f.exists():
@@ -147,7 +173,10 @@ def read_split_ids(root: Path, split: str) -> list[str]:
 
 class GeoTiffLayoutDataset(Dataset):
     """Patches of one split in the GeoTIFF layout of :mod:`cloudlulc.dataset.geotiff` or of the
-    published CloudLULC-Set (same folders, ``train.csv``/``val.csv``/``test.csv`` listing ids).
+    published CloudLULC-Set: either the same folders with ``train.csv``/``val.csv``/``test.csv``
+    listing ids, or the official ``split/<split>.csv`` tables whose columns id, VH, VV, optical, label
+    name each patch's files (relative to ``root``; that layout has no clear reference, so
+    ``optical_clear`` is NaN: unknown).
 
     Assumed value scaling, overridable for other releases:
 
@@ -157,7 +186,9 @@ class GeoTiffLayoutDataset(Dataset):
     * optical band count: 12 bands in :data:`~cloudlulc.classes.S2_BANDS` order; 13-band files are
       taken as the L1C order B01..B12 with B10 at index 10, which is dropped.
     * SAR: float dB (VV and VH in separate single-band files), nodata tag or NaN -> NaN;
-      ``sar_units="linear"`` converts linear power to dB (10 log10, clipped to [-50, 10]).
+      ``sar_units="linear"`` converts linear power to dB (10 log10, clipped to [-50, 10]);
+      ``sar_backscatter="sigma0"`` (GRD, as the published set) converts to gamma0 like the pipeline's
+      RTC input (:mod:`cloudlulc.dataset.sar`, at ``incidence_deg``).
     * label: classes 0..5, anything else -> 255; ``label_map`` (source code -> class) remaps other
       encodings (e.g. {1: 0, 2: 1, ...} for 1-based labels).
     * cloud: ``Cloud/<id>.tif`` when present, else 255 (unknown): the published set has no cloud mask.
@@ -174,12 +205,20 @@ class GeoTiffLayoutDataset(Dataset):
         fill_nan: float | None = None,
         return_meta: bool = False,
         sar_units: Literal["db", "linear"] = "db",
+        sar_backscatter: Backscatter = "gamma0",
+        incidence_deg: float = IW_MID_INCIDENCE_DEG,
     ):
         self.root = Path(root)
         self.sar_units = sar_units
-        if not (self.root / "Label").is_dir():
-            raise DatasetError(f"{root} does not look like a GeoTIFF layout dataset: no Label/ folder")
+        self.sar_backscatter = sar_backscatter
+        self.incidence_deg = incidence_deg
+        self.table = read_split_table(self.root, split)
+        if self.table is None and not (self.root / "Label").is_dir():
+            raise DatasetError(
+                f"{root} does not look like a GeoTIFF layout dataset: no Label/ folder and no split/ tables"
+            )
         self.ids = read_split_ids(self.root, split)
+        self._row = {pid: i for i, pid in enumerate(self.ids)}
         self.split = split
         layout = {}
         if (self.root / "layout.json").exists():
@@ -196,8 +235,16 @@ class GeoTiffLayoutDataset(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
+    def _path(self, folder: str, pid: str) -> Path:
+        """The file of ``pid`` in ``folder``: from the split table when the layout has one."""
+        column = {"SAR_S1/VV": "VV", "SAR_S1/VH": "VH", "Opt_S2_cloudy": "optical", "Label": "label"}.get(folder)
+        if self.table is not None and column is not None:
+            p = Path(str(self.table.iloc[self._row[pid]][column]).strip())
+            return p if p.is_absolute() else self.root / p
+        return self.root / folder / f"{pid}.tif"
+
     def _read(self, folder: str, pid: str) -> tuple[np.ndarray, Any]:
-        path = self.root / folder / f"{pid}.tif"
+        path = self._path(folder, pid)
         if not path.exists():
             raise DatasetError(f"Missing file {path} for patch {pid!r} (listed in {self.split}.csv)")
         import rasterio
@@ -233,6 +280,8 @@ class GeoTiffLayoutDataset(Dataset):
             with np.errstate(divide="ignore", invalid="ignore"):
                 db = np.clip(10.0 * np.log10(out), -50.0, 10.0).astype(np.float32)
             out = np.where(out > 0, db, np.nan).astype(np.float32)
+        if self.sar_backscatter == "sigma0":
+            out = np.clip(sigma0_to_gamma0_db(out, self.incidence_deg), -50.0, 10.0)
         return out
 
     def __getitem__(self, i: int) -> dict[str, Any]:
@@ -246,9 +295,12 @@ class GeoTiffLayoutDataset(Dataset):
         else:
             cloud = np.full(label.shape, NODATA, dtype=np.uint8)
         sar = np.stack([self._float("SAR_S1/VV", pid), self._float("SAR_S1/VH", pid)])
-        s: dict[str, Any] = _sample(
-            self._optical("Opt_S2_cloudy", pid), self._optical("Opt_S2_clear", pid), sar, label, cloud, self.fill_nan
-        )
+        optical = self._optical("Opt_S2_cloudy", pid)
+        if self.table is None or (self.root / "Opt_S2_clear" / f"{pid}.tif").exists():
+            clear = self._optical("Opt_S2_clear", pid)
+        else:
+            clear = np.full(optical.shape, np.nan, np.float32)  # the published layout has no clear reference
+        s: dict[str, Any] = _sample(optical, clear, sar, label, cloud, self.fill_nan)
         if self.return_meta:
             s["patch_id"] = pid
         return s

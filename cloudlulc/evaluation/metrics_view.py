@@ -36,6 +36,11 @@ def miou(m: Mapping[str, Any]) -> float:
     return _num(_scores(m).get("miou"))
 
 
+def ece(m: Mapping[str, Any]) -> float:
+    """Expected calibration error of the confidence (NaN when it was not measured)."""
+    return _num(_scores(m).get("ece"))
+
+
 def n_pixels(m: Mapping[str, Any]) -> int:
     return int(_scores(m).get("n_pixels") or 0)
 

@@ -117,6 +117,24 @@ def per_bin_table(results: Mapping[str, Mapping[str, Any]], title: str) -> Table
     )
 
 
+def calibration_table(results: Mapping[str, Mapping[str, Any]]) -> Table:
+    """Expected calibration error (10 confidence bins) of each model, in total and per cloud bin."""
+    bins = mv.bin_names(next(iter(results.values())))
+    rows = []
+    for name, m in results.items():
+        cells = [name, pct(mv.ece(m))]
+        for b in bins:
+            bm = mv.bin_metrics(m, b)
+            cells.append(pct(mv.ece(bm)) if bm is not None and mv.n_pixels(bm) > 0 else "–")
+        rows.append(cells)
+    return Table(
+        "Calibration: expected calibration error (ECE) %",
+        ["method", "ECE % (all)", *[f"ECE % @ {b} % cloud" for b in bins]],
+        rows,
+        note="ECE over 10 equal-width confidence bins of the top-class probability, with the model's calibration",
+    )
+
+
 def bin_detail_table(name: str, metrics: Mapping[str, Any]) -> Table:
     rows = []
     for b in mv.bin_names(metrics):
@@ -282,6 +300,8 @@ def dataset_section(models: Mapping[str, Mapping[str, Any]], fig_dir: Path, desc
         per_class_table(models, "iou", "IoU % per class"),
         per_class_table(models, "f1", "F1 % per class"),
     ]
+    if any(not mv.is_nan(mv.ece(m)) for m in models.values()):
+        sec.tables.append(calibration_table(models))
     if any(mv.bin_miou(m) for m in models.values()):
         table = per_bin_table(models, "mIoU % per cloud-cover bin")
         unknown = max(int(m.get("n_patches_unknown_cloud") or 0) for m in models.values())

@@ -28,6 +28,7 @@ from cloudlulc.classes import NODATA
 from cloudlulc.evaluation.params import ModelSpec
 from cloudlulc.evaluation.scoring import BinnedScorer
 from cloudlulc.inference.device import resolve_device
+from cloudlulc.model.calibration import calibration_of, scale_logits
 from cloudlulc.model.inputs import OPTICAL_FILL, SAR_FILL, fill_nan, fill_values, model_stride
 from cloudlulc.model.io import load_model as load_weights
 
@@ -160,6 +161,23 @@ def logits_of(output: Any) -> torch.Tensor:
 @torch.no_grad()
 def predict(model: nn.Module, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
     """Class indices [B,H,W]; inputs are reflect-padded to the model stride and the output cropped back."""
+    return predict_logits(model, optical, sar).argmax(1)
+
+
+@torch.no_grad()
+def predict_proba(
+    model: nn.Module, optical: torch.Tensor, sar: torch.Tensor, optical_missing: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Class probabilities [B,C,H,W] with the model's confidence calibration applied as inference
+    applies it (``optical_missing`` [B,H,W]: pixels without optical data take their own temperature)."""
+    logits = predict_logits(model, optical, sar).float()
+    missing = None if optical_missing is None else optical_missing.to(logits.device)
+    return torch.softmax(scale_logits(logits, calibration_of(model), missing), dim=1)
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
+    """Logits [B,C,H,W]; inputs are reflect-padded to the model stride and the output cropped back."""
     h, w = optical.shape[-2:]
     stride = model_stride(model)
     ph, pw = (math.ceil(h / stride) * stride - h), (math.ceil(w / stride) * stride - w)
@@ -168,7 +186,7 @@ def predict(model: nn.Module, optical: torch.Tensor, sar: torch.Tensor) -> torch
         optical = F.pad(optical, (0, pw, 0, ph), mode=mode)
         sar = F.pad(sar, (0, pw, 0, ph), mode=mode)
     logits = logits_of(model(optical, sar))
-    return logits[..., :h, :w].argmax(1)
+    return logits[..., :h, :w]
 
 
 def evaluate_model(
@@ -181,7 +199,8 @@ def evaluate_model(
     nan_policy: NanPolicy = "any",
 ) -> dict[str, Any]:
     """``ConfusionMatrix.compute()`` of one model over a dataset split (OA, macro F1, mIoU, per class,
-    per cloud bin) plus ``cloud_known``, ``n_patches_unknown_cloud`` and ``model`` (what was evaluated)."""
+    ECE of the calibrated confidence, all per cloud bin too) plus ``cloud_known``,
+    ``n_patches_unknown_cloud`` and ``model`` (what was evaluated)."""
     dev = resolve_device(device)
     net = load_model(model).to(dev).eval()
     loader = DataLoader(
@@ -190,9 +209,10 @@ def evaluate_model(
     fills = fill_values(net)
     scorer = BinnedScorer()
     for batch in loader:
+        optical_missing = ~torch.isfinite(batch["optical"].float()).any(1)  # no optical band has a value
         optical, sar, target, cloud_fraction = prepare_batch(batch, nan_policy, fills)
-        pred = predict(net, optical.to(dev), sar.to(dev)).cpu()
-        scorer.update(pred, target, cloud_fraction)
+        confidence, pred = predict_proba(net, optical.to(dev), sar.to(dev), optical_missing).max(1)
+        scorer.update(pred.cpu(), target, cloud_fraction, confidence.cpu())
     if scorer.n_samples == 0:
         raise ValueError(f"the dataset split is empty ({type(dataset).__name__} has no samples): nothing to evaluate")
     result = scorer.compute()

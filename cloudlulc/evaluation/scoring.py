@@ -26,12 +26,24 @@ class BinnedScorer:
         self.n_samples = 0
         self.n_unknown = 0
 
-    def update(self, pred: ArrayLike, target: ArrayLike, cloud_fraction: ArrayLike | None) -> None:
-        """``pred``/``target`` [B,H,W]; ``cloud_fraction`` [B] in [0, 1] with NaN = unknown, or None (all unknown)."""
+    def update(
+        self,
+        pred: ArrayLike,
+        target: ArrayLike,
+        cloud_fraction: ArrayLike | None,
+        confidence: ArrayLike | None = None,
+    ) -> None:
+        """``pred``/``target`` [B,H,W]; ``cloud_fraction`` [B] in [0, 1] with NaN = unknown, or None (all
+        unknown); ``confidence`` [B,H,W] top-class probabilities (adds the ECE to every score dict)."""
         pred_a = pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred)
         target_a = target.detach().cpu().numpy() if isinstance(target, torch.Tensor) else np.asarray(target)
+        conf_a = None
+        if confidence is not None:
+            conf_a = (
+                confidence.detach().cpu().numpy() if isinstance(confidence, torch.Tensor) else np.asarray(confidence)
+            )
         b = int(target_a.shape[0])
-        self.everything.update(pred_a, target_a, np.zeros(b))
+        self.everything.update(pred_a, target_a, np.zeros(b), conf_a)
         if cloud_fraction is None:
             known = np.zeros(b, dtype=bool)
         else:
@@ -43,7 +55,9 @@ class BinnedScorer:
             frac = np.broadcast_to(frac.astype(np.float64).reshape(-1), (b,))
             known = np.isfinite(frac)
             if known.any():
-                self.binned.update(pred_a[known], target_a[known], frac[known])
+                self.binned.update(
+                    pred_a[known], target_a[known], frac[known], None if conf_a is None else conf_a[known]
+                )
         self.n_samples += b
         self.n_unknown += int((~known).sum())
 

@@ -5,7 +5,8 @@ seed ``seed + i``; its cloud cover cycles through ``cloud_covers``. Because
 :func:`cloudlulc.simulate.simulate_scene` draws the landscape, the clear reflectance, the cloud noise
 field and the SAR speckle independently of ``cloud_cover`` (only the cloud threshold changes), two
 splits with the same ``seed`` and different covers show the *same* land under nested clouds, which is
-what the cloud sweep needs.
+what the cloud sweep needs. ``cloud`` is the simulator's *true* cloud/shadow mask, not the SCL with
+its simulated errors, so cloud bins and sweep levels are exact.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class SimulatedSplit(Dataset):
     """``n_scenes`` simulated patches of ``shape`` as dicts: optical, sar, label, cloud, optical_clear.
 
     ``optical``/``optical_clear`` float32 [12,H,W] reflectance, ``sar`` float32 [2,H,W] dB, ``label``
-    int64 [H,W] (0..5), ``cloud`` uint8 [H,W] (1 cloud or shadow, 0 clear). Scenes are rendered on
+    int64 [H,W] (0..5), ``cloud`` uint8 [H,W] (1 truly under cloud or shadow, 0 clear). Scenes are rendered on
     first access and kept (they are small).
     """
 
@@ -63,7 +64,7 @@ class SimulatedSplit(Dataset):
                 "optical": torch.from_numpy(scene.optical),
                 "sar": torch.from_numpy(scene.sar),
                 "label": torch.from_numpy(scene.labels.astype(np.int64)),
-                "cloud": torch.from_numpy(scene.cloud.astype(np.uint8)),
+                "cloud": torch.from_numpy(np.asarray(scene.cloud_true).astype(np.uint8)),
                 "optical_clear": torch.from_numpy(scene.optical_clear),
             }
         return self._cache[index]

@@ -62,12 +62,17 @@ class CloudLULCNet(nn.Module):
         self.norm_sar = Normalise(config.sar_mean, config.sar_std)
         self.optical_encoder = Encoder(len(config.s2_bands), config.widths, config.depths, g)
         self.sar_encoder = Encoder(len(config.s1_bands), config.widths, config.depths, g)
-        self.orm = nn.ModuleList(OpticalReliabilityModule(w, g) for w in config.widths)
-        self.hiaa = HIAA(config.widths, config.hiaa_order, g)
+        # ablations (config.orm / fusion / usmt) change these modules only; the default is the design above
+        self.orm = (
+            nn.ModuleList(OpticalReliabilityModule(w, g, mode=config.orm) for w in config.widths)
+            if config.orm != "off"
+            else None
+        )
+        self.hiaa = HIAA(config.widths, config.hiaa_order, g, concat=config.fusion == "concat")
         self.usmt = USMT(
             config.widths[-1],
             config.latent_dim,
-            config.usmt_layers,
+            config.usmt_layers if config.usmt else 0,
             config.usmt_heads,
             config.usmt_mlp_ratio,
             config.dropout,
@@ -82,13 +87,19 @@ class CloudLULCNet(nn.Module):
         size = optical.shape[-2:]
         opt_feats = self.optical_encoder(self.norm_optical(optical))
         sar_feats = self.sar_encoder(self.norm_sar(sar))
-        gated, pyramid = [], []
-        for orm, fo, fs in zip(self.orm, opt_feats, sar_feats, strict=True):
-            g, r = orm(fo, fs)
-            gated.append(g)
-            pyramid.append(r)
+        gated, pyramid = list(opt_feats), []
+        if self.orm is not None:
+            gated = []
+            for orm, fo, fs in zip(self.orm, opt_feats, sar_feats, strict=True):
+                g, r = orm(fo, fs)
+                gated.append(g)
+                pyramid.append(r)
         fused = self.hiaa(gated, sar_feats)
         latent = self.usmt(fused[-1])
         logits = F.interpolate(self.decoder(latent, fused), size=size, mode="bilinear", align_corners=False)
+        if not pyramid:
+            return ModelOutput(logits=logits, latent=latent)
         reliability = F.interpolate(pyramid[0], size=size, mode="bilinear", align_corners=False)
-        return ModelOutput(logits=logits, reliability=reliability, latent=latent, reliability_pyramid=pyramid[::-1])
+        # a constant ORM has nothing to learn from the cloud mask: no pyramid for the auxiliary loss
+        aux = pyramid[::-1] if self.config.orm == "learned" else []
+        return ModelOutput(logits=logits, reliability=reliability, latent=latent, reliability_pyramid=aux)

@@ -73,8 +73,15 @@ class CloudLULCNetConfig(ModelConfigBase):
     usmt_mlp_ratio: float = 2.0
     decoder_width: int = 32
     dropout: float = 0.0
-    #: GroupNorm groups (max; reduced to divide the channel count)
-    norm_groups: int = 8
+    #: GroupNorm groups (max; reduced to divide the channel count); 0 = per-pixel channel LayerNorm,
+    #: which keeps the map independent of the tile size (the demo weights use it)
+    norm_groups: int = Field(8, ge=0)
+    #: ablations (docs/model.md): ORM learned, fixed at r = 0.5, or off (optical features pass as they are)
+    orm: Literal["learned", "constant", "off"] = "learned"
+    #: HIAA (SHOI + CHOI) or a 1x1 convolution over the concatenated modalities
+    fusion: Literal["hiaa", "concat"] = "hiaa"
+    #: USMT transformer, or only its 1x1 projection to the latent
+    usmt: bool = True
 
     @model_validator(mode="after")
     def _check_arch(self) -> CloudLULCNetConfig:

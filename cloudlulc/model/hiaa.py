@@ -125,13 +125,34 @@ class HIAAStage(nn.Module):
         return fused
 
 
-class HIAA(nn.Module):
-    """Progressive multi-scale HIAA: returns the fused feature of every scale (fine to coarse)."""
+class ConcatStage(nn.Module):
+    """Ablation of :class:`HIAAStage`: a 1x1 convolution over the concatenated modalities (first order)."""
 
-    def __init__(self, widths: tuple[int, ...], order: int = 3, groups: int = 8) -> None:
+    def __init__(self, channels: int, prev_channels: int | None, groups: int = 8) -> None:
+        super().__init__()
+        self.fuse = ConvNormAct(2 * channels, channels, kernel=1, groups=groups)
+        self.down = ConvNormAct(prev_channels, channels, stride=2, groups=groups) if prev_channels else None
+
+    def forward(self, f_opt: torch.Tensor, f_sar: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+        fused = self.fuse(torch.cat([f_opt, f_sar], dim=1))
+        if self.down is not None and prev is not None:
+            fused = fused + self.down(prev)
+        return fused
+
+
+class HIAA(nn.Module):
+    """Progressive multi-scale HIAA: returns the fused feature of every scale (fine to coarse).
+
+    ``concat=True`` replaces SHOI + CHOI by concatenation at every scale (the ablation).
+    """
+
+    def __init__(self, widths: tuple[int, ...], order: int = 3, groups: int = 8, *, concat: bool = False) -> None:
         super().__init__()
         self.stages = nn.ModuleList(
-            HIAAStage(w, widths[i - 1] if i else None, order, groups) for i, w in enumerate(widths)
+            ConcatStage(w, widths[i - 1] if i else None, groups)
+            if concat
+            else HIAAStage(w, widths[i - 1] if i else None, order, groups)
+            for i, w in enumerate(widths)
         )
 
     def forward(self, opt_feats: list[torch.Tensor], sar_feats: list[torch.Tensor]) -> list[torch.Tensor]:

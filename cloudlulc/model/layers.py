@@ -2,7 +2,9 @@
 
 GroupNorm rather than BatchNorm everywhere: training batches are small (large patches, CPU or one GPU)
 and inference runs tile by tile, so statistics that do not depend on the batch keep training and
-inference consistent.
+inference consistent. GroupNorm still normalises over the tile's pixels, so a tile of one material
+(open water, a forest) loses its absolute level and the map depends on the tile size; ``norm_groups=0``
+selects :class:`ChannelNorm` instead (a LayerNorm over the channels of each pixel: no spatial statistics).
 """
 
 from __future__ import annotations
@@ -11,8 +13,26 @@ import torch
 from torch import nn
 
 
-def group_norm(channels: int, max_groups: int = 8) -> nn.GroupNorm:
-    """GroupNorm with the largest group count <= ``max_groups`` that divides ``channels``."""
+class ChannelNorm(nn.Module):
+    """LayerNorm over the channels of each pixel of a [B, C, H, W] map (weights named like GroupNorm's)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(1, keepdim=True)
+        var = (x - mean).pow(2).mean(1, keepdim=True)
+        return (x - mean) * torch.rsqrt(var + self.eps) * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+def group_norm(channels: int, max_groups: int = 8) -> nn.Module:
+    """GroupNorm with the largest group count <= ``max_groups`` that divides ``channels``;
+    ``max_groups=0``: :class:`ChannelNorm` (per-pixel, independent of the tile)."""
+    if max_groups == 0:
+        return ChannelNorm(channels)
     groups = max(g for g in range(1, max_groups + 1) if channels % g == 0)
     return nn.GroupNorm(groups, channels)
 

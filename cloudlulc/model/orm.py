@@ -35,8 +35,10 @@ from cloudlulc.model.layers import group_norm
 class OpticalReliabilityModule(nn.Module):
     """Predict optical reliability at one scale and gate/fill the optical features with it."""
 
-    def __init__(self, channels: int, groups: int = 8, reduction: int = 4) -> None:
+    def __init__(self, channels: int, groups: int = 8, reduction: int = 4, mode: str = "learned") -> None:
         super().__init__()
+        #: "learned" (the design above), "constant" (r = 0.5 everywhere, no channel gate: ablation)
+        self.mode = mode
         hidden = max(channels // 2, 8)
         self.reliability = nn.Sequential(
             nn.Conv2d(2 * channels, hidden, 3, padding=1, bias=False),
@@ -55,6 +57,9 @@ class OpticalReliabilityModule(nn.Module):
 
     def forward(self, f_opt: torch.Tensor, f_sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (reliability-weighted optical features, reliability map [B,1,h,w])."""
+        if self.mode == "constant":
+            r = torch.full_like(f_opt[:, :1], 0.5)
+            return r * f_opt + (1.0 - r) * self.fill(f_sar), r
         r = torch.sigmoid(self.reliability(torch.cat([f_opt, f_sar], dim=1)))
         pooled = (f_opt * r).sum(dim=(2, 3)) / r.sum(dim=(2, 3)).clamp_min(1e-6)
         g = torch.sigmoid(self.channel_gate(pooled))[:, :, None, None]

@@ -30,11 +30,17 @@ class ConvPositionalEncoding(nn.Module):
 
 
 class USMT(nn.Module):
+    """Projection, positional encoding and transformer layers; ``layers=0`` keeps only the projection
+    (the ablation "USMT off")."""
+
     def __init__(
         self, in_channels: int, dim: int, layers: int = 1, heads: int = 4, mlp_ratio: float = 2.0, dropout: float = 0.0
     ) -> None:
         super().__init__()
         self.proj = nn.Conv2d(in_channels, dim, 1)
+        self.layers = layers
+        if layers == 0:
+            return
         self.pos = ConvPositionalEncoding(dim)
         layer = nn.TransformerEncoderLayer(
             d_model=dim,
@@ -49,6 +55,8 @@ class USMT(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, fused: torch.Tensor) -> torch.Tensor:
+        if self.layers == 0:
+            return self.proj(fused)
         x = self.pos(self.proj(fused))
         b, d, h, w = x.shape
         tokens = self.norm(self.encoder(x.flatten(2).transpose(1, 2)))

@@ -1,19 +1,22 @@
-"""In-memory simulated scenes: land cover, Sentinel-2 reflectance with clouds, Sentinel-1 backscatter.
+"""In-memory simulated scenes: land cover, Sentinel-2 reflectance with atmosphere and clouds, Sentinel-1.
 
 SIMULATED DATA. Nothing here is a measurement; the generator exists so that the model, the cube
-builder and the flows can be trained, tested and demonstrated without network access. It aims
-at a task that is *learnable but not trivial*:
+builder and the flows can be trained, tested and demonstrated without network access. It aims at a
+task that is *learnable but not trivial*, and realistic where a model trained on it meets real data:
 
 - land cover has spatial structure (hills with forest, a meandering river and lakes in the lows,
   towns, Voronoi field parcels of cropland / grassland / barren clustered by region);
-- S2 spectra are linear mixtures of a few endmembers (soil, green vegetation, dry vegetation,
-  canopy, urban, water) so that classes overlap: grassland vs. cropland at similar greenness,
-  bare crop parcels vs. barren land vs. built-up;
-- S1 backscatter is class dependent in dB with multiplicative gamma speckle (ENL 4.4, as in the
-  Planetary Computer RTC items), which separates water, built-up and forest from the rest only
-  partially;
-- clouds are smooth, opaque in their cores and thin at the edges, cast shadows offset in one
-  direction, and cover a requested fraction; the L2A scene classification (SCL) is consistent.
+- S2 surface reflectance mixes endmembers from published spectral libraries
+  (:mod:`~cloudlulc.simulate.spectra`) with sub-types per class (broadleaf / needleleaf forest, soil /
+  sand, concrete / tiled roofs, clear / turbid water), crop phenology and harvests, parcel and pixel
+  variability;
+- an atmosphere per acquisition (:mod:`~cloudlulc.simulate.atmosphere`): from a clean L2A product to
+  hazy, top-of-atmosphere-like data, and thin cirrus;
+- clouds with an acquisition-specific spectrum and shadows whose depth varies; the scene
+  classification (SCL) misses thin clouds and weak shadows and flags bright surfaces as cloud, as
+  Sen2Cor does (:mod:`~cloudlulc.simulate.scl`);
+- S1 from another date (0-12 days off by default), either orbit direction, with incidence,
+  terrain, soil-moisture and harvest effects and gamma speckle (:mod:`~cloudlulc.simulate.radar`).
 
 Every field uses ``numpy`` FFT-smoothed noise and ``scipy.ndimage``; 512 x 512 renders in a
 fraction of a second. Output is deterministic for a seed.
@@ -24,47 +27,66 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.fft
 from scipy import ndimage
 
-from cloudlulc.classes import NUM_CLASSES, S2_BANDS
+from cloudlulc.classes import NUM_CLASSES
+from cloudlulc.simulate.atmosphere import Atmosphere, apply_atmosphere, make_atmosphere
+from cloudlulc.simulate.noise import fractal_noise, shift, smooth_noise
+from cloudlulc.simulate.radar import SAR_ENL, SAR_MEAN_DB, render_sar
+from cloudlulc.simulate.scl import (
+    SCL_CIRRUS,
+    SCL_CLOUD_HIGH,
+    SCL_CLOUD_MED,
+    SCL_DARK,
+    SCL_NODATA,
+    SCL_NOT_VEG,
+    SCL_SHADOW,
+    SCL_VEG,
+    SCL_WATER,
+    cloud_from_scl,
+    scene_classification,
+)
+from cloudlulc.simulate.spectra import CLOUD_SPECTRUM, EM, EM_INDEX, cloud_spectrum
+
+__all__ = [
+    "CLOUD_SPECTRUM",
+    "SAR_ENL",
+    "SAR_MEAN_DB",
+    "SCL_CIRRUS",
+    "SCL_CLOUD_HIGH",
+    "SCL_CLOUD_MED",
+    "SCL_DARK",
+    "SCL_NODATA",
+    "SCL_NOT_VEG",
+    "SCL_SHADOW",
+    "SCL_VEG",
+    "SCL_WATER",
+    "Acquisition",
+    "CloudField",
+    "Landscape",
+    "SimScene",
+    "apply_clouds",
+    "cloud_from_scl",
+    "fractal_noise",
+    "greenness",
+    "harvested",
+    "make_clouds",
+    "make_landscape",
+    "render_acquisition",
+    "render_optical",
+    "render_sar",
+    "scene_classification",
+    "simulate_scene",
+    "smooth_noise",
+]
 
 # Class values (cloudlulc.classes.CLASSES): 0 water, 1 forest, 2 grassland, 3 barren, 4 built-up, 5 cropland.
 WATER, FOREST, GRASSLAND, BARREN, BUILT, CROPLAND = range(NUM_CLASSES)
 
-#: Sentinel-2 L2A scene classification values used here.
-SCL_NODATA, SCL_DARK, SCL_SHADOW, SCL_VEG, SCL_NOT_VEG, SCL_WATER = 0, 2, 3, 4, 5, 6
-SCL_CLOUD_MED, SCL_CLOUD_HIGH, SCL_CIRRUS = 8, 9, 10
-
-#: Endmember surface reflectance spectra in S2_BANDS order (B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B11 B12).
-#: Rough values from typical library spectra; only their relative shapes matter for the task.
-ENDMEMBERS: dict[str, tuple[float, ...]] = {
-    "soil": (0.080, 0.100, 0.140, 0.180, 0.210, 0.230, 0.250, 0.270, 0.280, 0.270, 0.350, 0.300),
-    "green": (0.030, 0.035, 0.070, 0.035, 0.110, 0.300, 0.380, 0.420, 0.440, 0.420, 0.220, 0.100),
-    "dry": (0.060, 0.070, 0.100, 0.130, 0.170, 0.210, 0.240, 0.260, 0.280, 0.270, 0.360, 0.260),
-    "canopy": (0.020, 0.025, 0.045, 0.025, 0.070, 0.200, 0.260, 0.290, 0.300, 0.290, 0.140, 0.060),
-    "urban": (0.090, 0.100, 0.120, 0.130, 0.150, 0.160, 0.170, 0.180, 0.190, 0.180, 0.220, 0.200),
-    "water": (0.050, 0.045, 0.040, 0.025, 0.020, 0.012, 0.010, 0.008, 0.007, 0.006, 0.004, 0.003),
-}
-_EM_NAMES = tuple(ENDMEMBERS)
-_EM = np.array([ENDMEMBERS[k] for k in _EM_NAMES], dtype=np.float32)  # [E, 12]
-
-#: Opaque cloud top reflectance (bright, flat in the VNIR, darker in SWIR and B09 water vapour).
-CLOUD_SPECTRUM = np.array((0.52, 0.50, 0.49, 0.49, 0.50, 0.51, 0.52, 0.52, 0.52, 0.30, 0.40, 0.29), dtype=np.float32)
-
-#: Mean S1 backscatter in dB (VV, VH) per class; cropland/grassland are modulated by greenness.
-SAR_MEAN_DB: dict[int, tuple[float, float]] = {
-    WATER: (-21.0, -28.0),
-    FOREST: (-7.5, -13.0),
-    GRASSLAND: (-11.0, -18.0),
-    BARREN: (-14.0, -23.0),
-    BUILT: (-4.0, -11.0),
-    CROPLAND: (-12.5, -21.0),
-}
-#: Equivalent number of looks of the speckle (sar:looks_equivalent_number on the PC RTC items).
-SAR_ENL = 4.4
-
-assert len(S2_BANDS) == _EM.shape[1] == CLOUD_SPECTRUM.size
+#: Days per unit of ``season`` (the crop calendar): a growing season of about five months.
+SEASON_DAYS = 150.0
+#: Default range of the S1-S2 gap in days (the pipeline pairs passes up to 12 days off).
+MAX_SAR_GAP_DAYS = 12.0
 
 
 @dataclass
@@ -79,6 +101,9 @@ class Landscape:
     brightness: np.ndarray  # float32 [H, W] smooth multiplicative brightness field
     texture: np.ndarray  # float32 [H, W] fine noise in [-1, 1]-ish, used for built-up/grass texture
     seed: int
+    elevation: np.ndarray | None = None  # float32 [H, W] standardised terrain height (SAR terrain residuals)
+    harvest_at: np.ndarray | None = None  # float32 [n_parcels] season a crop parcel is harvested
+    material: np.ndarray | None = None  # float32 [H, W] 0..1 sub-type share (conifer, sand, roofs, turbidity)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -97,12 +122,25 @@ class CloudField:
 
 
 @dataclass
-class SimScene:
-    """One simulated, co-registered S2 + S1 acquisition on a 10 m grid (SIMULATED DATA).
+class Acquisition:
+    """One rendered Sentinel-2 acquisition: what the sensor saw, the SCL, and the truth behind them."""
 
-    ``optical`` / ``optical_clear`` are float32 surface reflectance [12, H, W] in ``S2_BANDS``
-    order, with and without clouds and shadows; ``sar`` float32 dB [2, H, W] (vv, vh) clipped to
-    [-50, 10]; ``scl`` the L2A scene classification; ``cloud`` = SCL in (3, 8, 9, 10).
+    optical: np.ndarray  # float32 [12, H, W] observed reflectance (atmosphere, cirrus, clouds, shadows)
+    clear: np.ndarray | None  # float32 [12, H, W] surface reflectance (None when composited in place)
+    scl: np.ndarray  # uint8 [H, W] scene classification, with Sen2Cor-like errors when asked
+    clouds: CloudField
+    atmosphere: Atmosphere
+
+
+@dataclass
+class SimScene:
+    """One simulated S2 + S1 acquisition pair on a 10 m grid (SIMULATED DATA).
+
+    ``optical`` float32 reflectance [12, H, W] in ``S2_BANDS`` order as observed (atmosphere, cirrus,
+    clouds, shadows); ``optical_clear`` the surface reflectance without any of them; ``sar`` float32 dB
+    [2, H, W] (vv, vh) of the S1 pass ``sar_gap_days`` away in ``orbit_state``; ``scl`` the L2A scene
+    classification (with its errors); ``cloud`` = SCL in (3, 8, 9, 10); ``cloud_true`` the pixels
+    really under cloud or shadow; ``changed`` pixels harvested between the S2 and the S1 dates.
     """
 
     labels: np.ndarray
@@ -114,85 +152,14 @@ class SimScene:
     cloud_opacity: np.ndarray
     seed: int
     season: float
+    cloud_true: np.ndarray | None = None
+    sar_gap_days: float = 0.0
+    orbit_state: str = "descending"
+    changed: np.ndarray | None = None
 
     @property
     def cloud_fraction(self) -> float:
         return float(self.cloud.mean())
-
-
-# --------------------------------------------------------------------------------------------
-# noise helpers
-
-
-def _fft_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Gaussian-filtered white noise via single-precision FFT on a padded canvas (no wrap-around)."""
-    h, w = shape
-    pad = int(min(2.0 * sigma, 256))
-    ph, pw = scipy.fft.next_fast_len(h + pad, real=True), scipy.fft.next_fast_len(w + pad, real=True)
-    white = rng.standard_normal((ph, pw), dtype=np.float32)
-    spec = scipy.fft.rfft2(white)
-    fy = np.fft.fftfreq(ph).astype(np.float32)[:, None]
-    fx = np.fft.rfftfreq(pw).astype(np.float32)[None, :]
-    spec *= np.exp(np.float32(-2.0 * (np.pi * sigma) ** 2) * (fx * fx + fy * fy))
-    return scipy.fft.irfft2(spec, s=(ph, pw))[:h, :w].astype(np.float32)
-
-
-def _upsample_linear(coarse: np.ndarray, k: int, shape: tuple[int, int]) -> np.ndarray:
-    """Separable linear interpolation of ``coarse`` by a factor ``k``, cropped to ``shape``.
-
-    Two gathers and blends; unlike ``ndimage.zoom`` or a BLAS product it stays fast on a busy
-    machine (no thread pool to oversubscribe).
-    """
-
-    def axis_weights(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
-        pos = np.arange(n_out, dtype=np.float64) / k
-        i0 = np.minimum(np.floor(pos).astype(np.int64), n_in - 2)
-        return i0, (pos - i0).astype(np.float32)
-
-    h, w = shape
-    r0, rf = axis_weights(h, coarse.shape[0])
-    rows = coarse[r0] * (1 - rf)[:, None] + coarse[r0 + 1] * rf[:, None]  # [h, cw]
-    c0, cf = axis_weights(w, coarse.shape[1])
-    return rows[:, c0] * (1 - cf)[None, :] + rows[:, c0 + 1] * cf[None, :]
-
-
-def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Gaussian-smoothed white noise, standardised to mean 0 / std 1 (float32).
-
-    Broad fields are generated on a grid coarser by ``sigma / 3`` and interpolated bilinearly:
-    the field has no detail at that scale, and the cost stays a few milliseconds per field.
-    """
-    h, w = shape
-    k = max(1, int(sigma // 3))
-    if k == 1:
-        field = _fft_noise(rng, shape, sigma)
-    else:
-        coarse = _fft_noise(rng, (-(-h // k) + 2, -(-w // k) + 2), sigma / k)
-        field = _upsample_linear(coarse, k, shape)
-    field = field - field.mean()
-    std = float(field.std())
-    return (field / std if std > 0 else field).astype(np.float32)
-
-
-def fractal_noise(
-    rng: np.random.Generator, shape: tuple[int, int], sigmas: tuple[float, ...], weights: tuple[float, ...]
-) -> np.ndarray:
-    """A weighted sum of :func:`smooth_noise` octaves, standardised."""
-    out = np.zeros(shape, np.float32)
-    for s, wgt in zip(sigmas, weights, strict=True):
-        out += np.float32(wgt) * smooth_noise(rng, shape, max(s, 0.5))
-    out -= out.mean()
-    return out / max(float(out.std()), 1e-6)
-
-
-def _shift(a: np.ndarray, dy: int, dx: int, fill: float = 0) -> np.ndarray:
-    """Shift an array by (dy, dx) pixels without wrap-around."""
-    out = np.full_like(a, fill)
-    h, w = a.shape
-    ys, yd = (slice(0, h - dy), slice(dy, h)) if dy >= 0 else (slice(-dy, h), slice(0, h + dy))
-    xs, xd = (slice(0, w - dx), slice(dx, w)) if dx >= 0 else (slice(-dx, w), slice(0, w + dx))
-    out[yd, xd] = a[ys, xs]
-    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,6 +254,11 @@ def make_landscape(seed: int, shape: tuple[int, int], *, parcel_size: float = 36
     parcel_brightness = rng.lognormal(0.0, 0.12, n).astype(np.float32)
     parcel_moisture_db = rng.normal(0.0, 1.2, n).astype(np.float32)
     brightness = np.exp(0.07 * smooth_noise(rng, shape, scale / 30)).astype(np.float32)
+    # Drawn after the draws above so that the land cover of a seed is unchanged by them.
+    harvest_at = (crop_peak + rng.uniform(0.12, 0.3, n)).astype(np.float32)
+    material = np.clip(
+        0.5 + 0.3 * smooth_noise(rng, shape, scale / 20) + 0.2 * rng.uniform(-1, 1, n).astype(np.float32)[parcels], 0, 1
+    ).astype(np.float32)
     texture = (0.6 * rng.standard_normal(shape, dtype=np.float32) + 0.8 * smooth_noise(rng, shape, 1.5)).astype(
         np.float32
     )
@@ -299,17 +271,29 @@ def make_landscape(seed: int, shape: tuple[int, int], *, parcel_size: float = 36
         brightness=brightness,
         texture=texture,
         seed=seed,
+        elevation=elev,
+        harvest_at=harvest_at,
+        material=material,
     )
+
+
+def harvested(land: Landscape, season: float) -> np.ndarray:
+    """Cropland pixels whose parcel is harvested by ``season`` (bare soil and straw until the next crop)."""
+    if land.harvest_at is None:
+        return np.zeros(land.shape, bool)
+    return (land.labels == CROPLAND) & (season >= land.harvest_at[land.parcels])
 
 
 def greenness(land: Landscape, season: float) -> np.ndarray:
     """Fraction of green vegetation per pixel at ``season`` (0..1 through the growing season).
 
-    Crops follow a Gaussian phenology around their parcel's peak; grassland stays moderately green.
+    Crops follow a Gaussian phenology around their parcel's peak until harvested; grassland stays
+    moderately green.
     """
     lab = land.labels
     crop_v = 0.05 + 0.9 * np.exp(-(((season - land.crop_peak) / 0.2) ** 2))
     v = crop_v.astype(np.float32)[land.parcels]
+    v = np.where(harvested(land, season), 0.03, v)
     grass_v = np.clip(0.55 + 0.12 * np.sin(2 * np.pi * season) + 0.12 * land.texture, 0.2, 0.9)
     v = np.where(lab == GRASSLAND, grass_v, v)
     v = np.where(lab == FOREST, 0.9, v)
@@ -319,86 +303,73 @@ def greenness(land: Landscape, season: float) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# sensors
+# optical
 
 
 def render_optical(land: Landscape, season: float, rng: np.random.Generator) -> np.ndarray:
-    """Cloud-free S2 surface reflectance [12, H, W] float32 of a landscape at ``season``."""
+    """Cloud-free, atmosphere-free S2 surface reflectance [12, H, W] float32 of a landscape at ``season``."""
     lab = land.labels
     h, w = lab.shape
     v = greenness(land, season)
-    frac = np.zeros((len(_EM_NAMES), h, w), np.float32)
-    idx = {k: i for i, k in enumerate(_EM_NAMES)}
+    sub = land.material if land.material is not None else np.full(lab.shape, 0.5, np.float32)
+    frac = np.zeros((EM.shape[0], h, w), np.float32)
+    idx = EM_INDEX
     pix_noise = 0.05 * rng.standard_normal((h, w), dtype=np.float32)
 
-    # cropland: green crop over soil with a little residue, homogeneous within the parcel
+    # cropland: green crop over soil with a little residue; a harvested parcel is straw over soil
     crop = lab == CROPLAND
+    cut = harvested(land, season)[crop]
     frac[idx["green"]][crop] = v[crop]
-    frac[idx["dry"]][crop] = 0.15 * (1 - v[crop])
-    frac[idx["soil"]][crop] = 0.85 * (1 - v[crop])
+    frac[idx["dry"]][crop] = np.where(cut, 0.5, 0.15 * (1 - v[crop]))
+    frac[idx["soil"]][crop] = np.where(cut, 0.5, 0.85 * (1 - v[crop]))
     # grassland: green + dry grass + some soil, heterogeneous
     g = lab == GRASSLAND
     frac[idx["green"]][g] = v[g]
     frac[idx["dry"]][g] = 0.75 * (1 - v[g])
     frac[idx["soil"]][g] = 0.25 * (1 - v[g])
-    # forest: canopy with some green understory
+    # forest: broadleaf and needleleaf canopy (share from the material field) with green understory
     f = lab == FOREST
     cf = np.clip(0.8 + 0.1 * land.texture[f], 0.6, 1.0)
-    frac[idx["canopy"]][f] = cf
+    conifer = np.clip(1.6 * sub[f] - 0.5, 0.0, 1.0)
+    frac[idx["broadleaf"]][f] = cf * (1 - conifer)
+    frac[idx["conifer"]][f] = cf * conifer
     frac[idx["green"]][f] = 1 - cf
-    # barren: soil with sparse dry vegetation
+    # barren: soil or sand/rock with sparse dry vegetation
     b = lab == BARREN
     dv = np.clip(0.12 + 0.1 * land.texture[b], 0.0, 0.4)
-    frac[idx["soil"]][b] = 1 - dv
+    sand = np.clip(1.5 * sub[b] - 0.45, 0.0, 1.0)
+    frac[idx["soil"]][b] = (1 - dv) * (1 - sand)
+    frac[idx["sand"]][b] = (1 - dv) * sand
     frac[idx["dry"]][b] = dv
-    # built-up: urban materials, gardens, bright/dark roofs via texture
+    # built-up: paved/concrete and tiled roofs, gardens, bright/dark materials via texture
     u = lab == BUILT
-    frac[idx["urban"]][u] = (1 - v[u]) * np.clip(1 + 0.35 * land.texture[u], 0.4, 1.8)
+    mat = (1 - v[u]) * np.clip(1 + 0.35 * land.texture[u], 0.4, 1.8)
+    roof = np.clip(sub[u] + 0.3 * land.texture[u] - 0.2, 0.0, 1.0)
+    frac[idx["urban"]][u] = mat * (1 - roof)
+    frac[idx["roof"]][u] = mat * roof
     frac[idx["green"]][u] = v[u]
-    # water: clear water with some turbidity
+    # water: clear to turbid
     wt = lab == WATER
-    turb = np.clip(0.05 + 0.05 * land.brightness[wt] - 0.05, 0.0, 0.2)
+    turb = np.clip(1.2 * sub[wt] - 0.3, 0.0, 0.9)
     frac[idx["water"]][wt] = 1 - turb
-    frac[idx["soil"]][wt] = turb
+    frac[idx["turbid"]][wt] = turb
 
     gain = land.brightness * land.parcel_brightness[land.parcels] * (1 + pix_noise)
     frac *= np.where(wt, 1.0, gain).astype(np.float32)[None]
     # Sensor point-spread: neighbouring pixels mix a little (mixed pixels at parcel edges); blurring
-    # the 6 abundances instead of the 12 bands gives the same result (mixing is linear) at half the cost.
+    # the abundances instead of the 12 bands gives the same result (mixing is linear) at less cost.
     ndimage.gaussian_filter(frac, sigma=(0, 0.6, 0.6), truncate=2.0, output=frac)  # line-buffered: safe in place
-    refl = np.tensordot(_EM.T, frac, axes=(1, 0))  # [12, H, W]
+    refl = np.tensordot(EM.T, frac, axes=(1, 0))  # [12, H, W]
     del frac
-    # Band by band: the same random stream as one [12, H, W] draw, without a second cube in memory.
+    # Band by band: per-band gain (spectral variability within a material) and sensor noise.
     for band in refl:
+        band *= np.float32(1.0 + 0.04 * rng.standard_normal())
         band += 0.003 * rng.standard_normal(band.shape, dtype=np.float32)
     return np.clip(refl, 0.0001, 1.0, out=refl).astype(np.float32, copy=False)
 
 
-def render_sar(land: Landscape, season: float, rng: np.random.Generator) -> np.ndarray:
-    """S1 RTC gamma0 in dB [2, H, W] (vv, vh) with gamma speckle applied in linear power."""
-    lab = land.labels
-    vv = np.zeros(lab.shape, np.float32)
-    vh = np.zeros(lab.shape, np.float32)
-    for c, (mv, mh) in SAR_MEAN_DB.items():
-        m = lab == c
-        vv[m], vh[m] = mv, mh
-    v = greenness(land, season)
-    vegmod = (lab == CROPLAND) | (lab == GRASSLAND)
-    vv += np.where(vegmod, 3.0 * v, 0.0).astype(np.float32)
-    vh += np.where(vegmod, 7.0 * v, 0.0).astype(np.float32)
-    moist = land.parcel_moisture_db[land.parcels]
-    nonwater = lab != WATER
-    vv += np.where(nonwater, moist, 0.0)
-    vh += np.where(nonwater, 0.8 * moist, 0.0)
-    built = lab == BUILT
-    vv += np.where(built, 3.0 * land.texture, 0.0)  # bright corner reflectors, dark streets
-    vh += np.where(built, 2.5 * land.texture, 0.0)
-    wind = 2.0 * smooth_noise(rng, lab.shape, max(lab.shape) / 15)  # wind roughening of water
-    vv += np.where(lab == WATER, wind, 0.0)
-    vh += np.where(lab == WATER, 0.6 * wind, 0.0)
-    db = np.stack([vv, vh])
-    lin = 10.0 ** (db / 10.0) * rng.gamma(SAR_ENL, 1.0 / SAR_ENL, size=db.shape).astype(np.float32)
-    return np.clip(10.0 * np.log10(np.maximum(lin, 1e-10)), -50.0, 10.0).astype(np.float32)
+# --------------------------------------------------------------------------------------------
+# clouds
 
 
 def make_clouds(
@@ -421,7 +392,7 @@ def make_clouds(
 
     def build(thr: float) -> tuple[np.ndarray, np.ndarray]:
         opacity = np.clip((field - thr) / ramp, 0.0, 1.0)
-        shadow = _shift(opacity, dy, dx)
+        shadow = shift(opacity, dy, dx)
         shadow[opacity > 0] = 0.0
         return opacity, shadow
 
@@ -456,47 +427,60 @@ def make_clouds(
 
 
 def apply_clouds(
-    clear: np.ndarray, clouds: CloudField, rng: np.random.Generator, *, in_place: bool = False
+    clear: np.ndarray,
+    clouds: CloudField,
+    rng: np.random.Generator,
+    *,
+    in_place: bool = False,
+    spectrum: np.ndarray | None = None,
+    shadow_depth: float = 0.7,
 ) -> np.ndarray:
-    """Composite clouds over (shadowed) clear reflectance.
+    """Composite clouds (top reflectance ``spectrum``, default :data:`CLOUD_SPECTRUM`) over shadowed ``clear``.
 
     Band by band, so a large scene needs one band of scratch memory; ``in_place`` overwrites
-    ``clear`` (float32) instead of allocating the cloudy cube beside it.
+    ``clear`` (float32) instead of allocating the cloudy cube beside it. Shadows darken by up to
+    ``shadow_depth``, a little less in the blue bands (diffuse skylight).
     """
     out = clear if in_place else np.empty(clear.shape, np.float32)
-    dim = (1.0 - 0.7 * clouds.shadow).astype(np.float32)
+    top_spec = CLOUD_SPECTRUM if spectrum is None else spectrum
     tex = np.exp(0.08 * smooth_noise(rng, clouds.opacity.shape, 3.0))
     for b in range(clear.shape[0]):
+        depth = shadow_depth * (0.8 if b < 3 else 1.0)
+        dim = (1.0 - depth * clouds.shadow).astype(np.float32)
         # out = (1 - a) * shadowed + a * cloud top
         shadowed = np.multiply(clear[b], dim, out=out[b])
-        top = CLOUD_SPECTRUM[b] * tex
+        top = top_spec[b] * tex
         top -= shadowed
         top *= clouds.opacity
         shadowed += top
     return out
 
 
-def scene_classification(labels: np.ndarray, clear: np.ndarray, clouds: CloudField) -> np.ndarray:
-    """An SCL layer consistent with the surface and the clouds (the ESA L2A class values).
+def render_acquisition(
+    land: Landscape,
+    season: float,
+    cloud_cover: float,
+    seeds: tuple[int, ...],
+    *,
+    realistic: bool = True,
+    keep_clear: bool = True,
+) -> Acquisition:
+    """Render one S2 acquisition of ``land``: surface, atmosphere, clouds, shadows and SCL.
 
-    Clear land is split on NDVI like Sen2Cor (4 vegetation / 5 not vegetated), water is 6,
-    shadows 3, cloud cores 9, medium clouds 8 and thin edges 10 (thin cirrus).
+    ``seeds`` seed independent streams for the surface, the clouds and the atmosphere, so for one
+    ``seeds`` only the cloud threshold depends on ``cloud_cover`` (nested masks across covers).
+    ``realistic=False`` renders an ideal product: no haze or cirrus, one cloud spectrum, an exact SCL.
     """
-    red, nir = clear[S2_BANDS.index("B04")], clear[S2_BANDS.index("B08")]
-    ndvi = (nir - red) / np.maximum(nir + red, 1e-6)
-    scl = np.where(ndvi > 0.4, SCL_VEG, SCL_NOT_VEG).astype(np.uint8)
-    scl[labels == WATER] = SCL_WATER
-    scl[clouds.shadow_mask] = SCL_SHADOW
-    op = clouds.opacity
-    scl[(op > 0) & (op <= 0.2)] = SCL_CIRRUS
-    scl[(op > 0.2) & (op <= 0.6)] = SCL_CLOUD_MED
-    scl[op > 0.6] = SCL_CLOUD_HIGH
-    return scl
-
-
-def cloud_from_scl(scl: np.ndarray) -> np.ndarray:
-    """Boolean cloud/shadow mask from SCL (classes 3, 8, 9, 10)."""
-    return np.isin(scl, (SCL_SHADOW, SCL_CLOUD_MED, SCL_CLOUD_HIGH, SCL_CIRRUS))
+    r_surface, r_cloud, r_atm = (np.random.default_rng([*seeds, k]) for k in (1, 2, 3))
+    clear = render_optical(land, season, r_surface)
+    clouds = make_clouds(r_cloud, land.shape, cloud_cover)
+    spectrum = cloud_spectrum(r_cloud) if realistic else None
+    depth = float(r_cloud.uniform(0.5, 0.8)) if realistic else 0.7
+    atm = make_atmosphere(r_atm, land.shape) if realistic else Atmosphere.clear(land.shape)
+    observed = apply_atmosphere(clear, atm, in_place=not keep_clear)
+    scl = scene_classification(land.labels, observed, clouds, atm, r_atm if realistic else None)
+    optical = apply_clouds(observed, clouds, r_cloud, in_place=True, spectrum=spectrum, shadow_depth=depth)
+    return Acquisition(optical=optical, clear=clear if keep_clear else None, scl=scl, clouds=clouds, atmosphere=atm)
 
 
 def simulate_scene(
@@ -506,36 +490,53 @@ def simulate_scene(
     *,
     season: float = 0.5,
     sar_season: float | None = None,
+    sar_gap_days: float | None = None,
     parcel_size: float = 36.0,
     landscape: Landscape | None = None,
+    realistic: bool = True,
 ) -> SimScene:
-    """Simulate one co-registered S2 + S1 acquisition (SIMULATED DATA), entirely in memory.
+    """Simulate one S2 + S1 acquisition pair (SIMULATED DATA), entirely in memory.
 
-    ``seed`` fixes the landscape, clouds, noise and speckle; ``cloud_cover`` is the fraction of
-    pixels under cloud or shadow (SCL 3/8/9/10); ``season`` in [0, 1] sets crop greenness (crops
-    peak at 0.3, 0.5, 0.7 or 0.9), ``sar_season`` the same for the S1 pass (default = ``season``).
-    Pass a precomputed ``landscape`` to render several acquisitions of one area.
+    ``seed`` fixes the landscape, clouds, atmosphere, noise and speckle; ``cloud_cover`` is the
+    fraction of pixels truly under cloud or shadow (``cloud_true``; the SCL-based ``cloud`` differs
+    by the SCL's errors); ``season`` in [0, 1] sets crop greenness (crops peak at 0.3, 0.5, 0.7 or 0.9,
+    one season unit is :data:`SEASON_DAYS` days). The S1 pass is ``sar_gap_days`` before or after the
+    S2 date (default: drawn in 0-12 days, either orbit direction); ``sar_season`` sets its date on the
+    crop calendar directly. ``realistic=False`` gives the ideal case: no haze, cirrus or SCL errors,
+    S1 on the S2 date. Pass a precomputed ``landscape`` to render several acquisitions of one area.
 
     Guarantee relied on by the cloud sweep (``cloudlulc.evaluation``): for one ``seed`` and
     ``season``, everything but the cloud threshold is drawn independently of ``cloud_cover`` —
-    same labels, clear reflectance, SAR and cloud field — so higher covers give nested masks.
+    same labels, clear reflectance, atmosphere, SAR and cloud field — so higher covers give nested masks.
     """
     land = landscape if landscape is not None else make_landscape(seed, tuple(shape), parcel_size=parcel_size)
-    shape = land.shape
-    rng = np.random.default_rng([seed, 0x5CE4E, int(round(season * 1000))])
-    clear = render_optical(land, season, rng)
-    clouds = make_clouds(rng, shape, cloud_cover)
-    optical = apply_clouds(clear, clouds, rng)
-    scl = scene_classification(land.labels, clear, clouds)
-    sar = render_sar(land, season if sar_season is None else sar_season, rng)
+    seeds = (seed, 0x5CE4E, int(round(season * 1000)))
+    acq = render_acquisition(land, season, cloud_cover, seeds, realistic=realistic)
+    assert acq.clear is not None
+    r_sar = np.random.default_rng([*seeds, 4])
+    gap = float(r_sar.uniform(0.0, MAX_SAR_GAP_DAYS)) if sar_gap_days is None else float(sar_gap_days)
+    after = bool(r_sar.random() < 0.5)
+    orbit = "ascending" if r_sar.random() < 0.5 else "descending"
+    incidence = float(r_sar.uniform(30.0, 45.0))
+    moisture = float(r_sar.normal(0.0, 1.0))
+    if not realistic:
+        gap, orbit, incidence, moisture = (0.0 if sar_gap_days is None else gap), "descending", 37.0, 0.0
+    if sar_season is None:
+        sar_season = season + (gap if after else -gap) / SEASON_DAYS
+    sar = render_sar(land, sar_season, r_sar, orbit_state=orbit, incidence_deg=incidence, moisture_db=moisture)
+    true_cloud = acq.clouds.cloud_mask | acq.clouds.shadow_mask
     return SimScene(
         labels=land.labels.copy(),
-        optical=optical,
-        optical_clear=clear,
+        optical=acq.optical,
+        optical_clear=acq.clear,
         sar=sar,
-        scl=scl,
-        cloud=cloud_from_scl(scl),
-        cloud_opacity=clouds.opacity,
+        scl=acq.scl,
+        cloud=cloud_from_scl(acq.scl),
+        cloud_opacity=acq.clouds.opacity,
         seed=seed,
         season=season,
+        cloud_true=true_cloud,
+        sar_gap_days=gap,
+        orbit_state=orbit,
+        changed=harvested(land, season) != harvested(land, sar_season),
     )

@@ -32,6 +32,8 @@ class SimulatedDataConfig(BaseModel):
     patches_per_scene: int = Field(1, ge=1)
     #: keep rendered patches in memory (rendering is cheap but not free on a busy CPU)
     cache: bool = True
+    #: yield ``optical_clear`` (only the reconstruction-first baseline needs it; it doubles the memory)
+    keep_clear: bool = True
 
     @model_validator(mode="after")
     def _scene_holds_patch(self) -> SimulatedDataConfig:
@@ -62,6 +64,10 @@ class GeoTiffDataConfig(BaseModel):
     #: source label code -> CloudLULC class (JSON keys are strings: {"1": 0, ...})
     label_map: dict[int, int] | None = None
     sar_units: Literal["db", "linear"] = "db"
+    #: the files' backscatter: RTC gamma0 (as the pipeline reads) or GRD sigma0 (converted to gamma0)
+    sar_backscatter: Literal["gamma0", "sigma0"] = "gamma0"
+    #: incidence angle of the sigma0 -> gamma0 conversion (IW mid-swath)
+    incidence_deg: float = Field(37.0, gt=0, lt=90)
 
 
 def _data_kind(value: Any) -> str:
@@ -76,6 +82,32 @@ DataConfig = Annotated[
     | Annotated[GeoTiffDataConfig, Tag("geotiff")],
     Discriminator(_data_kind),
 ]
+
+
+class ModalityDropout(BaseModel):
+    """Per-patch probabilities of training without an input (:func:`~cloudlulc.training.data.drop_modalities`).
+
+    Why: a network trained only on pairs learns to lean on whichever input is easier and fails when
+    the other is missing (no S1 pass in range, an S2 tile dropped, a swath edge). The three rates
+    are exclusive and sum to at most 1.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    #: SAR replaced by its band means (inference without an S1 pass)
+    sar: float = Field(0.0, ge=0, le=1)
+    #: optical replaced by its band means over the whole patch (no S2 data)
+    optical: float = Field(0.0, ge=0, le=1)
+    #: optical removed beyond a straight edge across the patch (tile or swath edge)
+    partial_optical: float = Field(0.0, ge=0, le=1)
+    #: on a patch with < 10 % cloud: the SAR of another patch of the batch (an unrelated landscape), so
+    #: the network learns that a clear optical observation outranks a radar that disagrees with it
+    sar_mismatch: float = Field(0.0, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _at_most_one(self) -> ModalityDropout:
+        if self.sar + self.optical + self.partial_optical + self.sar_mismatch > 1 + 1e-9:
+            raise ValueError("modality dropout rates are exclusive: their sum must be <= 1")
+        return self
 
 
 class TrainConfig(BaseModel):
@@ -107,6 +139,14 @@ class TrainConfig(BaseModel):
     anchor_weight: float = Field(0.2, ge=0)
     reliability_weight: float = Field(0.3, ge=0)
     reconstruction_weight: float = Field(1.0, ge=0)
+    #: drop inputs during training so the network maps from either one alone
+    modality_dropout: ModalityDropout = Field(default_factory=ModalityDropout)
+    #: cross-entropy class weights: none, inverse square root of the training-set class frequencies
+    #: (estimated on up to 64 training patches), or one weight per class
+    class_weights: Literal["none", "inverse_sqrt"] | list[float] = "none"
+    #: after training, fit the confidence calibration (temperatures) on the validation data and store it
+    #: with ``best`` and ``last`` (:mod:`~cloudlulc.training.calibrate`)
+    calibrate: bool = True
     augment: bool = True
     #: mixed precision (float16 autocast + GradScaler) on CUDA; ignored on the CPU
     amp: bool = True

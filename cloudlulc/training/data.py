@@ -9,7 +9,7 @@ patches on the fly from :func:`cloudlulc.simulate.simulate_scene` (SIMULATED DAT
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -18,7 +18,10 @@ from torch.utils.data import Dataset
 
 from cloudlulc.classes import NODATA
 from cloudlulc.model.inputs import fill_nan, fill_values
-from cloudlulc.training.config import SimulatedDataConfig
+from cloudlulc.training.config import ModalityDropout, SimulatedDataConfig
+
+#: which input a run or an evaluation goes without ("sar": optical only, "optical": SAR only)
+Missing = Literal["sar", "optical"]
 
 SPATIAL_KEYS = ("optical", "sar", "label", "cloud", "optical_clear")
 
@@ -64,8 +67,9 @@ class SimulatedPatches(Dataset):
             "sar": scene.sar,
             "label": scene.labels.astype(np.int64),
             "cloud": np.asarray(scene.cloud).astype(np.uint8),
-            "optical_clear": scene.optical_clear,
         }
+        if c.keep_clear:
+            layers["optical_clear"] = scene.optical_clear
         per_scene = c.patches_per_scene if c.scene_size else 1
         for _ in range(per_scene):
             y0, x0 = rng.integers(0, size - c.patch_size + 1, 2) if c.scene_size else (0, 0)
@@ -144,3 +148,78 @@ def batch_cloud_fraction(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         known = (cloud <= 1).float()
         return ((cloud.clamp(max=1) * known).sum((1, 2)) / known.sum((1, 2)).clamp_min(1)).reshape(b)
     return torch.zeros(b)
+
+
+def remove_modality(
+    batch: dict[str, torch.Tensor], model: nn.Module, missing: Missing | None
+) -> dict[str, torch.Tensor]:
+    """A prepared batch with one input removed exactly as inference sees it: all bands at the model's
+    fill (its band means, what :func:`~cloudlulc.model.inputs.fill_nan` puts for NaN). Labels stay valid.
+
+    ``batch["optical_missing"]`` [B,H,W] marks pixels without optical data (what the inference
+    calibration keys on); without optical, the cloud mask says "unreliable" everywhere.
+    """
+    out = dict(batch)
+    optical_missing = torch.zeros_like(batch["label"], dtype=torch.bool)
+    if missing is not None:
+        opt_fill, sar_fill = fill_values(model)
+        key, fills = ("sar", sar_fill) if missing == "sar" else ("optical", opt_fill)
+        out[key] = (
+            torch.as_tensor(fills, dtype=batch[key].dtype, device=batch[key].device)
+            .reshape(1, -1, 1, 1)
+            .expand_as(batch[key])
+            .clone()
+        )
+        if missing == "optical":
+            optical_missing[:] = True
+            if "cloud" in out:
+                out["cloud"] = torch.where(out["cloud"] <= 1, torch.ones_like(out["cloud"]), out["cloud"])
+    out["optical_missing"] = optical_missing
+    return out
+
+
+def drop_modalities(
+    batch: dict[str, torch.Tensor], model: nn.Module, rates: ModalityDropout, generator: torch.Generator | None = None
+) -> dict[str, torch.Tensor]:
+    """Modality dropout on a prepared batch: per patch, drop the SAR, the optical, or the optical over
+    part of the patch (a swath or tile edge), or (on nearly clear patches) swap in the SAR of another
+    patch, at ``rates``; never both inputs. Labels stay valid, so the network learns to map from what
+    is left; dropped optical counts as cloud for the ORM loss.
+    """
+    b = batch["label"].shape[0]
+    if b == 0 or not (rates.sar or rates.optical or rates.partial_optical or rates.sar_mismatch):
+        out = dict(batch)
+        out["optical_missing"] = torch.zeros_like(batch["label"], dtype=torch.bool)
+        return out
+    u = torch.rand(b, generator=generator)
+    rate = [rates.sar, rates.optical, rates.partial_optical, rates.sar_mismatch]
+    edges = torch.tensor(rate).cumsum(0)
+    kind = torch.bucketize(u, edges, right=True)  # 0 sar, 1 optical, 2 partial, 3 mismatch, 4 keep
+    opt_fill, sar_fill = fill_values(model)
+    dev = batch["optical"].device
+    h, w = batch["label"].shape[-2:]
+    missing = torch.zeros((b, h, w), dtype=torch.bool, device=dev)
+    for i in range(b):
+        if kind[i] == 2:  # a straight edge across the patch, at a random angle and offset
+            ang = float(torch.rand(1, generator=generator)) * 2 * torch.pi
+            off = float(torch.rand(1, generator=generator)) * 0.8 - 0.4
+            yy = torch.linspace(-0.5, 0.5, h, device=dev)[:, None]
+            xx = torch.linspace(-0.5, 0.5, w, device=dev)[None, :]
+            missing[i] = (yy * torch.sin(torch.tensor(ang)) + xx * torch.cos(torch.tensor(ang))) > off
+        elif kind[i] == 1:
+            missing[i] = True
+    out = dict(batch)
+    opt = torch.as_tensor(opt_fill, dtype=batch["optical"].dtype, device=dev).reshape(1, -1, 1, 1)
+    out["optical"] = torch.where(missing[:, None], opt, batch["optical"])
+    no_sar = (kind == 0).to(dev)[:, None, None, None]
+    sar = torch.as_tensor(sar_fill, dtype=batch["sar"].dtype, device=dev).reshape(1, -1, 1, 1)
+    out["sar"] = torch.where(no_sar, sar, batch["sar"])
+    if b > 1 and rates.sar_mismatch:
+        clear = batch_cloud_fraction(batch).to(dev) < 0.1
+        swap = ((kind == 3).to(dev) & clear)[:, None, None, None]
+        out["sar"] = torch.where(swap, torch.roll(batch["sar"], 1, dims=0), out["sar"])
+    if "cloud" in batch:
+        cloud = batch["cloud"]
+        out["cloud"] = torch.where(missing & (cloud <= 1), torch.ones_like(cloud), cloud)
+    out["optical_missing"] = missing
+    return out

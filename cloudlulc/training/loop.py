@@ -11,6 +11,8 @@ scheduler, scaler, RNG states and the data position (:mod:`~cloudlulc.training.c
 
 Outputs in ``out_dir``: ``last.safetensors``/``.json`` (every checkpoint), ``best.*`` (best validation
 score), ``last-trainer.pt`` (the resume point) and the logs of :mod:`~cloudlulc.training.progress`.
+With validation data, ``best`` and ``last`` get their confidence calibration fitted at the end
+(:mod:`~cloudlulc.training.calibrate`).
 """
 
 from __future__ import annotations
@@ -33,10 +35,13 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from cloudlulc.classes import NODATA
+from cloudlulc.model.io import from_pretrained, read_metadata
 from cloudlulc.model.registry import build_model
 from cloudlulc.training import checkpoint as ckpt
+from cloudlulc.training.calibrate import fit_calibration
 from cloudlulc.training.config import TrainConfig
-from cloudlulc.training.data import Augmented, prepare_batch
+from cloudlulc.training.data import Augmented, drop_modalities, prepare_batch
 from cloudlulc.training.distributed import DistContext, setup, teardown
 from cloudlulc.training.loss import compute_loss
 from cloudlulc.training.progress import EPOCH_JSONL, RunLog, read_jsonl
@@ -44,7 +49,27 @@ from cloudlulc.training.sampler import ShardedBatchSampler, split_batch
 from cloudlulc.training.sources import data_fingerprint, open_dataset
 from cloudlulc.training.validation import evaluate_model
 
-__all__ = ["TrainResult", "cosine_with_warmup", "evaluate_model", "seed_everything", "train"]
+__all__ = ["TrainResult", "class_weights_of", "cosine_with_warmup", "evaluate_model", "seed_everything", "train"]
+
+#: sidecar entries :func:`~cloudlulc.model.io.save_pretrained` writes itself (not metadata to pass back)
+_GENERATED = frozenset(
+    {
+        "format_version",
+        "architecture",
+        "name",
+        "config",
+        "classes",
+        "s2_bands",
+        "s1_bands",
+        "normalisation",
+        "stride",
+        "n_parameters",
+        "calibration",
+        "created",
+        "weights_file",
+        "sha256",
+    }
+)
 
 
 @dataclass
@@ -68,6 +93,28 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     """The torch seed of one optimiser step on one rank (dropout and any other torch randomness)."""
     digest = hashlib.sha256(f"cloudlulc-train:{seed}:{rank}:{step}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+def class_weights_of(
+    cfg: TrainConfig, dataset: Dataset, num_classes: int, max_samples: int = 64
+) -> torch.Tensor | None:
+    """Cross-entropy weights of ``cfg.class_weights``; "inverse_sqrt" from the class frequencies of up
+    to ``max_samples`` evenly spaced training patches, scaled so the mean weight per pixel is 1."""
+    if cfg.class_weights == "none":
+        return None
+    if isinstance(cfg.class_weights, list):
+        if len(cfg.class_weights) != num_classes:
+            raise ValueError(f"class_weights has {len(cfg.class_weights)} values for {num_classes} classes")
+        return torch.tensor(cfg.class_weights, dtype=torch.float32)
+    n = len(dataset)  # type: ignore[arg-type]
+    counts = torch.zeros(num_classes, dtype=torch.float64)
+    for i in np.linspace(0, n - 1, min(n, max_samples)).round().astype(int):
+        label = torch.as_tensor(dataset[int(i)]["label"]).reshape(-1)
+        label = label[(label != NODATA) & (label >= 0) & (label < num_classes)]
+        counts += torch.bincount(label.long(), minlength=num_classes).double()
+    freq = counts / counts.sum().clamp_min(1)
+    w = torch.where(freq > 0, freq.clamp_min(1e-4) ** -0.5, torch.zeros_like(freq))
+    return (w / (w * freq).sum().clamp_min(1e-12)).float()
 
 
 def cosine_with_warmup(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
@@ -138,6 +185,7 @@ class _Trainer:
         self.per_rank = split_batch(cfg.batch_size, ctx.world_size, cfg.accumulate_steps)
         self.n_train = len(self.train_dataset)  # type: ignore[arg-type]
         self.steps_per_epoch = cfg.steps_per_epoch or max(1, self.n_train // cfg.batch_size)
+        self.class_weights = class_weights_of(cfg, self.train_dataset, int(self.net.config.num_classes))  # type: ignore[union-attr,arg-type]
 
         decay: list[nn.Parameter] = []
         no_decay: list[nn.Parameter] = []
@@ -211,6 +259,8 @@ class _Trainer:
             self.pos.epoch = epoch
             self._epoch(epoch, on_step)
             self.pos.epoch_step, self.pos.sums = 0, {}
+        if cfg.calibrate and self.val_dataset is not None and self.ctx.is_main:
+            self._calibrate()
         self.log.close()
         best = self.out_dir / "best.safetensors"
         return TrainResult(
@@ -273,7 +323,9 @@ class _Trainer:
             "step": pos.step,
             "lr": self.scheduler.get_last_lr()[0],
             "seconds": round(time.perf_counter() - t0, 2),
-            "train": {k: v / n for k, v in pos.sums.items() if k not in ("lr", "grad_norm")},
+            "train": {k: v / n for k, v in pos.sums.items() if k not in ("lr", "grad_norm", "skipped")},
+            #: optimiser steps skipped for non-finite gradients
+            "skipped_steps": int(pos.sums.get("skipped", 0.0)),
         }
         improved = False
         if self.val_dataset is not None:
@@ -300,23 +352,57 @@ class _Trainer:
         parts: dict[str, float] = {}
         a_steps = cfg.accumulate_steps
         for a in range(a_steps):
-            batch = prepare_batch(next(it), self.net, self.device)
+            batch = drop_modalities(prepare_batch(next(it), self.net, self.device), self.net, cfg.modality_dropout)
             # gradients are all-reduced once, on the last micro-batch
             ddp = self.model if isinstance(self.model, DistributedDataParallel) else None
             with ddp.no_sync() if ddp is not None and a < a_steps - 1 else nullcontext():
                 with torch.autocast(device_type="cuda", enabled=self.use_amp):
                     out = self.model(batch["optical"], batch["sar"])
-                loss, micro = compute_loss(self.net, out, batch, cfg, ctx)
+                if not bool(torch.isfinite(out.logits).all()):
+                    raise FloatingPointError(
+                        f"{cfg.model}: non-finite logits at step {self.pos.step + 1}: training diverged; "
+                        f"lower lr ({cfg.lr}) or raise warmup_steps ({cfg.warmup_steps})"
+                    )
+                loss, micro = compute_loss(self.net, out, batch, cfg, ctx, self.class_weights)
                 self.scaler.scale(loss / a_steps).backward()
             for k, v in micro.items():
                 parts[k] = parts.get(k, 0.0) + v / a_steps
         self.scaler.unscale_(self.optimizer)
         norm = nn.utils.clip_grad_norm_(self.net.parameters(), cfg.grad_clip or math.inf)
         lr = self.scheduler.get_last_lr()[0]
+        skipped = not bool(torch.isfinite(norm))
+        if skipped and not self.use_amp:
+            # GradScaler skips such steps on CUDA; do the same on the CPU: a deep encoder fed a constant
+            # (dropped) input can overflow its GroupNorm gradients, and one NaN update ruins the weights
+            self.optimizer.zero_grad(set_to_none=True)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        return {"lr": float(lr), "grad_norm": float(norm), **parts}
+        return {"lr": float(lr), "grad_norm": float(norm), "skipped": float(skipped), **parts}
+
+    # -- calibration ------------------------------------------------------------------------------
+    def _calibrate(self) -> None:
+        """Fit the temperatures of ``best`` and ``last`` on the validation data and republish them."""
+        assert self.val_dataset is not None
+        description = (
+            self.cfg.val_data.model_dump_json() if self.cfg.val_data is not None else type(self.val_dataset).__name__
+        )
+        fits: dict[str, Any] = {}
+        for name in ("best", "last"):
+            path = self.out_dir / f"{name}.safetensors"
+            if not path.exists():
+                continue
+            model = from_pretrained(path, map_location=self.device)
+            cal = fit_calibration(
+                model, self.val_dataset, description=f"validation data: {description}", device=self.device
+            )
+            setattr(model, "calibration", cal)  # noqa: B010 (nn.Module typing rejects plain attributes)
+            meta = {k: v for k, v in read_metadata(path).items() if k not in _GENERATED}
+            ckpt.publish_weights(model, self.out_dir, name, meta)
+            fits[name] = {"temperature": cal.temperature, "temperature_optical_missing": cal.missing, **cal.fitted}
+            if name == "last":
+                setattr(self.net, "calibration", cal)  # noqa: B010
+        (self.out_dir / "calibration.json").write_text(json.dumps(fits, indent=1) + "\n")
 
     # -- checkpoints ------------------------------------------------------------------------------
     def _metadata(self, record: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The training loss of every model in :mod:`cloudlulc.model` (they all return ``ModelOutput``).
 
-loss = CE(logits, label, ignore 255)
+loss = CE(logits, label, ignore 255; optionally class-weighted)
 + ``anchor_weight`` x semantic anchor loss (CloudLULC-Net: latent vs EMA class anchors)
 + ``reliability_weight`` x ORM BCE against 1 - cloud (only where the batch carries ``cloud``)
 + ``reconstruction_weight`` x L1 of the reconstruction-first baseline against ``optical_clear``.
@@ -27,18 +27,28 @@ from cloudlulc.training.distributed import DistContext
 
 
 def compute_loss(
-    model: nn.Module, out: Any, batch: dict[str, torch.Tensor], cfg: TrainConfig, dist: DistContext | None = None
+    model: nn.Module,
+    out: Any,
+    batch: dict[str, torch.Tensor],
+    cfg: TrainConfig,
+    dist: DistContext | None = None,
+    class_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """Total training loss of this process's share and its parts over the global batch.
 
     ``model`` is the bare network (not its DistributedDataParallel wrapper); ``dist`` the process
     group's context (None: one process). The returned parts are global means, the same on every rank.
+    ``class_weights`` [C] weight each pixel's cross-entropy by its class (the mean is then over the
+    summed weights, as ``F.cross_entropy`` does).
     """
     ctx = dist or DistContext()
     terms: list[tuple[str, torch.Tensor, torch.Tensor]] = []  # name, sum, count
     label = batch["label"]
-    ce = F.cross_entropy(out.logits.float(), label, ignore_index=NODATA, reduction="sum")
-    terms.append(("ce", ce, (label != NODATA).sum().float()))
+    weight = None if class_weights is None else class_weights.to(out.logits.device, torch.float32)
+    ce = F.cross_entropy(out.logits.float(), label, weight=weight, ignore_index=NODATA, reduction="sum")
+    valid = label != NODATA
+    count = valid.sum().float() if weight is None else weight[label[valid]].sum()
+    terms.append(("ce", ce, count))
     anchors = getattr(model, "anchors", None)
     if anchors is not None and out.latent is not None and cfg.anchor_weight > 0:
         total, n = anchors.loss_terms(out.latent, label, reduce=ctx.sum if ctx.distributed else None)

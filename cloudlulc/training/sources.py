@@ -36,6 +36,8 @@ def open_dataset(config: DataConfig) -> Dataset:
             optical_offset=config.optical_offset,
             label_map=config.label_map,
             sar_units=config.sar_units,
+            sar_backscatter=config.sar_backscatter,
+            incidence_deg=config.incidence_deg,
         )
     raise TypeError(f"unknown training data config {type(config).__name__}")
 

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from cloudlulc.training.data import batch_cloud_fraction, prepare_batch
+from cloudlulc.model.calibration import calibration_of, scale_logits
+from cloudlulc.training.data import Missing, batch_cloud_fraction, prepare_batch, remove_modality
 from cloudlulc.training.distributed import DistContext
 from cloudlulc.training.metrics import ConfusionMatrix
 
@@ -23,9 +24,12 @@ def evaluate_model(
     batch_size: int = 8,
     amp: bool = False,
     dist: DistContext | None = None,
+    missing: Missing | None = None,
 ) -> dict[str, Any]:
-    """Stratified metrics (:class:`cloudlulc.training.metrics.ConfusionMatrix`) of ``model`` on a dataset.
+    """Stratified metrics (:class:`cloudlulc.training.metrics.ConfusionMatrix`) of ``model`` on a dataset,
+    with the expected calibration error of its (calibrated, as inference applies it) confidence.
 
+    ``missing="sar"`` / ``"optical"`` scores the model without that input, filled as inference fills it.
     With ``dist`` of a data-parallel run each process predicts every ``world_size``-th patch and the
     confusion matrices are summed over the processes, so every rank returns the metrics of the whole
     set. ``model`` is the bare network, never its DistributedDataParallel wrapper.
@@ -43,13 +47,15 @@ def evaluate_model(
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     was_training = model.training
     model.eval()
+    calibration = calibration_of(model)
     cm = ConfusionMatrix(num_classes=model.config.num_classes, class_names=model.config.class_names)
     for raw in loader:
-        batch = prepare_batch(raw, model, device)
+        batch = remove_modality(prepare_batch(raw, model, device), model, missing)
         with torch.autocast(device_type="cuda", enabled=amp and device.type == "cuda"):
             out = model(batch["optical"], batch["sar"])
-        pred = out.logits.argmax(1)
-        cm.update(pred, batch["label"], batch_cloud_fraction(batch).cpu())
+        probs = torch.softmax(scale_logits(out.logits.float(), calibration, batch["optical_missing"]), dim=1)
+        confidence, pred = probs.max(1)
+        cm.update(pred, batch["label"], batch_cloud_fraction(batch).cpu(), confidence)
     model.train(was_training)
     if ctx.distributed:
         counts = np.concatenate([cm.total.ravel(), cm.per_bin.ravel(), cm.n_patches])
@@ -58,4 +64,5 @@ def evaluate_model(
         cm.total = summed[: k * k].reshape(k, k)
         cm.per_bin = summed[k * k : k * k * (nb + 1)].reshape(nb, k, k)
         cm.n_patches = summed[k * k * (nb + 1) :]
+        cm.calibration = ctx.sum(torch.from_numpy(cm.calibration).to(ctx.device)).cpu().numpy()
     return cm.compute()

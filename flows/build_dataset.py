@@ -2,7 +2,7 @@
 
 The library owns the parameters (:class:`cloudlulc.dataset.DatasetParams`) and the work; this flow
 validates the parameters before anything starts, gives the builder a Dask client from
-:mod:`cloudlulc.dask_cluster` (so the same configuration selects local, Kubernetes or Coiled workers)
+:mod:`cloudlulc.runtime` (so the same configuration selects local, Kubernetes or Coiled workers)
 and publishes the summary as an artifact.
 
 CLI (runs the flow locally, against ``PREFECT_API_URL`` or an ephemeral server)::

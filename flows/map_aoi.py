@@ -2,7 +2,7 @@
 
 The flow is thin on purpose: every task calls one stage of :mod:`cloudlulc.pipeline` (which runs
 without Prefect too). Tasks are coarse — search, pair, cube, infer+write (one per acquisition),
-publish — and the pixel-level parallelism is Dask's (:mod:`cloudlulc.dask_cluster`).
+publish — and the pixel-level parallelism is Dask's (:mod:`cloudlulc.runtime`).
 
 Network-facing tasks retry with a delay, but only on transient errors
 (:func:`cloudlulc.pipeline.is_transient_error`): a missing Sentinel-1 pass or a bad AOI fails at once.

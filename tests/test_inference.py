@@ -352,3 +352,5 @@ def test_cpu_forwards_share_the_cores_between_dask_threads(scene, torch_threads)
         Client(cluster),
     ):  # workers size their own threads
         assert share_cores_between_forwards("cpu") is None and torch.get_num_threads() == CPU_COUNT
+        # the workers' device, not this process's: a CPU-only flow process may drive GPU workers
+        assert share_cores_between_forwards("cuda:7") is None

@@ -164,7 +164,9 @@ def share_cores_between_forwards(device: str | torch.device = "auto") -> int | N
     from dask.system import CPU_COUNT
 
     scheduler = dask.base.get_scheduler()  # None: nothing configured, so arrays use the threaded one
-    if resolve_device(device).type != "cpu" or scheduler not in (None, dask.threaded.get):
+    # the scheduler first: with a distributed client the device is the workers' (a CPU-only flow
+    # process may drive GPU workers), so it is not resolved here
+    if scheduler not in (None, dask.threaded.get) or resolve_device(device).type != "cpu":
         return None
     workers = dask.config.get("num_workers", None) or CPU_COUNT
     threads = min(torch.get_num_threads(), max(1, CPU_COUNT // workers))

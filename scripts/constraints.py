@@ -1,7 +1,11 @@
-"""Print deploy/constraints.txt: the installed versions of what ``cloudlulc[object-store,kubernetes]``
-needs at run time, read from this environment's package metadata (the venv the tests passed in).
+"""Print constraints.txt: the installed versions of everything ``cloudlulc`` with all its extras
+needs, read from this environment's package metadata (the venv the tests passed in).
 
-    .venv/bin/python deploy/constraints.py > deploy/constraints.txt
+One file pins both installs: ``make`` (the test, pgstac and dev extras) and the image
+(``object-store`` and ``kubernetes``), so that the image runs the versions the tests passed with and
+a fresh venv resolves without backtracking.
+
+    .venv/bin/python scripts/constraints.py > constraints.txt
 """
 
 from __future__ import annotations
@@ -15,11 +19,16 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 HEADER = """\
-# Versions the image installs (pip install -c deploy/constraints.txt): the runtime dependencies of
-# cloudlulc[object-store,kubernetes] as installed where the test suite passed (CPython {python}, Linux
-# x86_64). torch's CUDA build comes from the PyTorch index at the same version; its nvidia-* wheels
-# are left to torch's own pins. To upgrade: change pyproject.toml, make venv, run the tests, and
-# regenerate this list from the tested environment (deploy/README.md, "Upgrading")."""
+# Versions cloudlulc and all its extras install with (pip install -c constraints.txt), as installed
+# where the test suite passed (CPython {python}, Linux x86_64). `make` and the image (deploy/Dockerfile)
+# both use it: pip then resolves without backtracking through old releases, and the image runs what
+# the tests ran. torch's CUDA build comes from the PyTorch index at the same version; its nvidia-*
+# wheels are left to torch's own pins. To upgrade: change pyproject.toml, install without this file in
+# a fresh venv, run the tests, and regenerate it: .venv/bin/python scripts/constraints.py > constraints.txt"""
+
+
+#: every extra of pyproject.toml
+EXTRAS = ("object-store", "kubernetes", "test", "pgstac", "dev")
 
 
 def closure(name: str, extras: set[str]) -> dict[str, str]:
@@ -52,7 +61,7 @@ def main() -> None:
     if sys.platform != "linux" or platform.machine() != "x86_64":
         raise SystemExit("run this on Linux x86_64, the image's platform")
     print(HEADER.format(python=platform.python_version().rsplit(".", 1)[0]))
-    for name, version in closure("cloudlulc", {"object-store", "kubernetes"}).items():
+    for name, version in closure("cloudlulc", set(EXTRAS)).items():
         print(f"{name}=={version}")
 
 

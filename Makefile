@@ -24,8 +24,18 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m flows.demo
 
-test: $(STAMP)
-	$(PY) -m pytest $(PYTEST_ARGS)
+# Azurite (Microsoft's Blob Storage emulator, an npm package) for the az:// store tests; where npm is
+# missing those tests are skipped and say so.
+AZURITE_VERSION := 3.37.0
+AZURITE := $(VENV)/azurite/node_modules/.bin/azurite-blob
+
+$(AZURITE):
+	if command -v npm >/dev/null; then \
+	  npm install -s --prefix $(VENV)/azurite --no-audit --no-fund azurite@$(AZURITE_VERSION) || true; \
+	else echo "npm not found: tests/test_object_store_azure.py will be skipped"; fi
+
+test: $(STAMP) $(AZURITE)
+	AZURITE_BLOB=$$(test -x $(AZURITE) && realpath $(AZURITE)) $(PY) -m pytest $(PYTEST_ARGS)
 
 # ruff (lint and format check) and mypy, configured in pyproject.toml
 lint: $(STAMP)

@@ -129,10 +129,11 @@ def test_ddp_gradients_equal_the_full_batch_gradient_with_ignored_pixels(tmp_pat
     assert worst < 1e-5 * scale, (worst, scale)
     assert all(abs(parts[k] - ddp["parts"][k]) < 1e-5 * abs(parts[k]) for k in parts), (parts, ddp["parts"])
     assert torch.allclose(ddp["anchors"], net.anchors.anchors, atol=1e-6)  # EMA of the global batch
-    # the test can tell: averaging each rank's own mean (what a plain per-rank loss does) is wrong here
+    # the test can tell: averaging each rank's own mean (what a plain per-rank loss does) misses the
+    # tolerance above by far (ranks count very different pixels)
     halves = [{k: v[r::2] for k, v in batch.items()} for r in (0, 1)]
     naive = sum(compute_loss(net, net(h["optical"], h["sar"]), h, TrainConfig())[1]["ce"] for h in halves) / 2
-    assert abs(naive - parts["ce"]) > 1e-2
+    assert abs(naive - parts["ce"]) > 100 * 1e-5 * abs(parts["ce"]), (naive, parts["ce"])
 
 
 def test_torchrun_two_processes_match_one_process_on_the_dataset_store(tmp_path):

@@ -24,6 +24,7 @@ from shapely.geometry import Polygon, box, shape
 from cloudlulc.classes import NUM_CLASSES, S2_BANDS, SCL_CLOUD_CLASSES, WORLDCOVER_TO_LULC, remap_labels
 from cloudlulc.schemas import validate_stac
 from cloudlulc.simulate import DEFAULT_S1, DEFAULT_S2, SimCatalog, simulate_scene, write_demo_catalog
+from cloudlulc.simulate.catalog import SIMULATOR_VERSION
 from cloudlulc.simulate.scene import apply_clouds, make_clouds, make_landscape, render_optical
 
 S2_DATA_ASSETS = {*S2_BANDS, "SCL"}
@@ -499,6 +500,13 @@ def test_ensure_demo_catalog_reuses_a_matching_catalog(tmp_path):
     assert b.truth_path.stat().st_mtime_ns == stamp and b.items == a.items
     c = ensure_demo_catalog(tmp_path / "demo", seed=2, **kw)
     assert c.seed == 2 and SimCatalog.load(tmp_path / "demo").seed == 2
+    # a catalog an older simulator wrote is rendered again, not reused
+    manifest = tmp_path / "demo" / "simcatalog.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "simulator_version": 1}))
+    stamp = c.truth_path.stat().st_mtime_ns
+    d = ensure_demo_catalog(tmp_path / "demo", seed=2, **kw)
+    assert d.truth_path.stat().st_mtime_ns != stamp
+    assert json.loads(manifest.read_text())["simulator_version"] == SIMULATOR_VERSION
 
 
 def test_cli_writes_a_catalog(tmp_path):

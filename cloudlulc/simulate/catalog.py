@@ -71,6 +71,11 @@ _OUTPUT_DIRS = ("api", "collections", "data", "truth")
 COLLECTION_IDS = (S2_COLLECTION, S1_COLLECTION, LABEL_COLLECTION)
 
 
+#: bumped whenever the rendering changes, so that a catalog written by an older simulator is
+#: rewritten instead of reused (the demo weights are scored against the current one)
+SIMULATOR_VERSION = 2
+
+
 @dataclass
 class SimCatalog:
     """A simulated catalog on disk (SIMULATED DATA) and the facts tests and demos need about it."""
@@ -322,6 +327,7 @@ def _write_all(
         root / "simcatalog.json",
         {
             "simulated": True,
+            "simulator_version": SIMULATOR_VERSION,
             "description": md.SIMULATED_NOTE,
             "seed": seed,
             "epsg": EPSG,
@@ -365,7 +371,14 @@ def ensure_demo_catalog(
     manifest = Path(out_dir) / "simcatalog.json"
     if manifest.is_file():
         m = json.loads(manifest.read_text())
-        wanted = {"seed": seed, "tile_size": tile_size, "overlap": overlap, "margin": margin, "href_base": None}
+        wanted = {
+            "seed": seed,
+            "tile_size": tile_size,
+            "overlap": overlap,
+            "margin": margin,
+            "href_base": None,
+            "simulator_version": SIMULATOR_VERSION,
+        }
         if all(m.get(k) == v for k, v in wanted.items()) and m.get("default_acquisitions") is True:
             return SimCatalog.load(out_dir)
     return write_demo_catalog(out_dir, seed=seed, tile_size=tile_size, overlap=overlap, margin=margin)

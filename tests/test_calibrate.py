@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from cloudlulc.model import build_model, from_pretrained
-from cloudlulc.model.calibration import Calibration
+from cloudlulc.model.calibration import Calibration, scale_logits
 from cloudlulc.training import SimulatedDataConfig, SimulatedPatches, TrainConfig, evaluate_model, prepare_batch, train
 from cloudlulc.training.calibrate import collect_logits, fit_calibration, fit_temperature
 from cloudlulc.training.config import ModalityDropout
@@ -59,11 +59,16 @@ def test_modality_dropout_removes_one_input_as_inference_does_and_keeps_labels()
         assert torch.allclose(filled, opt_mean.expand_as(filled))
         assert not (no_sar and missing.all()), "never both inputs"
         assert (out["cloud"][i][missing] == 1).all()
+        assert bool(out["sar_missing"][i].all()) == no_sar and bool(out["sar_missing"][i].any()) == no_sar
         kinds.add("sar" if no_sar else "optical" if missing.all() else "partial" if missing.any() else "both")
     assert torch.equal(out["label"], batch["label"])
     assert {"sar", "optical", "partial"} <= kinds
     gone = remove_modality(batch, model, "optical")
     assert gone["optical_missing"].all() and torch.equal(gone["sar"], batch["sar"])
+    assert not gone["sar_missing"].any()
+    no_radar = remove_modality(batch, model, "sar")
+    assert no_radar["sar_missing"].all() and not no_radar["optical_missing"].any()
+    assert torch.equal(no_radar["optical"], batch["optical"])
 
 
 def test_inverse_sqrt_class_weights_favour_rare_classes():
@@ -87,7 +92,7 @@ def test_temperature_fit_recovers_a_known_temperature():
 
 
 @pytest.mark.slow
-def test_training_fits_both_temperatures_and_lowers_ece_on_held_out_data(tmp_path):
+def test_training_fits_the_temperatures_and_lowers_ece_on_held_out_data(tmp_path):
     train_data = SimulatedDataConfig(n_patches=32, patch_size=64, seed=3, keep_clear=False)
     val_data = SimulatedDataConfig(n_patches=12, patch_size=64, seed=4, keep_clear=False)
     cfg = TrainConfig(
@@ -108,6 +113,7 @@ def test_training_fits_both_temperatures_and_lowers_ece_on_held_out_data(tmp_pat
     doc = json.loads((tmp_path / "last.json").read_text())
     cal = Calibration.from_dict(doc["calibration"])
     assert cal.temperature_optical_missing is not None and cal.fitted["optical_missing"]["n_pixels"] > 0
+    assert cal.temperature_sar_missing is not None and cal.fitted["sar_missing"]["n_pixels"] > 0
     assert result.model.calibration == cal
     loaded = from_pretrained(tmp_path / "last.safetensors")
     assert loaded.calibration == cal
@@ -122,7 +128,7 @@ def test_training_fits_both_temperatures_and_lowers_ece_on_held_out_data(tmp_pat
     logits, labels = collect_logits(loaded, held_out, missing="optical")
     assert logits.shape[0] == labels.shape[0] > 0
     refit = fit_calibration(loaded, held_out, description="held-out patches")
-    for key in ("optical_present", "optical_missing"):
+    for key in ("optical_present", "optical_missing", "sar_missing"):
         part = refit.fitted[key]
         assert part["n_pixels"] == labels.shape[0] and 0 < part["temperature"] and part["ece_after"] is not None
     assert refit.fitted["data"] == "held-out patches"
@@ -142,3 +148,16 @@ def test_sar_mismatch_swaps_radar_only_on_nearly_clear_patches():
     cloudy = dict(batch, cloud=torch.ones_like(batch["cloud"]))
     kept = drop_modalities(cloudy, model, ModalityDropout(sar_mismatch=1.0))
     assert torch.equal(kept["sar"], batch["sar"])  # under cloud the radar is what is left: never swapped
+
+
+def test_each_pixel_takes_the_temperature_of_the_inputs_it_has():
+    cal = Calibration(temperature=2.0, temperature_optical_missing=4.0, temperature_sar_missing=0.5)
+    logits = torch.ones(1, 6, 2, 2)
+    optical_missing = torch.tensor([[[True, False], [False, False]]])
+    sar_missing = torch.tensor([[[True, True], [False, False]]])
+    t = 1 / scale_logits(logits, cal, optical_missing, sar_missing)[0, 0]
+    assert t.tolist() == [[4.0, 0.5], [2.0, 2.0]]  # no optical wins over no radar
+    assert (1 / scale_logits(logits, cal, None, None)[0, 0] == 2.0).all()
+    assert Calibration.from_dict(cal.as_dict()) == cal
+    old_sidecar = {"method": "temperature", "temperature": 2.0, "temperature_optical_missing": 4.0}
+    assert Calibration.from_dict(old_sidecar).sar_missing == 2.0  # weights fitted before: fused temperature

@@ -176,6 +176,16 @@ def test_optical_only_cube_without_sar_variable(scene):
     cube = make_cube(optical, sar, cloud, (64, 64)).drop_vars(["sar"])
     result = predict_cube(cube, ContextNet(), tile=32, overlap=8, device="cpu").compute()
     assert (result["lulc"].values < NUM_CLASSES).all()
+    # without radar every pixel takes the SAR-missing temperature: as a run calibrated with it everywhere
+    from cloudlulc.model.calibration import Calibration
+
+    confidence = {}
+    for name, cal in {"sar_missing": Calibration(1.0, 1.0, 5.0), "t5": Calibration(5.0)}.items():
+        model = ContextNet()
+        model.calibration = cal
+        confidence[name] = predict_cube(cube, model, tile=32, overlap=8, device="cpu").compute()["confidence"].values
+    np.testing.assert_array_equal(confidence["sar_missing"], confidence["t5"])
+    assert confidence["sar_missing"].mean() < result["confidence"].values.mean() - 5
 
 
 def test_bad_parameters_are_refused(scene):

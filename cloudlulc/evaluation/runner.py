@@ -166,13 +166,17 @@ def predict(model: nn.Module, optical: torch.Tensor, sar: torch.Tensor) -> torch
 
 @torch.no_grad()
 def predict_proba(
-    model: nn.Module, optical: torch.Tensor, sar: torch.Tensor, optical_missing: torch.Tensor | None = None
+    model: nn.Module,
+    optical: torch.Tensor,
+    sar: torch.Tensor,
+    optical_missing: torch.Tensor | None = None,
+    sar_missing: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Class probabilities [B,C,H,W] with the model's confidence calibration applied as inference
-    applies it (``optical_missing`` [B,H,W]: pixels without optical data take their own temperature)."""
+    applies it (``optical_missing`` / ``sar_missing`` [B,H,W]: pixels without optical data or without
+    radar take their own temperature)."""
     logits = predict_logits(model, optical, sar).float()
-    missing = None if optical_missing is None else optical_missing.to(logits.device)
-    return torch.softmax(scale_logits(logits, calibration_of(model), missing), dim=1)
+    return torch.softmax(scale_logits(logits, calibration_of(model), optical_missing, sar_missing), dim=1)
 
 
 @torch.no_grad()
@@ -210,8 +214,9 @@ def evaluate_model(
     scorer = BinnedScorer()
     for batch in loader:
         optical_missing = ~torch.isfinite(batch["optical"].float()).any(1)  # no optical band has a value
+        sar_missing = ~torch.isfinite(batch["sar"].float()).any(1)
         optical, sar, target, cloud_fraction = prepare_batch(batch, nan_policy, fills)
-        confidence, pred = predict_proba(net, optical.to(dev), sar.to(dev), optical_missing).max(1)
+        confidence, pred = predict_proba(net, optical.to(dev), sar.to(dev), optical_missing, sar_missing).max(1)
         scorer.update(pred.cpu(), target, cloud_fraction, confidence.cpu())
     if scorer.n_samples == 0:
         raise ValueError(f"the dataset split is empty ({type(dataset).__name__} has no samples): nothing to evaluate")

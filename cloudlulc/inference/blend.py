@@ -24,13 +24,16 @@ def _forward(
     sar: np.ndarray,
     device: torch.device,
     optical_missing: np.ndarray | None = None,
+    sar_missing: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Run one batch; returns calibrated softmax probabilities [B,C,T,T] and reliability [B,T,T] (or
     None). ``optical_missing`` [B,T,T] marks pixels without optical data: their reliability is 0 and
-    their logits take the calibration's own temperature (:mod:`cloudlulc.model.calibration`)."""
+    their logits take the calibration's own temperature (:mod:`cloudlulc.model.calibration`), as do
+    those of ``sar_missing`` pixels (no radar)."""
     o = torch.from_numpy(optical)
     s = torch.from_numpy(sar)
     missing = None if optical_missing is None else torch.from_numpy(optical_missing)
+    no_sar = None if sar_missing is None else torch.from_numpy(sar_missing)
     calibration = calibration_of(model)
     lock = device_lock(device)
     with torch.inference_mode():
@@ -40,13 +43,13 @@ def _forward(
             assert lock is not None
             with lock, torch.autocast("cuda", dtype=AMP_DTYPE):
                 out = model(o, s)
-                logits = scale_logits(out.logits.float(), calibration, missing)
+                logits = scale_logits(out.logits.float(), calibration, missing, no_sar)
                 probs = torch.softmax(logits, dim=1).cpu().numpy()
                 rel = None if out.reliability is None else out.reliability.float()[:, 0].cpu().numpy()
         else:
             o, s = o.to(device), s.to(device)
             out = model(o, s)
-            probs = torch.softmax(scale_logits(out.logits.float(), calibration, missing), dim=1).cpu().numpy()
+            probs = torch.softmax(scale_logits(out.logits.float(), calibration, missing, no_sar), dim=1).cpu().numpy()
             rel = None if out.reliability is None else out.reliability.float()[:, 0].cpu().numpy()
     if rel is not None and optical_missing is not None:
         rel[optical_missing] = 0.0  # no optical observation: nothing optical to rely on
@@ -76,7 +79,8 @@ def _run_group(
     opt, sr = optical, sar
 
     optical_missing = np.isnan(opt).all(axis=0)
-    data = ~(optical_missing & np.isnan(sr).all(axis=0))  # as _has_data
+    sar_missing = np.isnan(sr).all(axis=0)
+    data = ~(optical_missing & sar_missing)  # as _has_data
     t = grid.tile
     # A tile whose in-image footprint is all nodata only ever contributes to nodata pixels: skip it
     # (a decision made from global data, so chunked and one-shot runs skip the same tiles).
@@ -105,7 +109,8 @@ def _run_group(
         ob = np.stack([opt[:, sy - gy0 : sy - gy0 + t, sx - gx0 : sx - gx0 + t] for sy, sx in batch])
         sb = np.stack([sr[:, sy - gy0 : sy - gy0 + t, sx - gx0 : sx - gx0 + t] for sy, sx in batch])
         mb = np.stack([optical_missing[sy - gy0 : sy - gy0 + t, sx - gx0 : sx - gx0 + t] for sy, sx in batch])
-        probs, rel = _forward(model, np.ascontiguousarray(ob), np.ascontiguousarray(sb), dev, mb)
+        nb = np.stack([sar_missing[sy - gy0 : sy - gy0 + t, sx - gx0 : sx - gx0 + t] for sy, sx in batch])
+        probs, rel = _forward(model, np.ascontiguousarray(ob), np.ascontiguousarray(sb), dev, mb, nb)
         if acc is None:
             acc = np.zeros((probs.shape[1] + 2, ey1 - ey0, ex1 - ex0), dtype=np.float32)
         has_rel = has_rel and rel is not None

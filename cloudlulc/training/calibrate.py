@@ -1,11 +1,12 @@
 """Fit the confidence calibration of a trained network on held-out validation data.
 
 Temperature scaling (Guo et al. 2017): one scalar ``T`` minimising the negative log-likelihood of
-the validation labels under ``softmax(logits / T)``. Two temperatures are fitted
+the validation labels under ``softmax(logits / T)``. Three temperatures are fitted
 (:class:`~cloudlulc.model.calibration.Calibration`): ``temperature`` on the validation patches as they
-are, and ``temperature_optical_missing`` on the same patches with the optical input removed exactly
-as inference removes it (every band at the model's fill value,
-:func:`~cloudlulc.training.data.remove_modality`). The class map never changes; ECE before and
+are, ``temperature_optical_missing`` on the same patches with the optical input removed exactly as
+inference removes it (every band at the model's fill value,
+:func:`~cloudlulc.training.data.remove_modality`), and ``temperature_sar_missing`` with the radar
+removed. The class map never changes; ECE before and
 after each fit is recorded in ``Calibration.fitted``.
 """
 
@@ -85,10 +86,14 @@ def fit_calibration(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
 ) -> Calibration:
-    """Both temperatures of ``model`` on ``dataset``, with ECE before/after in ``fitted``."""
+    """The three temperatures of ``model`` on ``dataset``, with ECE before/after in ``fitted``."""
     fitted: dict[str, Any] = {"method": "NLL minimisation (temperature scaling)", "data": description}
     temps: dict[str, float] = {}
-    plan: tuple[tuple[Missing | None, str], ...] = ((None, "optical_present"), ("optical", "optical_missing"))
+    plan: tuple[tuple[Missing | None, str], ...] = (
+        (None, "optical_present"),
+        ("optical", "optical_missing"),
+        ("sar", "sar_missing"),
+    )
     for missing, key in plan:
         logits, labels = collect_logits(model, dataset, missing=missing, batch_size=batch_size, device=device)
         t = fit_temperature(logits, labels)
@@ -101,14 +106,21 @@ def fit_calibration(
             "accuracy": round(float((logits.argmax(1) == labels).float().mean()), 5),
         }
     return Calibration(
-        temperature=temps["optical_present"], temperature_optical_missing=temps["optical_missing"], fitted=fitted
+        temperature=temps["optical_present"],
+        temperature_optical_missing=temps["optical_missing"],
+        temperature_sar_missing=temps["sar_missing"],
+        fitted=fitted,
     )
 
 
 def calibration_summary(cal: Calibration) -> dict[str, Any]:
     """The figures of a fit as one flat dict (for logs and tables)."""
-    out: dict[str, Any] = {"temperature": cal.temperature, "temperature_optical_missing": cal.missing}
-    for key in ("optical_present", "optical_missing"):
+    out: dict[str, Any] = {
+        "temperature": cal.temperature,
+        "temperature_optical_missing": cal.missing,
+        "temperature_sar_missing": cal.sar_missing,
+    }
+    for key in ("optical_present", "optical_missing", "sar_missing"):
         part = cal.fitted.get(key) or {}
         out[f"ece_before_{key}"] = part.get("ece_before")
         out[f"ece_after_{key}"] = part.get("ece_after")

@@ -156,11 +156,13 @@ def remove_modality(
     """A prepared batch with one input removed exactly as inference sees it: all bands at the model's
     fill (its band means, what :func:`~cloudlulc.model.inputs.fill_nan` puts for NaN). Labels stay valid.
 
-    ``batch["optical_missing"]`` [B,H,W] marks pixels without optical data (what the inference
-    calibration keys on); without optical, the cloud mask says "unreliable" everywhere.
+    ``batch["optical_missing"]`` and ``batch["sar_missing"]`` [B,H,W] mark pixels without optical data
+    and without radar (what the inference calibration keys on); without optical, the cloud mask says
+    "unreliable" everywhere.
     """
     out = dict(batch)
     optical_missing = torch.zeros_like(batch["label"], dtype=torch.bool)
+    sar_missing = torch.zeros_like(batch["label"], dtype=torch.bool)
     if missing is not None:
         opt_fill, sar_fill = fill_values(model)
         key, fills = ("sar", sar_fill) if missing == "sar" else ("optical", opt_fill)
@@ -174,7 +176,10 @@ def remove_modality(
             optical_missing[:] = True
             if "cloud" in out:
                 out["cloud"] = torch.where(out["cloud"] <= 1, torch.ones_like(out["cloud"]), out["cloud"])
+        else:
+            sar_missing[:] = True
     out["optical_missing"] = optical_missing
+    out["sar_missing"] = sar_missing
     return out
 
 
@@ -190,6 +195,7 @@ def drop_modalities(
     if b == 0 or not (rates.sar or rates.optical or rates.partial_optical or rates.sar_mismatch):
         out = dict(batch)
         out["optical_missing"] = torch.zeros_like(batch["label"], dtype=torch.bool)
+        out["sar_missing"] = torch.zeros_like(batch["label"], dtype=torch.bool)
         return out
     u = torch.rand(b, generator=generator)
     rate = [rates.sar, rates.optical, rates.partial_optical, rates.sar_mismatch]
@@ -222,4 +228,5 @@ def drop_modalities(
         cloud = batch["cloud"]
         out["cloud"] = torch.where(missing & (cloud <= 1), torch.ones_like(cloud), cloud)
     out["optical_missing"] = missing
+    out["sar_missing"] = no_sar[:, 0].expand(-1, h, w)
     return out

@@ -39,7 +39,7 @@ from cloudlulc.classes import NODATA
 from cloudlulc.model.io import from_pretrained, read_metadata
 from cloudlulc.model.registry import build_model
 from cloudlulc.training import checkpoint as ckpt
-from cloudlulc.training.calibrate import fit_calibration
+from cloudlulc.training.calibrate import calibration_summary, fit_calibration
 from cloudlulc.training.config import TrainConfig
 from cloudlulc.training.data import Augmented, drop_modalities, prepare_batch
 from cloudlulc.training.distributed import DistContext, setup, teardown
@@ -399,7 +399,7 @@ class _Trainer:
             setattr(model, "calibration", cal)  # noqa: B010 (nn.Module typing rejects plain attributes)
             meta = {k: v for k, v in read_metadata(path).items() if k not in _GENERATED}
             ckpt.publish_weights(model, self.out_dir, name, meta)
-            fits[name] = {"temperature": cal.temperature, "temperature_optical_missing": cal.missing, **cal.fitted}
+            fits[name] = {**calibration_summary(cal), **cal.fitted}
             if name == "last":
                 setattr(self.net, "calibration", cal)  # noqa: B010
         (self.out_dir / "calibration.json").write_text(json.dumps(fits, indent=1) + "\n")

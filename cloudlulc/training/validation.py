@@ -53,7 +53,9 @@ def evaluate_model(
         batch = remove_modality(prepare_batch(raw, model, device), model, missing)
         with torch.autocast(device_type="cuda", enabled=amp and device.type == "cuda"):
             out = model(batch["optical"], batch["sar"])
-        probs = torch.softmax(scale_logits(out.logits.float(), calibration, batch["optical_missing"]), dim=1)
+        probs = torch.softmax(
+            scale_logits(out.logits.float(), calibration, batch["optical_missing"], batch["sar_missing"]), dim=1
+        )
         confidence, pred = probs.max(1)
         cm.update(pred, batch["label"], batch_cloud_fraction(batch).cpu(), confidence)
     model.train(was_training)

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import UUID
 
 import httpx
 
@@ -245,9 +246,9 @@ def wait_for_flow_run(
     with temporary_settings({PREFECT_API_URL: server.api_url}):
         with get_client(sync_client=True) as client:
             while True:
-                run = client.read_flow_run(flow_run_id)
+                run = client.read_flow_run(UUID(flow_run_id))
                 state = run.state.type.value if run.state else "PENDING"
-                name = run.state.name if run.state else state
+                name = (run.state.name or state) if run.state else state  # Prefect names every state
                 if name != last:
                     last = name
                     if on_state:
@@ -266,7 +267,7 @@ def flow_run_message(server: PrefectServer, flow_run_id: str) -> str:
 
     with temporary_settings({PREFECT_API_URL: server.api_url}):
         with get_client(sync_client=True) as client:
-            run = client.read_flow_run(flow_run_id)
+            run = client.read_flow_run(UUID(flow_run_id))
             return (run.state.message or "") if run.state else ""
 
 

@@ -22,7 +22,7 @@ import contextlib
 import logging
 import shutil
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -257,7 +257,10 @@ def build_region(
     """Cut, curate and append one region's patches to ``store`` (uncommitted); returns (index rows, stats)."""
     rows, cols = region.slices
     windows = patch_windows(region, params.patch_size, params.stride, params.region_buffer)
-    clouds = _compute(scheduler, _data(sc.label)[rows, cols], *[_data(c["cloud"])[rows, cols] for c in sc.cubes])
+    # the computed (label, *cloud masks) tuple, then the uint8 cloud masks (the tuple is not kept alive)
+    clouds: Sequence[np.ndarray] = _compute(
+        scheduler, _data(sc.label)[rows, cols], *[_data(c["cloud"])[rows, cols] for c in sc.cubes]
+    )
     label, clouds = clouds[0].astype(np.uint8), [c.astype(np.uint8) for c in clouds[1:]]
     times = [p.s2.time for p in sc.pairs]
     fractions = [cloud_fraction(c) for c in clouds]
@@ -350,8 +353,8 @@ def build_region(
         for cd, opt, sar in zip(chunk, got[:n], got[n : 2 * n]):
             t, w, c_idx = cd.target, cd.window, cd.clear
             pair, clear_pair = sc.pairs[t], sc.pairs[c_idx]
-            clear = clear_cache[(c_idx, w.row, w.col)]
-            nf_t, nf_c, nf_s = nan_fraction(opt), nan_fraction(clear), nan_fraction(sar)
+            opt_clear = clear_cache[(c_idx, w.row, w.col)]
+            nf_t, nf_c, nf_s = nan_fraction(opt), nan_fraction(opt_clear), nan_fraction(sar)
             if max(nf_t, nf_c) > params.max_nodata_fraction:
                 dropped["optical_nodata"] += 1
                 continue
@@ -361,7 +364,7 @@ def build_region(
             lr, lc = w.local(region)
             lab = label[lr, lc]
             batch["optical_cloudy"].append(opt.astype(np.float32, copy=False))
-            batch["optical_clear"].append(clear)
+            batch["optical_clear"].append(opt_clear)
             batch["sar"].append(sar.astype(np.float32, copy=False))
             batch["label"].append(lab)
             batch["cloud"].append(clouds[t][lr, lc])
@@ -502,7 +505,7 @@ def build_dataset(
             bar.set_postfix(patches=store.n_committed)
 
     index = index_mod.consolidate(out, parts, store.regions_done)
-    dropped = Counter()
+    dropped: Counter[str] = Counter()
     for st in store.region_stats.values():
         dropped.update(st.get("dropped", {}))
     if len(index) == 0 and not any(st.get("label_valid_pixels", 1) for st in store.region_stats.values()):

@@ -32,7 +32,7 @@ from rasterio.transform import from_bounds
 
 from cloudlulc.classes import NODATA, S2_BANDS
 from cloudlulc.dataset.regions import SPLITS
-from cloudlulc.dataset.store import decode_optical
+from cloudlulc.dataset.store import decode_optical, store_array
 
 DN_SCALE = 1e-4
 FOLDERS = {
@@ -104,16 +104,28 @@ def write_geotiff_layout(
         transform = from_bounds(rec.minx, rec.miny, rec.maxx, rec.maxy, int(rec.size), int(rec.size))
         crs = str(rec.crs)
         for key in ("optical_cloudy", "optical_clear"):
-            refl = decode_optical(np.asarray(g[key][i]))
+            refl = decode_optical(np.asarray(store_array(g, key)[i]))
             if optical == "dn":
                 _write(root / FOLDERS[key] / f"{pid}.tif", reflectance_to_dn(refl), crs, transform, 0, S2_BANDS)
             else:
                 _write(root / FOLDERS[key] / f"{pid}.tif", refl, crs, transform, float("nan"), S2_BANDS)
-        sar = np.asarray(g["sar"][i], dtype=np.float32)
+        sar = np.asarray(store_array(g, "sar")[i], dtype=np.float32)
         _write(root / FOLDERS["vv"] / f"{pid}.tif", sar[0], crs, transform, float("nan"), ["VV dB"])
         _write(root / FOLDERS["vh"] / f"{pid}.tif", sar[1], crs, transform, float("nan"), ["VH dB"])
-        _write(root / FOLDERS["label"] / f"{pid}.tif", np.asarray(g["label"][i], np.uint8), crs, transform, NODATA)
-        _write(root / FOLDERS["cloud"] / f"{pid}.tif", np.asarray(g["cloud"][i], np.uint8), crs, transform, NODATA)
+        _write(
+            root / FOLDERS["label"] / f"{pid}.tif",
+            np.asarray(store_array(g, "label")[i], np.uint8),
+            crs,
+            transform,
+            NODATA,
+        )
+        _write(
+            root / FOLDERS["cloud"] / f"{pid}.tif",
+            np.asarray(store_array(g, "cloud")[i], np.uint8),
+            crs,
+            transform,
+            NODATA,
+        )
 
     # GDAL releases the GIL while encoding, so a few threads overlap compression and file I/O.
     with ThreadPoolExecutor(max_workers=workers) as pool:

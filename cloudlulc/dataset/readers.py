@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,7 @@ from cloudlulc.classes import NODATA, NUM_CLASSES, lookup_table
 from cloudlulc.dataset.errors import DatasetError
 from cloudlulc.dataset.regions import SPLITS
 from cloudlulc.dataset.sar import IW_MID_INCIDENCE_DEG, Backscatter, sigma0_to_gamma0_db
-from cloudlulc.dataset.store import decode_optical
+from cloudlulc.dataset.store import decode_optical, store_array
 
 #: Columns of the published CloudLULC-Set split tables (``split/<split>.csv``): file paths per modality.
 SPLIT_TABLE_COLUMNS = ("id", "VH", "VV", "optical", "label")
@@ -77,8 +77,8 @@ class ZarrPatchDataset(Dataset):
         if split is not None and split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
         g = zarr.open_group(str(self.path), mode="r")
-        n = int(g.attrs.get("n_committed", g["label"].shape[0]))
-        codes = np.asarray(g["split"][:n])
+        n = int(cast(int, g.attrs.get("n_committed", store_array(g, "label").shape[0])))
+        codes = np.asarray(store_array(g, "split")[:n])
         self.rows = np.arange(n) if split is None else np.flatnonzero(codes == SPLITS.index(split))
         self.split = split
         self.fill_nan = fill_nan
@@ -88,7 +88,7 @@ class ZarrPatchDataset(Dataset):
         if return_meta and index_path is not None:
             df = pd.read_parquet(index_path, columns=["zarr_index", "patch_id"])
             self._ids = dict(zip(df["zarr_index"].astype(int), df["patch_id"].astype(str)))
-        self._group = None
+        self._group: zarr.Group | None = None
 
     def __len__(self) -> int:
         return int(len(self.rows))

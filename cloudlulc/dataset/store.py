@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import zarr
@@ -42,6 +42,13 @@ def encode_optical(a: np.ndarray, dtype: str) -> np.ndarray:
     q = np.clip(q, OPTICAL_INT16_NODATA + 1, np.iinfo(np.int16).max).astype(np.int16)
     q[np.isnan(a)] = OPTICAL_INT16_NODATA
     return q
+
+
+def store_array(group: zarr.Group, name: str) -> zarr.Array:
+    """The member ``name`` of a patch store's group: every member of the store is an array."""
+    arr = group[name]
+    assert isinstance(arr, zarr.Array), f"{name!r} of the patch store is not an array"
+    return arr
 
 
 def decode_optical(a: np.ndarray) -> np.ndarray:
@@ -126,19 +133,19 @@ class PatchStore:
     # -- state ----------------------------------------------------------------------------------
     @property
     def n_committed(self) -> int:
-        return int(self.group.attrs.get("n_committed", 0))
+        return int(cast(int, self.group.attrs.get("n_committed", 0)))
 
     @property
     def regions_done(self) -> list[str]:
-        return list(self.group.attrs.get("regions_done", []))
+        return list(cast(list[str], self.group.attrs.get("regions_done", [])))
 
     @property
     def region_stats(self) -> dict[str, Any]:
-        return dict(self.group.attrs.get("region_stats", {}))
+        return dict(cast(dict[str, Any], self.group.attrs.get("region_stats", {})))
 
     @property
     def n_rows(self) -> int:
-        return int(self.group["label"].shape[0])
+        return int(store_array(self.group, "label").shape[0])
 
     # -- writing --------------------------------------------------------------------------------
     def rollback(self) -> int:
@@ -146,7 +153,7 @@ class PatchStore:
         n, extra = self.n_committed, self.n_rows - self.n_committed
         if extra > 0:
             for name in ("optical_cloudy", "optical_clear", "sar", "label", "cloud", "split"):
-                arr = self.group[name]
+                arr = store_array(self.group, name)
                 arr.resize((n,) + arr.shape[1:])
                 if name != "split":
                     self._delete_chunks_from(name, n)
@@ -168,7 +175,7 @@ class PatchStore:
         stop = start + k
         if k == 0:
             return start, stop
-        opt_dtype = self.group.attrs["optical_dtype"]
+        opt_dtype = str(self.group.attrs["optical_dtype"])
         data = {
             "optical_cloudy": encode_optical(batch["optical_cloudy"], opt_dtype),
             "optical_clear": encode_optical(batch["optical_clear"], opt_dtype),
@@ -178,7 +185,7 @@ class PatchStore:
             "split": np.full(k, split_code, dtype=np.uint8),
         }
         for name, values in data.items():
-            arr = self.group[name]
+            arr = store_array(self.group, name)
             arr.resize((stop,) + arr.shape[1:])
             arr[start:stop] = values
         return start, stop

@@ -39,6 +39,8 @@ def open_reference(path: Path | str) -> xr.DataArray:
     import rioxarray as rxr
 
     da = rxr.open_rasterio(path, masked=False)
+    if not isinstance(da, xr.DataArray):  # a file of several variables or subdatasets
+        raise ProductComparisonError(f"reference {path} is not a single raster; expected one band of class values")
     if "band" in da.dims:
         if da.sizes["band"] != 1:
             raise ProductComparisonError(

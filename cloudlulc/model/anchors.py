@@ -47,6 +47,9 @@ def mode_downsample(
 class SemanticAnchors(nn.Module):
     """Class anchors in latent space (EMA buffers) and the anchor-guided contrastive loss."""
 
+    anchors: torch.Tensor
+    initialised: torch.Tensor
+
     def __init__(
         self, num_classes: int, dim: int, momentum: float = 0.95, temperature: float = 0.1, ignore_index: int = 255
     ) -> None:
@@ -92,7 +95,8 @@ class SemanticAnchors(nn.Module):
         by ``reduce``; see :meth:`update`). A data-parallel trainer divides the sum by the cell count
         of the whole global batch, so the mean matches a single process.
         """
-        y = mode_downsample(labels, latent.shape[-2:], self.num_classes, self.ignore_index).flatten()
+        size = (latent.shape[-2], latent.shape[-1])
+        y = mode_downsample(labels, size, self.num_classes, self.ignore_index).flatten()
         z = F.normalize(latent.float().permute(0, 2, 3, 1).reshape(-1, latent.shape[1]), dim=1)
         keep = y != self.ignore_index
         z, y = z[keep], y[keep]

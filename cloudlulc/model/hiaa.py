@@ -88,8 +88,10 @@ class CHOI(nn.Module):
         self.row_opt = nn.Sequential(nn.Linear(channels, channels), nn.GELU(), nn.Linear(channels, 1))
         self.row_sar = nn.Sequential(nn.Linear(channels, channels), nn.GELU(), nn.Linear(channels, 1))
         for head in (self.row_opt, self.row_sar):
-            nn.init.normal_(head[-1].weight, std=0.01)  # starts ~ sigmoid(2) = 0.88 everywhere
-            nn.init.constant_(head[-1].bias, 2.0)
+            head_out = head[-1]
+            assert isinstance(head_out, nn.Linear)
+            nn.init.normal_(head_out.weight, std=0.01)  # starts ~ sigmoid(2) = 0.88 everywhere
+            nn.init.constant_(head_out.bias, 2.0)
         self.merge = nn.Conv2d(2 * channels, channels, 1)
 
     @staticmethod

@@ -173,7 +173,8 @@ def from_pretrained(
             f"{st_path}: tensors missing {missing[:5]} / unexpected {unexpected[:5]} for {doc['name']}"
         )
     try:
-        model.calibration = Calibration.from_dict(doc.get("calibration"))
+        # nn.Module.__setattr__ is typed for Tensor | Module values only; a plain attribute is fine at runtime
+        model.calibration = Calibration.from_dict(doc.get("calibration"))  # type: ignore[assignment]
     except (TypeError, ValueError) as exc:
         raise WeightsError(f"weights config {stem.with_suffix('.json')}: bad 'calibration' entry ({exc})") from None
     return model.eval()

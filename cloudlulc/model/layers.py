@@ -94,6 +94,9 @@ class Normalise(nn.Module):
     way the training loop does, and one NaN pixel never poisons a whole tile through the convolutions.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))

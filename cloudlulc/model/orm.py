@@ -46,13 +46,17 @@ class OpticalReliabilityModule(nn.Module):
             nn.GELU(),
             nn.Conv2d(hidden, 1, 1),
         )
-        nn.init.constant_(self.reliability[-1].bias, 2.0)
+        reliability_out = self.reliability[-1]
+        assert isinstance(reliability_out, nn.Conv2d) and reliability_out.bias is not None
+        nn.init.constant_(reliability_out.bias, 2.0)
         squeeze = max(channels // reduction, 4)
         self.channel_gate = nn.Sequential(nn.Linear(channels, squeeze), nn.GELU(), nn.Linear(squeeze, channels))
         # small weights, positive bias: the gate starts near 0.95 (identity-like) but gradients still
         # reach the first layer (a zero init would block them until the first update)
-        nn.init.normal_(self.channel_gate[-1].weight, std=0.01)
-        nn.init.constant_(self.channel_gate[-1].bias, 3.0)
+        gate_out = self.channel_gate[-1]
+        assert isinstance(gate_out, nn.Linear)
+        nn.init.normal_(gate_out.weight, std=0.01)
+        nn.init.constant_(gate_out.bias, 3.0)
         self.fill = nn.Conv2d(channels, channels, 1)
 
     def forward(self, f_opt: torch.Tensor, f_sar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

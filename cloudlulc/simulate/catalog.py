@@ -124,15 +124,15 @@ class SimCatalog:
             root=root,
             collections=[json.loads(p.read_text()) for p in col_paths],
             items=items,
-            aoi_bbox_lonlat=tuple(m["aoi_bbox_lonlat"]),  # type: ignore[arg-type]
+            aoi_bbox_lonlat=tuple(m["aoi_bbox_lonlat"]),
             s2_dates=[datetime.fromisoformat(d) for d in m["s2_dates"]],
             epsg=int(m["epsg"]),
             item_collection_paths=ic_paths,
             collection_paths=col_paths,
             truth_path=root / m["truth_path"],
             seed=int(m["seed"]),
-            tiles={k: tuple(v) for k, v in m["tiles"].items()},  # type: ignore[misc]
-            aoi_bounds_utm=tuple(m["aoi_bounds_utm"]),  # type: ignore[arg-type]
+            tiles={k: tuple(v) for k, v in m["tiles"].items()},
+            aoi_bounds_utm=tuple(m["aoi_bounds_utm"]),
             s1_dates=[datetime.fromisoformat(d) for d in m["s1_dates"]],
         )
 
@@ -259,7 +259,7 @@ def _write_all(
         ]
         starts = [it["properties"].get("start_datetime") or it["properties"]["datetime"] for it in its]
         ends = [it["properties"].get("end_datetime") or it["properties"]["datetime"] for it in its]
-        interval = [_iso(min(starts, key=_parse_dt)), _iso(max(ends, key=_parse_dt))]
+        interval: list[str | None] = [_iso(min(starts, key=_parse_dt)), _iso(max(ends, key=_parse_dt))]
         item_links = [{"rel": "item", "href": f"./items/{it['id']}.json", "type": "application/geo+json"} for it in its]
         col = md.collection_dict(cid, bbox, interval)
         col_file = dict(col)

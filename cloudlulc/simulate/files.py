@@ -26,7 +26,7 @@ def _block_any(a: np.ndarray, k: int) -> np.ndarray:
     if k == 1:
         return a
     h, w = a.shape
-    return a.reshape(h // k, k, w // k, k).any(axis=(1, 3))
+    return np.asarray(a.reshape(h // k, k, w // k, k).any(axis=(1, 3)))  # numpy types any(axis=...) as bool or array
 
 
 def _write_cog(

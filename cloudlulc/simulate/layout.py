@@ -64,8 +64,10 @@ class S1Pass:
     slices: int = 1
 
 
-def _utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+def _utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, microsecond: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, microsecond, tzinfo=UTC)
 
 
 #: Dates straddle the 25 Jan 2022 switch to processing baseline 04.00 (DN offset +1000).

@@ -107,7 +107,7 @@ class Landscape:
 
     @property
     def shape(self) -> tuple[int, int]:
-        return self.labels.shape  # type: ignore[return-value]
+        return self.labels.shape
 
 
 @dataclass
@@ -509,7 +509,11 @@ def simulate_scene(
     ``season``, everything but the cloud threshold is drawn independently of ``cloud_cover`` —
     same labels, clear reflectance, atmosphere, SAR and cloud field — so higher covers give nested masks.
     """
-    land = landscape if landscape is not None else make_landscape(seed, tuple(shape), parcel_size=parcel_size)
+    if landscape is not None:
+        land = landscape
+    else:
+        h, w = shape  # a list works too
+        land = make_landscape(seed, (h, w), parcel_size=parcel_size)
     seeds = (seed, 0x5CE4E, int(round(season * 1000)))
     acq = render_acquisition(land, season, cloud_cover, seeds, realistic=realistic)
     assert acq.clear is not None

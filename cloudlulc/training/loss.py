@@ -57,7 +57,9 @@ def compute_loss(
         for total, weight in reliability_terms(out.reliability_pyramid, batch["cloud"], batch.get("valid")):
             terms.append(("reliability", total, weight))  # one term per pyramid level
     if out.reconstruction is not None and "optical_clear" in batch and cfg.reconstruction_weight > 0:
-        target = model.norm_optical(batch["optical_clear"])
+        norm_optical = model.norm_optical
+        assert isinstance(norm_optical, nn.Module)
+        target = norm_optical(batch["optical_clear"])
         err = (out.reconstruction.float() - target).abs().mean(1)
         mask = batch.get("clear_valid", batch["valid"]).float()
         terms.append(("reconstruction", (err * mask).sum(), mask.sum()))

@@ -99,7 +99,7 @@ def scores_from_confusion(cm: np.ndarray, class_names: Sequence[str]) -> dict[st
     iou = np.where(defined, tp / np.where(defined, union, 1), np.nan)
     f1 = np.where(denom_f1 > 0, 2 * tp / np.where(denom_f1 > 0, denom_f1, 1), np.nan)
 
-    def clean(v: float) -> float | None:
+    def clean(v: float | np.floating) -> float | None:
         return None if not np.isfinite(v) else float(v)
 
     return {

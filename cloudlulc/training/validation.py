@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -10,6 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from cloudlulc.model.calibration import calibration_of, scale_logits
+from cloudlulc.model.config import ModelConfigBase
 from cloudlulc.training.data import Missing, batch_cloud_fraction, prepare_batch, remove_modality
 from cloudlulc.training.distributed import DistContext
 from cloudlulc.training.metrics import ConfusionMatrix
@@ -48,7 +49,8 @@ def evaluate_model(
     was_training = model.training
     model.eval()
     calibration = calibration_of(model)
-    cm = ConfusionMatrix(num_classes=model.config.num_classes, class_names=model.config.class_names)
+    config = cast(ModelConfigBase, model.config)  # every cloudlulc.model network carries its config
+    cm = ConfusionMatrix(num_classes=config.num_classes, class_names=config.class_names)
     for raw in loader:
         batch = remove_modality(prepare_batch(raw, model, device), model, missing)
         with torch.autocast(device_type="cuda", enabled=amp and device.type == "cuda"):

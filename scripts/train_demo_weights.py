@@ -79,17 +79,22 @@ def headline(metrics: dict[str, Any]) -> str:
     )
 
 
-def val_config(args: argparse.Namespace) -> SimulatedDataConfig:
-    """The validation windows: best-checkpoint choice and calibration."""
+def windows(args: argparse.Namespace, n_patches: int, seed: int) -> SimulatedDataConfig:
+    """Training or validation windows: ``n_patches`` cut from the simulated scenes of ``seed``."""
     return SimulatedDataConfig(
-        n_patches=args.n_val,
+        n_patches=n_patches,
         patch_size=args.patch_size,
         cloud_cover=(0.0, 0.95),
-        seed=5_000 + args.seed,
+        seed=seed,
         scene_size=args.scene_size,
         patches_per_scene=args.patches_per_scene,
         keep_clear=False,
     )
+
+
+def val_config(args: argparse.Namespace) -> SimulatedDataConfig:
+    """The validation windows: best-checkpoint choice and calibration."""
+    return windows(args, args.n_val, 5_000 + args.seed)
 
 
 def recalibrate(args: argparse.Namespace) -> dict[str, Any]:
@@ -143,10 +148,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         return recalibrate(args)
 
     dropout = ModalityDropout(sar=args.sar_dropout, optical=0.1, partial_optical=0.1, sar_mismatch=args.sar_mismatch)
-    scenes = {"scene_size": args.scene_size, "patches_per_scene": args.patches_per_scene, "keep_clear": False}
-    train_data = SimulatedDataConfig(
-        n_patches=args.n_train, patch_size=args.patch_size, cloud_cover=(0.0, 0.95), seed=args.seed, **scenes
-    )
+    train_data = windows(args, args.n_train, args.seed)
     val_data = val_config(args)
     steps = args.epochs * args.steps_per_epoch
     description = TRAIN_DESCRIPTION.format(

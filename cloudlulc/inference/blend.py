@@ -104,13 +104,16 @@ def _run_group(
     weight2d = np.outer(win, win)
     acc: np.ndarray | None = None
     has_rel = True
+
+    def tiles(a: np.ndarray, batch: list[tuple[int, int]]) -> np.ndarray:
+        """The tiles of ``a`` (..., y, x) starting at ``batch``'s corners, stacked (a new, contiguous array)."""
+        return np.stack([a[..., sy - gy0 : sy - gy0 + t, sx - gx0 : sx - gx0 + t] for sy, sx in batch])
+
     for b in range(0, len(starts), batch_size):
         batch = starts[b : b + batch_size]
-        ob = np.stack([opt[:, sy - gy0 : sy - gy0 + t, sx - gx0 : sx - gx0 + t] for sy, sx in batch])
-        sb = np.stack([sr[:, sy - gy0 : sy - gy0 + t, sx - gx0 : sx - gx0 + t] for sy, sx in batch])
-        mb = np.stack([optical_missing[sy - gy0 : sy - gy0 + t, sx - gx0 : sx - gx0 + t] for sy, sx in batch])
-        nb = np.stack([sar_missing[sy - gy0 : sy - gy0 + t, sx - gx0 : sx - gx0 + t] for sy, sx in batch])
-        probs, rel = _forward(model, np.ascontiguousarray(ob), np.ascontiguousarray(sb), dev, mb, nb)
+        probs, rel = _forward(
+            model, tiles(opt, batch), tiles(sr, batch), dev, tiles(optical_missing, batch), tiles(sar_missing, batch)
+        )
         if acc is None:
             acc = np.zeros((probs.shape[1] + 2, ey1 - ey0, ex1 - ex0), dtype=np.float32)
         has_rel = has_rel and rel is not None

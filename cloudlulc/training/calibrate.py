@@ -6,8 +6,8 @@ the validation labels under ``softmax(logits / T)``. Three temperatures are fitt
 are, ``temperature_optical_missing`` on the same patches with the optical input removed exactly as
 inference removes it (every band at the model's fill value,
 :func:`~cloudlulc.training.data.remove_modality`), and ``temperature_sar_missing`` with the radar
-removed. The class map never changes; ECE before and
-after each fit is recorded in ``Calibration.fitted``.
+removed. The class map never changes; ECE before and after each fit is recorded in
+``Calibration.fitted``.
 """
 
 from __future__ import annotations
